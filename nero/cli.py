@@ -1,0 +1,162 @@
+"""The ``nero`` command line (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nero import __version__
+
+DEFAULT_RUNS_ROOT = Path("runs")
+DEFAULT_PORT = 8501
+
+
+def _ood_pair(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--ood expects NAME=DIR, got {text!r}")
+    return name, folder
+
+
+def _nero_param(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--nero-param expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nero", description="Explainable out-of-distribution detection (NERO)."
+    )
+    parser.add_argument("--version", action="version", version=f"nero {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("evaluate", help="score ID and OOD folders, write a run directory")
+    ev.add_argument("--model", help="checkpoint (.pt/.pth/.safetensors); omit for a random model")
+    ev.add_argument(
+        "--arch",
+        help="torchvision architecture, e.g. resnet18 (default: from the "
+        "checkpoint's sidecar JSON)",
+    )
+    ev.add_argument("--data", type=Path, help="prepared folder: id_train/ id_test/ ood/")
+    ev.add_argument("--id-train", type=Path)
+    ev.add_argument("--id-test", type=Path)
+    ev.add_argument("--ood", type=_ood_pair, action="append", default=[], metavar="NAME=DIR")
+    ev.add_argument("--methods", default="nero", help="comma list or 'all'")
+    ev.add_argument("--preset", default="default", choices=["reference", "default"])
+    ev.add_argument(
+        "--nero-param",
+        type=_nero_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one NERO parameter, e.g. epsilon=1e-6",
+    )
+    ev.add_argument("--img-size", type=int)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow loading a fully pickled model (runs code from the file)",
+    )
+    ev.add_argument("--out", type=Path, required=True)
+
+    rp = sub.add_parser("report", help="print the comparison of all methods in a run")
+    rp.add_argument("run", type=Path)
+    rp.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+
+    db = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
+    db.add_argument("run", nargs="?", type=Path, help="open this run (default: the demo run)")
+    db.add_argument("--port", type=int, default=DEFAULT_PORT)
+    db.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT)
+    return parser
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nero.data import explicit_collection, prepared_collection
+    from nero.methods import parse_methods
+    from nero.models import load_classifier
+    from nero.pipeline import EvaluateConfig, evaluate
+    from nero.report import format_report
+    from nero.run import read_run
+    from nero.sidecar import read_sidecar
+
+    sidecar = read_sidecar(args.model) if args.model else {}
+    arch = args.arch or sidecar.get("arch")
+    if not arch:
+        raise SystemExit("nero evaluate: --arch is required (no sidecar JSON next to the model)")
+    img_size = args.img_size or sidecar.get("img_size") or 224
+    if args.data:
+        if args.id_train or args.id_test or args.ood:
+            raise SystemExit("nero evaluate: use either --data or --id-train/--id-test/--ood")
+        collection = prepared_collection(args.data)
+        masks = args.data / "masks"
+        masks_root, data_root = (masks, args.data) if masks.is_dir() else (None, None)
+    else:
+        if not (args.id_train and args.id_test and args.ood):
+            raise SystemExit(
+                "nero evaluate: give --data DIR, or --id-train, --id-test and "
+                "at least one --ood NAME=DIR"
+            )
+        collection = explicit_collection(
+            args.id_train, args.id_test, dict(args.ood), sidecar.get("class_names")
+        )
+        masks_root = data_root = None
+    model = load_classifier(
+        arch, args.model, len(collection.class_names), img_size, args.trust_pickle
+    )
+    config = EvaluateConfig(
+        arch=arch,
+        img_size=img_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        methods=parse_methods(args.methods),
+        preset=args.preset,
+        nero_params=dict(args.nero_param),
+        seed=args.seed,
+        checkpoint=str(args.model) if args.model else None,
+        masks_root=masks_root,
+    )
+    out = evaluate(collection, model, config, args.out, data_root=data_root)
+    print(format_report(read_run(out), "table"))
+    print(f"\nrun written to {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nero.report import format_report
+    from nero.run import read_run
+
+    print(format_report(read_run(args.run), args.format))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from nero.serve import serve_dashboard
+
+    return serve_dashboard(args.run, args.runs_root, args.port)
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "report": cmd_report, "dashboard": cmd_dashboard}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"nero {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Class-folder data sets, the evaluation transform, and tolerant image decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# ImageNet statistics: the paper's evaluation transform (spec §7).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMG_SIZE = 224
+
+
+class DataError(ValueError):
+    """A data folder is missing, empty or laid out wrongly."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One named group of samples: ``id_train``, ``id_test`` or ``ood:NAME``."""
+
+    name: str
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray  # class index, -1 for OOD
+
+
+@dataclass
+class Collection:
+    """Every split of an evaluation, in the order rows are written."""
+
+    class_names: list[str]
+    splits: list[Split] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for s in self.splits for p in s.paths]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([s.labels for s in self.splits]) if self.splits else np.zeros(0, int)
+
+    @property
+    def split_names(self) -> list[str]:
+        return [s.name for s in self.splits for _ in s.paths]
+
+
+def is_image(path: Path) -> bool:
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    )
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted for a deterministic order."""
+    return sorted(p for p in root.rglob("*") if is_image(p))
+
+
+def class_folders(root: str | Path) -> list[str]:
+    """Sorted class-folder names, as torchvision's ImageFolder indexes them."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"{root} has no class sub-folders (expected {root}/<class>/*.jpg)")
+    return names
+
+
+def class_folder_split(name: str, root: str | Path, class_names: Sequence[str]) -> Split:
+    """Images of ``root/<class>/``; every class must be a folder with at least one image."""
+    root = Path(root)
+    found = class_folders(root)
+    missing = [c for c in class_names if c not in found]
+    extra = [c for c in found if c not in class_names]
+    if missing or extra:
+        raise DataError(
+            f"class folders of {root} do not match the model's classes: "
+            f"missing {missing}, unexpected {extra}"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index, cls in enumerate(class_names):
+        images = list_images(root / cls)
+        if not images:
+            raise DataError(f"class folder {root / cls} contains no images")
+        paths += images
+        labels += [index] * len(images)
+    return Split(name, root, paths, np.asarray(labels, np.int64))
+
+
+def ood_split(name: str, root: str | Path) -> Split:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"OOD folder {root} (set {name!r}) does not exist")
+    images = list_images(root)
+    if not images:
+        raise DataError(f"OOD folder {root} (set {name!r}) contains no images")
+    return Split(f"ood:{name}", root, images, np.full(len(images), -1, np.int64))
+
+
+def prepared_collection(data_dir: str | Path) -> Collection:
+    """The prepared layout: ``id_train/<class>``, ``id_test/<class>``, ``ood/<set>/**``."""
+    data_dir = Path(data_dir)
+    for sub in ("id_train", "id_test", "ood"):
+        if not (data_dir / sub).is_dir():
+            raise DataError(
+                f"{data_dir} is not a prepared data folder: {data_dir / sub} is missing "
+                "(expected id_train/<class>/, id_test/<class>/, ood/<set>/)"
+            )
+    classes = class_folders(data_dir / "id_train")
+    ood_sets = {p.name: p for p in sorted((data_dir / "ood").iterdir()) if p.is_dir()}
+    if not ood_sets:
+        raise DataError(f"{data_dir / 'ood'} has no OOD set folders")
+    return explicit_collection(data_dir / "id_train", data_dir / "id_test", ood_sets, classes)
+
+
+def explicit_collection(
+    id_train: str | Path,
+    id_test: str | Path,
+    ood: dict[str, str | Path],
+    class_names: Sequence[str] | None = None,
+) -> Collection:
+    classes = list(class_names) if class_names is not None else class_folders(id_train)
+    splits = [
+        class_folder_split("id_train", id_train, classes),
+        class_folder_split("id_test", id_test, classes),
+    ]
+    splits += [ood_split(name, root) for name, root in ood.items()]
+    return Collection(classes, splits)
+
+
+# ------------------------------------------------------------------ decoding
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from any mode: 16-bit and 32-bit integer images are rescaled, alpha is dropped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr, mode="L")
+    if (
+        image.mode == "RGBA"
+        or image.mode == "LA"
+        or (image.mode == "P" and "transparency" in image.info)
+    ):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode fully (so truncation is caught here) and convert to RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def eval_transform(img_size: int = DEFAULT_IMG_SIZE) -> transforms.Compose:
+    """Square resize (no crop), tensor, ImageNet normalisation: the paper's evaluation."""
+    return transforms.Compose(
+        [
+            transforms.Resize((img_size, img_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class ImageListDataset(Dataset):
+    """Images by path; an unreadable file yields a zero tensor and its error, not an exception."""
+
+    def __init__(self, paths: Sequence[Path], transform, img_size: int) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.img_size = img_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            image = read_image(self.paths[index])
+            return self.transform(image), index, ""
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            blank = torch.zeros(3, self.img_size, self.img_size)
+            return blank, index, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,296 @@
+"""NERO: nearest relevance centroid distance, bias term and feature-norm ratio (spec §2–3).
+
+A scikit-learn-style estimator: hyper-parameters in ``__init__``, ``fit`` learns attributes
+ending in ``_``, ``score`` returns one number per sample (higher = more out-of-distribution),
+``explain`` returns the parts of that number.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+# The release keeps the 175 most negative-relevance neurons: 175/512 of ResNet-18's width.
+RELEASE_NORM_NEURONS = 175
+RELEASE_NORM_FRACTION = RELEASE_NORM_NEURONS / 512
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference release, quirks included (spec §2–3).
+    "reference": dict(
+        n_components="2/3",
+        norm_neurons=RELEASE_NORM_NEURONS,
+        centroids_per_class=1,
+        epsilon=0.0,
+        distance="l1",
+    ),
+    # Where improvements go (issue 8); equal to the release for D = 512 until then.
+    "default": dict(
+        n_components="2/3",
+        norm_neurons=RELEASE_NORM_FRACTION,
+        centroids_per_class=1,
+        epsilon=0.0,
+        distance="l1",
+    ),
+}
+DISTANCES = ("l1", "l2")
+
+
+class NotFittedError(RuntimeError):
+    """The detector was used before ``fit``."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The parts of NERO's score, one row per sample."""
+
+    score: np.ndarray  # (distance + bias_term) * norm_ratio
+    distance: np.ndarray  # min over centroids of the PCA-space distance
+    bias_term: np.ndarray  # λ·|R_bias|
+    norm_ratio: np.ndarray  # share of |activation| held by the most negative-relevance neurons
+    nearest_centroid: np.ndarray  # index into centroids_
+    nearest_class: np.ndarray  # class of that centroid
+    deviation: np.ndarray  # N×D: raw neuron relevance minus the nearest centroid's
+    norm_neurons: np.ndarray  # N×k indices of the neurons in the norm ratio
+
+
+def n_components_for(spec: int | str, n_features: int) -> int:
+    """``"2/3"`` → ``int(2·D/3)`` (the release); an int is taken as is."""
+    if isinstance(spec, str):
+        num, _, den = spec.partition("/")
+        return int(int(num) * n_features / int(den or 1))
+    return int(spec)
+
+
+def norm_neuron_count(spec: int | float, n_features: int) -> int:
+    """A count (int) or a fraction of D (float in (0, 1)); a count ≥ D means every neuron.
+
+    The release hard-codes 175 and, when D ≤ 175, silently uses every neuron (ratio = 1).
+    """
+    if isinstance(spec, float) and 0 < spec < 1:
+        return max(1, int(round(spec * n_features)))
+    if spec < 1 or float(spec) != int(spec):
+        raise ValueError(f"norm_neurons must be a count ≥ 1 or a fraction in (0, 1), got {spec}")
+    return min(int(spec), n_features)
+
+
+def _pairwise_min(x: np.ndarray, centres: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to the nearest centre and its index, without an N×M×D intermediate per row."""
+    best = np.full(x.shape[0], np.inf)
+    arg = np.zeros(x.shape[0], np.int64)
+    for m, centre in enumerate(centres):  # M centres: a handful, not per sample
+        diff = x - centre
+        d = np.abs(diff).sum(axis=1) if metric == "l1" else np.sqrt((diff * diff).sum(axis=1))
+        closer = d < best
+        best = np.where(closer, d, best)
+        arg = np.where(closer, m, arg)
+    return best, arg
+
+
+class NERO:
+    """Neuron-level relevance OOD detector.
+
+    Parameters
+    ----------
+    n_components : PCA size, an int or ``"num/den"`` of D (release: ``"2/3"``).
+    norm_neurons : neurons in the feature-norm ratio, a count (release: 175) or a fraction of D.
+    centroids_per_class : 1 = class means (release); >1 = k-means inside each class.
+    epsilon : LRP-ε stabiliser used when relevance is computed by this package (0 = LRP-0).
+    distance : ``"l1"`` (release) or ``"l2"`` in PCA space.
+    random_state : seed for k-means.
+    """
+
+    def __init__(
+        self,
+        n_components: int | str = "2/3",
+        norm_neurons: int | float = RELEASE_NORM_NEURONS,
+        centroids_per_class: int = 1,
+        epsilon: float = 0.0,
+        distance: str = "l1",
+        random_state: int = 42,
+    ) -> None:
+        self.n_components = n_components
+        self.norm_neurons = norm_neurons
+        self.centroids_per_class = centroids_per_class
+        self.epsilon = epsilon
+        self.distance = distance
+        self.random_state = random_state
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> NERO:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(
+            n_components=self.n_components,
+            norm_neurons=self.norm_neurons,
+            centroids_per_class=self.centroids_per_class,
+            epsilon=self.epsilon,
+            distance=self.distance,
+            random_state=self.random_state,
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, features: np.ndarray, relevance: np.ndarray, labels: np.ndarray) -> NERO:
+        """Learn PCA, class centroids and the bias scale λ from in-distribution training data."""
+        features, relevance = self._check(features, relevance)
+        labels = np.asarray(labels)
+        if labels.shape != (relevance.shape[0],):
+            raise ValueError(f"labels have shape {labels.shape}, expected ({relevance.shape[0]},)")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        n, d = features.shape
+        if n < 2:
+            raise ValueError(f"NERO needs at least 2 training samples, got {n}")
+        neuron_rel = relevance[:, :d]
+
+        wanted = n_components_for(self.n_components, d)
+        n_comp = min(wanted, n, d)
+        if n_comp < wanted:
+            warnings.warn(
+                f"n_components={wanted} exceeds what {n} training samples × {d} features allow; "
+                f"using {n_comp}",
+                stacklevel=2,
+            )
+        # "full" SVD: deterministic for any data size (the randomized solver is not).
+        pca = PCA(n_components=n_comp, svd_solver="full").fit(neuron_rel)
+        self.pca_mean_ = pca.mean_.astype(np.float64)
+        self.pca_components_ = pca.components_.astype(np.float64)
+        projected = self._project(neuron_rel)
+
+        classes = np.unique(labels)
+        cluster = np.empty(n, np.int64)
+        centroid_class: list[int] = []
+        for c in classes:  # one block per class, vectorised inside
+            members = np.flatnonzero(labels == c)
+            k = min(self.centroids_per_class, members.size)
+            if k <= 1:
+                assign = np.zeros(members.size, np.int64)
+            else:
+                km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state)
+                assign = km.fit_predict(projected[members])
+            cluster[members] = assign + len(centroid_class)
+            centroid_class.extend([int(c)] * (int(assign.max()) + 1))
+        n_centroids = len(centroid_class)
+        counts = np.bincount(cluster, minlength=n_centroids)[:, None]
+        self.centroids_ = np.zeros((n_centroids, n_comp))
+        np.add.at(self.centroids_, cluster, projected)
+        self.centroids_ /= counts
+        raw = np.zeros((n_centroids, d + 1))
+        np.add.at(raw, cluster, relevance)
+        self.raw_centroids_ = raw / counts
+        self.centroid_classes_ = np.asarray(centroid_class, np.int64)
+
+        # λ: raw relevance incl. bias, scored against the centroids it built (release §2).
+        raw_min, _ = _pairwise_min(relevance, self.raw_centroids_, "l1")
+        mean_bias = np.abs(relevance[:, d]).mean()
+        self.bias_scale_ = float(raw_min.mean() / mean_bias) if mean_bias > 0 else 0.0
+        self.n_features_in_ = d
+        self.norm_neurons_ = norm_neuron_count(self.norm_neurons, d)
+        return self
+
+    # ---------------------------------------------------------------- score
+    def score(self, features: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+        """One OOD score per sample, higher = more out-of-distribution."""
+        return self.explain(features, relevance).score
+
+    def explain(self, features: np.ndarray, relevance: np.ndarray) -> Explanation:
+        """The score and its parts for every sample (spec §3, §8)."""
+        self._check_fitted()
+        features, relevance = self._check(features, relevance)
+        d = self.n_features_in_
+        if features.shape[1] != d:
+            raise ValueError(f"detector was fit on D={d} features, got D={features.shape[1]}")
+        neuron_rel = relevance[:, :d]
+        distance, nearest = _pairwise_min(self._project(neuron_rel), self.centroids_, self.distance)
+        bias_term = self.bias_scale_ * np.abs(relevance[:, d])
+
+        k = self.norm_neurons_
+        if k < d:
+            selected = np.argpartition(neuron_rel, k - 1, axis=1)[:, :k]
+        else:  # every neuron: the release's behaviour when D ≤ k
+            selected = np.broadcast_to(np.arange(d), (features.shape[0], d))
+        abs_a = np.abs(features)
+        total = abs_a.sum(axis=1)
+        part = np.take_along_axis(abs_a, selected, axis=1).sum(axis=1)
+        # All-zero activations: no norm to share out, so the ratio is neutral.
+        norm_ratio = np.divide(part, total, out=np.ones_like(total), where=total > 0)
+
+        score = (distance + bias_term) * norm_ratio
+        deviation = neuron_rel - self.raw_centroids_[nearest, :d]
+        return Explanation(
+            score=score,
+            distance=distance,
+            bias_term=bias_term,
+            norm_ratio=norm_ratio,
+            nearest_centroid=nearest,
+            nearest_class=self.centroid_classes_[nearest],
+            deviation=deviation,
+            norm_neurons=np.asarray(selected),
+        )
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path: str | Path) -> None:
+        """Write the fitted state to ``detector.npz`` (no pickles)."""
+        self._check_fitted()
+        np.savez(
+            path,
+            params=np.array(json.dumps(self.get_params())),
+            pca_mean=self.pca_mean_,
+            pca_components=self.pca_components_,
+            centroids=self.centroids_,
+            raw_centroids=self.raw_centroids_,
+            centroid_classes=self.centroid_classes_,
+            bias_scale=np.array(self.bias_scale_),
+            norm_neurons=np.array(self.norm_neurons_),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> NERO:
+        with np.load(path, allow_pickle=False) as z:
+            detector = cls(**json.loads(str(z["params"])))
+            detector.pca_mean_ = z["pca_mean"]
+            detector.pca_components_ = z["pca_components"]
+            detector.centroids_ = z["centroids"]
+            detector.raw_centroids_ = z["raw_centroids"]
+            detector.centroid_classes_ = z["centroid_classes"]
+            detector.bias_scale_ = float(z["bias_scale"])
+            detector.norm_neurons_ = int(z["norm_neurons"])
+        detector.n_features_in_ = detector.pca_mean_.shape[0]
+        return detector
+
+    # -------------------------------------------------------------- helpers
+    def _project(self, neuron_rel: np.ndarray) -> np.ndarray:
+        return (neuron_rel - self.pca_mean_) @ self.pca_components_.T
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise NotFittedError("this NERO detector is not fitted yet: call fit() first")
+
+    @staticmethod
+    def _check(features: np.ndarray, relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features = np.asarray(features, np.float64)
+        relevance = np.asarray(relevance, np.float64)
+        if features.ndim != 2 or relevance.ndim != 2:
+            raise ValueError("features and relevance must be 2-D (samples × neurons)")
+        if relevance.shape != (features.shape[0], features.shape[1] + 1):
+            raise ValueError(
+                f"relevance has shape {relevance.shape}; expected {features.shape[0]}×"
+                f"{features.shape[1] + 1} (one column per neuron plus the bias)"
+            )
+        for name, arr in (("features", features), ("relevance", relevance)):
+            finite = np.isfinite(arr).all(axis=1)
+            if not finite.all():
+                rows = np.flatnonzero(~finite)
+                raise ValueError(
+                    f"{name} contain NaN/inf in {rows.size} rows (first: {rows[:10].tolist()})"
+                )
+        return features, relevance

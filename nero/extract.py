@@ -1,0 +1,131 @@
+"""One batched forward pass → features (head input) and logits, streamed into .npy files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from nero.data import ImageListDataset, eval_transform
+from nero.models import capture_head_input
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class ExtractionError(RuntimeError):
+    """The forward pass produced no usable sample."""
+
+
+@dataclass
+class Extraction:
+    """Arrays of the readable samples; ``kept`` indexes them into the input path list."""
+
+    features: np.ndarray
+    logits: np.ndarray
+    kept: np.ndarray
+    failures: dict[str, str]  # path → error of every unreadable image
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def make_loader(
+    paths: Sequence[Path], img_size: int, batch_size: int, workers: int | None = None
+) -> DataLoader:
+    """Deterministic order; decoding in worker processes overlaps with the forward pass."""
+    if workers is None:
+        workers = min(2, torch.get_num_threads()) if len(paths) > 4 * batch_size else 0
+    return DataLoader(
+        ImageListDataset(paths, eval_transform(img_size), img_size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+def extract(
+    model: nn.Module,
+    head: nn.Linear,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    img_size: int = 224,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Extraction:
+    """Write ``features.npy`` (N×D) and ``logits.npy`` (N×C) to ``out_dir`` chunk by chunk.
+
+    Memory stays flat: each batch goes straight into a memory-mapped file. Unreadable images
+    are skipped and listed; rows of the output follow the readable paths in order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    n = len(paths)
+    if n == 0:
+        raise ExtractionError("no images to extract")
+    features = logits = None
+    ok = np.zeros(n, bool)
+    failures: dict[str, str] = {}
+    loader = make_loader(paths, img_size, batch_size, workers)
+    with capture_head_input(head) as captured, torch.inference_mode():
+        bar = tqdm(total=n, desc="forward pass", unit="img", disable=not progress)
+        for images, index, errors in loader:
+            out = model(images.to(dev, non_blocking=True))
+            feats = captured["features"].flatten(1).float().cpu().numpy()
+            if features is None:  # shapes are known after the first batch
+                features = open_memmap(
+                    out_dir / "features.npy", "w+", np.float32, (n, feats.shape[1])
+                )
+                logits = open_memmap(out_dir / "logits.npy", "w+", np.float32, (n, out.shape[1]))
+            idx = index.numpy()
+            features[idx] = feats
+            logits[idx] = out.float().cpu().numpy()
+            good = np.array([not e for e in errors])
+            ok[idx] = good
+            for i, err in zip(idx[~good], np.asarray(errors, object)[~good], strict=True):
+                failures[str(paths[i])] = err
+            bar.update(len(idx))
+        bar.close()
+    kept = np.flatnonzero(ok)
+    if kept.size == 0:
+        raise ExtractionError(
+            f"none of the {n} images could be read; first error: {next(iter(failures.items()))}"
+        )
+    features.flush()
+    logits.flush()
+    if kept.size < n:  # compact: rows must follow the readable samples only
+        features, logits = _compact(out_dir, features, logits, kept)
+    return Extraction(np.asarray(features), np.asarray(logits), kept, failures)
+
+
+def _compact(
+    out_dir: Path, features: np.memmap, logits: np.memmap, kept: np.ndarray, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    result = []
+    for name, arr in (("features", features), ("logits", logits)):
+        tmp = out_dir / f"{name}.compact.npy"
+        dst = open_memmap(tmp, "w+", np.float32, (kept.size, arr.shape[1]))
+        for start in range(0, kept.size, chunk):
+            dst[start : start + chunk] = arr[kept[start : start + chunk]]
+        dst.flush()
+        del dst
+        tmp.replace(out_dir / f"{name}.npy")
+        result.append(np.load(out_dir / f"{name}.npy", mmap_mode="r"))
+    return result[0], result[1]

@@ -1,0 +1,71 @@
+"""The comparison of every method in a run: text table, Markdown or CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nero.run import Run
+
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+# Which direction is better for each metric (FPR95: lower).
+HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "aupr_in": True, "aupr_out": True}
+SHOWN = ("auroc", "fpr95")
+
+
+def comparison_frame(report: dict, metrics: tuple[str, ...] = SHOWN) -> pd.DataFrame:
+    """Rows = methods, columns = (OOD set, metric) plus the mean over sets; sorted by AUROC."""
+    results = report["results"]
+    sets = list(results)
+    methods = list(dict.fromkeys(m for s in sets for m in results[s]))
+    columns = pd.MultiIndex.from_tuples(
+        [(s, m) for s in [*sets, "mean"] for m in metrics], names=["ood set", "metric"]
+    )
+    frame = pd.DataFrame(index=methods, columns=columns, dtype=float)
+    for s in sets:
+        for method, values in results[s].items():
+            for m in metrics:
+                frame.loc[method, (s, m)] = values[m]
+    for m in metrics:
+        frame[("mean", m)] = frame.loc[:, [(s, m) for s in sets]].mean(axis=1).round(2)
+    frame.index.name = "method"
+    return frame.sort_values(("mean", "auroc"), ascending=False)
+
+
+def best_mask(frame: pd.DataFrame) -> pd.DataFrame:
+    """True where a cell is the best of its column (ties all marked)."""
+    mask = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    for col in frame.columns:
+        values = frame[col].to_numpy(float)
+        if np.isnan(values).all():
+            continue
+        best = np.nanmax(values) if HIGHER_IS_BETTER[col[1]] else np.nanmin(values)
+        mask[col] = values == best
+    return mask
+
+
+def format_report(run: Run, fmt: str = "table") -> str:
+    frame = comparison_frame(run.report)
+    if fmt == "csv":
+        flat = frame.copy()
+        flat.columns = [f"{s}/{m}" for s, m in frame.columns]
+        return flat.to_csv()
+    best = best_mask(frame)
+    cells = frame.map(lambda v: f"{v:.2f}")
+    marker = "**{}**" if fmt == "markdown" else "{}*"
+    cells = cells.where(~best, cells.map(marker.format))
+    header = f"ID accuracy: {run.report['id_accuracy']:.2f} %   (AUROC ↑ / FPR95 ↓, best marked)"
+    cols = [f"{s} {m.upper()}" for s, m in frame.columns]
+    if fmt == "markdown":
+        lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]
+        return header + "\n\n" + "\n".join(lines)
+    widths = [max(len(c), 8) for c in cols]
+    name_w = max(len("method"), *(len(i) for i in cells.index))
+
+    def line(name: str, values: list[str]) -> str:
+        padded = (v.rjust(w) for v, w in zip(values, widths, strict=True))
+        return name.ljust(name_w) + "  " + "  ".join(padded)
+
+    lines = [line("method", cols)] + [line(name, list(row)) for name, row in cells.iterrows()]
+    return header + "\n" + "\n".join(lines)
