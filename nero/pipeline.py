@@ -19,12 +19,14 @@ from nero.detector import NERO, PRESETS
 from nero.extract import DEFAULT_BATCH_SIZE, extract
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
-from nero.models import LoadedModel, head_arrays
+from nero.models import LoadedModel, head_arrays, sha256_of
 from nero.relevance import head_relevance
 from nero.run import FORMAT_VERSION, library_versions, staged_run, write_json, write_samples
 
 Progress = Callable[[str, float], None]
 RELEVANCE_CHUNK = 8192
+# Weights of a model evaluated without a checkpoint, stored inside the run (relative path).
+RANDOM_WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -174,6 +176,12 @@ def evaluate(
             }
 
         say("writing the run", 0.97)
+        checkpoint, digest = config.checkpoint, model.checkpoint_sha256
+        if checkpoint is None:  # keep a random model's weights so heatmaps can be made later
+            from safetensors.torch import save_model
+
+            save_model(model.model, str(stage / RANDOM_WEIGHTS))
+            checkpoint, digest = RANDOM_WEIGHTS, sha256_of(stage / RANDOM_WEIGHTS)
         write_samples(stage / "samples.csv", samples)
         scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
         write_json(stage / "report.json", report)
@@ -186,8 +194,8 @@ def evaluate(
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "model": {
                     "arch": config.arch,
-                    "checkpoint": config.checkpoint,
-                    "checkpoint_sha256": model.checkpoint_sha256,
+                    "checkpoint": checkpoint,
+                    "checkpoint_sha256": digest,
                     "class_names": collection.class_names,
                     "head": {"name": model.head_name, "shape": head_shape},
                 },
