@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from nero.data import explicit_collection, prepared_collection
     from nero.methods import parse_methods
     from nero.models import load_classifier
@@ -111,6 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.id_train, args.id_test, dict(args.ood), sidecar.get("class_names")
         )
         masks_root = data_root = None
+    torch.manual_seed(args.seed)  # a model without a checkpoint is random: make it repeatable
     model = load_classifier(
         arch, args.model, len(collection.class_names), img_size, args.trust_pickle
     )

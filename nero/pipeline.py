@@ -47,7 +47,9 @@ class EvaluateConfig:
 def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path]) -> str:
     """Identifies a forward pass, so an interrupted evaluation can reuse it."""
     h = hashlib.sha256()
-    h.update(json.dumps([config.arch, config.img_size, model.checkpoint_sha256]).encode())
+    h.update(
+        json.dumps([config.arch, config.img_size, model.checkpoint_sha256, config.seed]).encode()
+    )
     for p in paths:
         st = p.stat()
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -1,0 +1,234 @@
+"""End to end through the command line: generated images + a tiny random model → a valid run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nero.cli import main
+from nero.models import build_model
+from nero.run import RunFormatError, read_run
+
+
+def make_folders(root, n_train=10, n_test=5, size=24):
+    rng = np.random.default_rng(0)
+    colours = {"alpha": (200, 60, 60), "beta": (60, 200, 60)}
+    for split, n in (("id_train", n_train), ("id_test", n_test)):
+        for cls, col in colours.items():
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(rng.normal(col, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    noise = root / "ood" / "noise"
+    noise.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            noise / f"{i}.png"
+        )
+    gray = root / "ood" / "gray"
+    gray.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((size, size), 40 * i, np.uint16)).save(gray / f"{i}.png")
+    (noise / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_folders(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save(build_model("resnet18", 2, 32).state_dict(), path)
+    return path
+
+
+def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(checkpoint),
+            "--arch",
+            "resnet18",
+            "--data",
+            str(folders),
+            "--img-size",
+            "32",
+            "--methods",
+            "nero,msp,energy",
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "noise AUROC" in printed and "run written to" in printed
+    run = read_run(out)
+    n = 2 * 10 + 2 * 5 + 6 + 4  # the broken JPEG is skipped
+    assert len(run.samples) == n
+    assert run.features.shape == (n, 512) and run.relevance.shape == (n, 513)
+    assert run.logits.shape == (n, 2)
+    np.testing.assert_allclose(run.relevance.sum(axis=1), 1.0, atol=1e-4)
+    assert set(run.samples["split"]) == {"id_train", "id_test", "ood:noise", "ood:gray"}
+    assert (run.samples.loc[run.samples.split.str.startswith("ood"), "label"] == -1).all()
+    assert run.methods == ["nero", "msp", "energy"]
+    assert set(run.report["results"]) == {"noise", "gray"}
+    assert set(run.report["results"]["noise"]["nero"]) == {"auroc", "fpr95", "aupr_in", "aupr_out"}
+    assert list(run.manifest["data"]["unreadable"]) == [str(folders / "ood/noise/broken.jpg")]
+    assert run.manifest["model"]["checkpoint_sha256"] and run.manifest["preset"] == "default"
+    # the stored scores are the detector's: reload and rescore
+    np.testing.assert_allclose(
+        run.detector.score(run.features, run.relevance), run.scores["nero"], rtol=1e-6
+    )
+    # prediction column is the argmax of the stored logits
+    np.testing.assert_array_equal(run.samples["pred"], np.asarray(run.logits).argmax(1))
+    assert not (tmp_path / "run.incomplete").exists()
+
+
+def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys):
+    out = tmp_path / "run2"
+    code = main(
+        [
+            "evaluate",
+            "--arch",
+            "resnet18",
+            "--id-train",
+            str(folders / "id_train"),
+            "--id-test",
+            str(folders / "id_test"),
+            "--ood",
+            f"n={folders / 'ood/noise'}",
+            "--img-size",
+            "32",
+            "--preset",
+            "reference",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    run = read_run(out)
+    assert run.ood_sets == ["n"] and run.manifest["nero"]["norm_neurons"] == 175
+    assert (out / "model.safetensors").is_file()  # random weights kept for heatmaps
+    capsys.readouterr()
+    main(["report", str(out), "--format", "csv"])
+    assert capsys.readouterr().out.startswith("method,n/auroc")
+    main(["report", str(out), "--format", "markdown"])
+    assert "| nero |" in capsys.readouterr().out
+
+
+def test_class_mismatch_and_bad_args_fail_cleanly(folders, checkpoint, tmp_path, capsys):
+    three = tmp_path / "three"
+    shutil.copytree(folders, three)
+    shutil.copytree(three / "id_train" / "beta", three / "id_train" / "gamma")
+    shutil.copytree(three / "id_test" / "beta", three / "id_test" / "gamma")
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(checkpoint),
+            "--arch",
+            "resnet18",
+            "--data",
+            str(three),
+            "--img-size",
+            "32",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2
+    assert "2-class head but the data has 3 classes" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    code = main(
+        [
+            "evaluate",
+            "--arch",
+            "resnet18",
+            "--data",
+            str(folders),
+            "--methods",
+            "nero,bogus",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2 and "unknown method(s) ['bogus']" in capsys.readouterr().err
+
+
+def test_reader_names_what_is_wrong(folders, tmp_path):
+    out = tmp_path / "run3"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--arch",
+                "resnet18",
+                "--data",
+                str(folders),
+                "--img-size",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    np.save(out / "logits.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(RunFormatError, match=r"logits.npy has shape \(3, 2\)"):
+        read_run(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFormatError, match="format_version 99"):
+        read_run(out)
+    (out / "scores.csv").unlink()
+    with pytest.raises(RunFormatError, match=r"missing \['scores.csv'\]"):
+        read_run(out)
+
+
+def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
+    folders, tmp_path, capsys, monkeypatch
+):
+    import nero.pipeline as pipeline
+
+    out = tmp_path / "run4"
+    args = [
+        "evaluate",
+        "--arch",
+        "resnet18",
+        "--data",
+        str(folders),
+        "--img-size",
+        "32",
+        "--out",
+        str(out),
+    ]
+    real_fit = pipeline.NeroMethod.fit
+
+    def boom(self, *a, **k):
+        raise RuntimeError("simulated crash while fitting")
+
+    monkeypatch.setattr(pipeline.NeroMethod, "fit", boom)
+    assert main(args) == 2
+    stage = tmp_path / "run4.incomplete"
+    assert (stage / "features.npy").is_file() and not out.exists()
+    monkeypatch.setattr(pipeline.NeroMethod, "fit", real_fit)
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("the forward pass ran again")
+
+    monkeypatch.setattr(pipeline, "extract", no_second_pass)
+    assert main(args) == 0  # same seed → same random model → the saved pass is reused
+    assert read_run(out).features.shape[0] == 40 and not stage.exists()
