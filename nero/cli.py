@@ -74,10 +74,43 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", type=Path)
     rp.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
+    dm = sub.add_parser("demo", help="build the embedded synthetic-endoscopy demo run")
+    dm.add_argument("--out", type=Path, default=DEFAULT_RUNS_ROOT / "demo")
+    dm.add_argument("--quick", action="store_true", help="a tiny version for tests (< 60 s)")
+
+    tr = sub.add_parser("train", help="train a classifier on a prepared folder's id_train")
+    tr.add_argument("--data", type=Path, required=True)
+    tr.add_argument("--arch", default="resnet18")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--img-size", type=int, default=224)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=1e-4)
+    tr.add_argument("--augment", choices=["paper", "light", "none"], default="paper")
+    tr.add_argument("--val-fraction", type=float, default=0.1)
+    tr.add_argument("--init-weights", type=Path, help="local pretrained weights (head replaced)")
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--out", type=Path, required=True)
+
     db = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
     db.add_argument("run", nargs="?", type=Path, help="open this run (default: the demo run)")
     db.add_argument("--port", type=int, default=DEFAULT_PORT)
     db.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT)
+
+    hm = sub.add_parser("heatmap", help="write an input-space LRP heatmap of one sample as PNG")
+    hm.add_argument("--run", type=Path, required=True)
+    hm.add_argument("--sample", type=int, required=True, help="row index in samples.csv")
+    hm.add_argument(
+        "--kind",
+        choices=["class", "nero", "ood"],
+        default="class",
+        help="class: a class logit; nero: NERO's softmax-weighted relevance; "
+        "ood: deviation from the nearest class centroid",
+    )
+    hm.add_argument(
+        "--target", type=int, help="class index (class: default predicted; ood: default nearest)"
+    )
+    hm.add_argument("--out", type=Path, required=True)
     return parser
 
 
@@ -143,13 +176,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from nero.demo import build_demo
+    from nero.report import format_report
+    from nero.run import read_run
+
+    start = time.perf_counter()
+    out = build_demo(args.out, quick=args.quick, progress=lambda msg, _f: print(f"[demo] {msg}"))
+    print(format_report(read_run(out), "table"))
+    print(f"\ndemo run at {out} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nero.train import TrainConfig, train_classifier
+
+    config = TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=args.augment,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+    )
+    info = train_classifier(args.data, args.out, config, init_weights=args.init_weights)
+    print(
+        f"saved {args.out} (best epoch {info['best_epoch']}, "
+        f"validation accuracy {info['val_accuracy']:.2f} %) and its sidecar JSON"
+    )
+    return 0
+
+
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    from nero.heatmaps import overlay_png, run_heatmap, sample_image
+    from nero.run import read_run
+
+    run = read_run(args.run)
+    heat = run_heatmap(run, args.sample, args.kind, args.target)
+    overlay_png(sample_image(run, args.sample), heat, out=args.out, class_names=run.class_names)
+    print(
+        f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
+        f"({heat.rule_set}), conservation {heat.conservation:.3f}"
+    )
+    if heat.method == "gradient×input":
+        print(f"note: {heat.note}")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from nero.serve import serve_dashboard
 
     return serve_dashboard(args.run, args.runs_root, args.port)
 
 
-COMMANDS = {"evaluate": cmd_evaluate, "report": cmd_report, "dashboard": cmd_dashboard}
+COMMANDS = {
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "dashboard": cmd_dashboard,
+    "heatmap": cmd_heatmap,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
