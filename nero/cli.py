@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--out", type=Path, required=True)
 
+    pp = sub.add_parser("prepare", help="Kvasir-v2 / GastroVision → the paper's ID/OOD layout")
+    pp.add_argument("dataset", choices=["kvasir", "gastrovision"])
+    pp.add_argument("--root", type=Path, required=True, help="the extracted data set")
+    pp.add_argument("--out", type=Path, required=True)
+    pp.add_argument("--test-fraction", type=float, default=0.2)
+    pp.add_argument("--seed", type=int, default=42)
+    pp.add_argument(
+        "--id-classes",
+        help="comma-separated in-distribution classes (default: the recipe's, see README)",
+    )
+
     db = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
     db.add_argument("run", nargs="?", type=Path, help="open this run (default: the demo run)")
     db.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -228,6 +239,20 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from nero.prepare import prepare
+
+    id_classes = [c.strip() for c in args.id_classes.split(",")] if args.id_classes else None
+    out = prepare(args.dataset, args.root, args.out, args.test_fraction, args.seed, id_classes)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for cls, n in manifest["counts"].items():
+        print(f"  {cls:55s} {n}")
+    if manifest["skipped_non_images"]:
+        print(f"skipped {len(manifest['skipped_non_images'])} non-image files (see manifest)")
+    print(f"prepared {args.dataset} at {out} ({', '.join(manifest['file_mode'])})")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from nero.serve import serve_dashboard
 
@@ -239,6 +264,7 @@ COMMANDS = {
     "report": cmd_report,
     "demo": cmd_demo,
     "train": cmd_train,
+    "prepare": cmd_prepare,
     "dashboard": cmd_dashboard,
     "heatmap": cmd_heatmap,
 }
