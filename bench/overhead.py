@@ -38,12 +38,14 @@ def main() -> None:
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--loop-samples", type=int, default=64, help="samples timed in the loop")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.manual_seed(0)
-    model = build_model(args.arch, 3, args.img_size).eval()
+    dev = torch.device(args.device)
+    model = build_model(args.arch, 3, args.img_size).eval().to(dev)
     _, head = find_head(model, args.img_size)
     head_np = head_arrays(head)
-    x = torch.randn(args.n, 3, args.img_size, args.img_size)
+    x = torch.randn(args.n, 3, args.img_size, args.img_size, device=dev)
     batches = x.split(args.batch_size)
 
     # fit a detector on random features so scoring does its real work
@@ -57,26 +59,32 @@ def main() -> None:
         with torch.inference_mode():
             for b in batches:
                 model(b)
+        sync()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     def nero_pass() -> None:
         feats = []
         with capture_head_input(head) as store, torch.inference_mode():
             for b in batches:
                 model(b)
-                feats.append(store["features"].flatten(1).numpy())
+                feats.append(store["features"].flatten(1).float().cpu().numpy())
         f = np.concatenate(feats)
         detector.score(f, head_relevance(f, head_np))
 
     def release_loop() -> None:
-        w = head.weight.detach().double()
-        bias = head.bias.detach().double()
+        w = head.weight.detach().double().cpu()
+        bias = head.bias.detach().double().cpu()
         for i in range(args.loop_samples):
             store = {}
             hook = lambda m, a, s=store: s.__setitem__("a", a[0])  # noqa: E731
             head.register_forward_pre_hook(hook)  # never removed, as in the release
             with torch.no_grad():
                 y = model(x[i : i + 1]).double()[0]
-            a = store["a"].double()[0]
+            a = store["a"].double().cpu()[0]
+            y = y.cpu()
             p_ = torch.softmax(y, 0)
             r = torch.zeros(a.numel() + 1, dtype=torch.float64)
             for k in range(y.numel()):  # class by class, as the release does
@@ -90,7 +98,7 @@ def main() -> None:
     t_loop = timed(release_loop, repeats=1) * args.n / args.loop_samples
     print(
         f"{args.arch} @ {args.img_size}px, {args.n} images, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} threads"
+        f"{args.device}, {torch.get_num_threads()} threads"
     )
     print(f"plain forward pass          {t_plain:8.3f} s")
     print(f"forward + relevance + NERO  {t_nero:8.3f} s")

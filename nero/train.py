@@ -153,7 +153,7 @@ def train_classifier(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             seen += len(y)
         val_acc = evaluate_accuracy(model, val_loader, dev) if len(val_set) else float("nan")
         record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_accuracy": val_acc}
