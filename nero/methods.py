@@ -48,6 +48,11 @@ class OODMethod(ABC):
     @abstractmethod
     def score(self, data: Evidence) -> np.ndarray: ...
 
+    def score_inputs(self, model: Any, head: Any, loader: Any, device: Any) -> np.ndarray:
+        """Scores from the images themselves (``needs_inputs`` methods only): ``loader``
+        yields ``(images, index, ...)`` batches; rows follow ``index``."""
+        raise NotImplementedError(f"{self.name} scores cached evidence, not inputs")
+
 
 REGISTRY: dict[str, type[OODMethod]] = {}
 M = TypeVar("M", bound=type[OODMethod])

@@ -16,7 +16,7 @@ from numpy.lib.format import open_memmap
 
 from nero.data import Collection
 from nero.detector import NERO, PRESETS
-from nero.extract import DEFAULT_BATCH_SIZE, extract
+from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
 from nero.models import LoadedModel, head_arrays, sha256_of
@@ -166,7 +166,14 @@ def evaluate(
             say(f"fitting {name}", 0.7 + 0.25 * i / len(config.methods))
             method = NeroMethod(detector) if name == "nero" else create_method(name)
             method.fit(train, head)
-            scores[name] = method.score(evidence)
+            if method.needs_inputs:  # ODIN: a batched gradient pass over the kept images
+                loader = make_loader(kept_paths, config.img_size, config.batch_size)
+                device = resolve_device(config.device)
+                scores[name] = method.score_inputs(model.model, model.head, loader, device)
+            else:
+                scores[name] = method.score(evidence)
+        if "nero" not in config.methods:  # the run always holds the fitted detector
+            NeroMethod(detector).fit(train, head)
         scores_df = pd.DataFrame(scores)
 
         report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}

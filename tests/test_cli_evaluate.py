@@ -232,3 +232,27 @@ def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
     monkeypatch.setattr(pipeline, "extract", no_second_pass)
     assert main(args) == 0  # same seed → same random model → the saved pass is reused
     assert read_run(out).features.shape[0] == 40 and not stage.exists()
+
+
+def test_run_without_nero_method_still_holds_the_detector(folders, tmp_path):
+    out = tmp_path / "run5"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--arch",
+                "resnet18",
+                "--data",
+                str(folders),
+                "--img-size",
+                "32",
+                "--methods",
+                "msp,odin",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    run = read_run(out)
+    assert run.methods == ["msp", "odin"] and run.detector.centroids_.shape[0] == 2
