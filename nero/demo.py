@@ -1,0 +1,158 @@
+"""The embedded default: synthetic endoscopy data → a small CPU-trained model → a run.
+
+``nero demo`` and the dashboard's first start call :func:`build_demo`; every stage reuses
+what already exists, so a second call costs only the checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nero.data import prepared_collection
+from nero.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
+from nero.methods import available_methods
+from nero.models import load_classifier
+from nero.pipeline import EvaluateConfig, evaluate
+from nero.run import RunFormatError, read_run
+from nero.sidecar import read_sidecar
+from nero.train import TrainConfig, train_classifier
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Everything that defines the demo run; ``quick`` is the one used by tests."""
+
+    data: DemoConfig
+    train: TrainConfig
+
+
+# The demo model trains from scratch on 2 CPU cores: ResNet-18 at 64 px keeps the whole
+# build within ~5 minutes while still needing texture and shape to classify.
+FULL = DemoRecipe(
+    DemoConfig(),
+    TrainConfig(
+        arch="resnet18",
+        epochs=8,
+        img_size=64,
+        batch_size=32,
+        lr=1e-3,
+        augment="light",
+        val_fraction=0.1,
+        seed=42,
+    ),
+)
+QUICK = DemoRecipe(
+    DemoConfig(size=64, n_train_per_class=24, n_test_per_class=10, n_ood_per_kind=8),
+    TrainConfig(
+        arch="resnet18",
+        epochs=1,
+        img_size=32,
+        batch_size=16,
+        lr=1e-3,
+        augment="light",
+        val_fraction=0.15,
+        seed=42,
+    ),
+)
+
+
+def _run_is_valid(path: Path) -> bool:
+    try:
+        read_run(path)
+    except RunFormatError:
+        return False
+    return True
+
+
+def build_demo(
+    out: str | Path = "runs/demo",
+    data_dir: str | Path | None = None,
+    quick: bool = False,
+    progress: Progress | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Generate data, train, evaluate every feature-level method, embed; reuse what exists."""
+    say = progress or (lambda _msg, _frac: None)
+    recipe = QUICK if quick else FULL
+    out = Path(out)
+    # Hidden folders next to the run: run pickers skip names starting with a dot.
+    data_dir = Path(data_dir) if data_dir else out.parent / f".{out.name}-data"
+    model_path = out.parent / f".{out.name}-model" / f"{recipe.train.arch}.pt"
+
+    if _run_is_valid(out) and model_path.is_file():
+        say("demo run already built", 1.0)
+        _ensure_embedding(out, say)
+        return out
+
+    if not demo_data_is_complete(data_dir, recipe.data):
+        say("generating the synthetic endoscopy data", 0.0)
+        generate_demo_data(
+            data_dir,
+            recipe.data,
+            progress=lambda i, n: say(f"generating images {i}/{n}", 0.2 * i / max(n, 1)),
+        )
+    sidecar = read_sidecar(model_path) if model_path.is_file() else {}
+    if sidecar.get("train", {}).get("epochs") != recipe.train.epochs:
+        say("training the demo classifier", 0.2)
+        train_classifier(
+            data_dir,
+            model_path,
+            recipe.train,
+            progress_bar=verbose,
+            progress=lambda e, n, rec: say(
+                f"training epoch {e}/{n} (validation accuracy {rec['val_accuracy']:.1f} %)",
+                0.2 + 0.5 * e / n,
+            ),
+        )
+    collection = prepared_collection(data_dir)
+    model = load_classifier(
+        recipe.train.arch, model_path, len(collection.class_names), recipe.train.img_size
+    )
+    methods = [m for m in available_methods() if not _needs_inputs(m)]
+    config = EvaluateConfig(
+        arch=recipe.train.arch,
+        img_size=recipe.train.img_size,
+        methods=methods,
+        checkpoint=str(model_path.resolve()),
+        masks_root=data_dir / "masks",
+        progress_bar=verbose,
+        seed=recipe.train.seed,
+    )
+    say("scoring every sample with every method", 0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tiny quick sets clip n_components
+        evaluate(
+            collection,
+            model,
+            config,
+            out,
+            progress=lambda msg, f: say(msg, 0.7 + 0.25 * f),
+            data_root=data_dir,
+        )
+    _ensure_embedding(out, say)
+    say("demo run ready", 1.0)
+    return out
+
+
+def _needs_inputs(name: str) -> bool:
+    from nero.methods import REGISTRY
+
+    return REGISTRY[name].needs_inputs
+
+
+def _ensure_embedding(run: Path, say: Progress) -> None:
+    """UMAP of the relevance vectors, stored in the run (numba compiles once: 30–40 s)."""
+    try:
+        from nero.embedding import ensure_embedding
+    except ImportError:  # the embedding module is optional for the engine
+        return
+    say("computing the relevance map (UMAP)", 0.95)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ensure_embedding(run)
