@@ -36,10 +36,12 @@ class DemoRecipe:
 # The demo model trains from scratch on 2 CPU cores: ResNet-18 at 64 px keeps the whole
 # build within ~5 minutes while still needing texture and shape to classify.
 FULL = DemoRecipe(
-    DemoConfig(),
+    # Artefact scale calibrated so MSP's AUROC on every near-OOD kind lands in 60–90 with the
+    # demo model (measured 61–75, far-OOD 78): informative, not saturated.
+    DemoConfig(artefact_scale=1.75),
     TrainConfig(
         arch="resnet18",
-        epochs=8,
+        epochs=4,
         img_size=64,
         batch_size=32,
         lr=1e-3,
@@ -93,11 +95,12 @@ def build_demo(
 
     if not demo_data_is_complete(data_dir, recipe.data):
         say("generating the synthetic endoscopy data", 0.0)
-        generate_demo_data(
-            data_dir,
-            recipe.data,
-            progress=lambda i, n: say(f"generating images {i}/{n}", 0.2 * i / max(n, 1)),
-        )
+
+        def generated(i: int, n: int) -> None:
+            if i == n or i % max(n // 10, 1) == 0:  # ten updates, not one per image
+                say(f"generating images {i}/{n}", 0.2 * i / max(n, 1))
+
+        generate_demo_data(data_dir, recipe.data, progress=generated)
     sidecar = read_sidecar(model_path) if model_path.is_file() else {}
     if sidecar.get("train", {}).get("epochs") != recipe.train.epochs:
         say("training the demo classifier", 0.2)
