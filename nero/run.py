@@ -127,6 +127,14 @@ class Run:
         return list(self.manifest["model"]["class_names"])
 
     @property
+    def checkpoint_path(self) -> Path | None:
+        """The model's weights; a relative path in the manifest is relative to the run."""
+        ckpt = self.manifest["model"].get("checkpoint")
+        if ckpt is None:
+            return None
+        return Path(ckpt) if Path(ckpt).is_absolute() else self.path / ckpt
+
+    @property
     def methods(self) -> list[str]:
         return [c for c in self.scores.columns if c != "index"]
 
