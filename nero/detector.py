@@ -40,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 DISTANCES = ("l1", "l2")
+BIAS_TERMS = ("release", "pca", "none")
 
 
 class NotFittedError(RuntimeError):
@@ -80,13 +81,20 @@ def norm_neuron_count(spec: int | float, n_features: int) -> int:
     return min(int(spec), n_features)
 
 
-def _pairwise_min(x: np.ndarray, centres: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Distance to the nearest centre and its index, without an N×M×D intermediate per row."""
+def _pairwise_min(
+    x: np.ndarray, centres: np.ndarray, metric: str, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to the nearest centre (each divided by its scale) and the centre's index.
+
+    One pass per centre (a handful), so memory stays N×D rather than N×M×D.
+    """
     best = np.full(x.shape[0], np.inf)
     arg = np.zeros(x.shape[0], np.int64)
-    for m, centre in enumerate(centres):  # M centres: a handful, not per sample
+    for m, centre in enumerate(centres):
         diff = x - centre
         d = np.abs(diff).sum(axis=1) if metric == "l1" else np.sqrt((diff * diff).sum(axis=1))
+        if scale is not None:
+            d = d / scale[m]
         closer = d < best
         best = np.where(closer, d, best)
         arg = np.where(closer, m, arg)
@@ -103,6 +111,12 @@ class NERO:
     centroids_per_class : 1 = class means (release); >1 = k-means inside each class.
     epsilon : LRP-ε stabiliser used when relevance is computed by this package (0 = LRP-0).
     distance : ``"l1"`` (release) or ``"l2"`` in PCA space.
+    whiten : scale PCA components to unit variance (a Mahalanobis-like distance); release: no.
+    bias_term : how the bias relevance enters: ``"release"`` (λ from raw-space distances, a
+        scale the PCA distance does not share), ``"pca"`` (λ from the same PCA-space distances
+        the score uses) or ``"none"``.
+    norm_ratio : multiply by the feature-norm ratio (release: yes).
+    class_calibration : divide each centroid's distance by its training members' mean distance.
     random_state : seed for k-means.
     """
 
@@ -113,6 +127,10 @@ class NERO:
         centroids_per_class: int = 1,
         epsilon: float = 0.0,
         distance: str = "l1",
+        whiten: bool = False,
+        bias_term: str = "release",
+        norm_ratio: bool = True,
+        class_calibration: bool = False,
         random_state: int = 42,
     ) -> None:
         self.n_components = n_components
@@ -120,6 +138,10 @@ class NERO:
         self.centroids_per_class = centroids_per_class
         self.epsilon = epsilon
         self.distance = distance
+        self.whiten = whiten
+        self.bias_term = bias_term
+        self.norm_ratio = norm_ratio
+        self.class_calibration = class_calibration
         self.random_state = random_state
 
     @classmethod
@@ -135,6 +157,10 @@ class NERO:
             centroids_per_class=self.centroids_per_class,
             epsilon=self.epsilon,
             distance=self.distance,
+            whiten=self.whiten,
+            bias_term=self.bias_term,
+            norm_ratio=self.norm_ratio,
+            class_calibration=self.class_calibration,
             random_state=self.random_state,
         )
 
@@ -147,6 +173,8 @@ class NERO:
             raise ValueError(f"labels have shape {labels.shape}, expected ({relevance.shape[0]},)")
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.bias_term not in BIAS_TERMS:
+            raise ValueError(f"bias_term must be one of {BIAS_TERMS}, got {self.bias_term!r}")
         n, d = features.shape
         if n < 2:
             raise ValueError(f"NERO needs at least 2 training samples, got {n}")
@@ -164,6 +192,10 @@ class NERO:
         pca = PCA(n_components=n_comp, svd_solver="full").fit(neuron_rel)
         self.pca_mean_ = pca.mean_.astype(np.float64)
         self.pca_components_ = pca.components_.astype(np.float64)
+        variance = pca.explained_variance_.astype(np.float64)
+        # Whitening divides by each component's spread; a floor keeps null directions finite.
+        floor = max(float(variance.max()) * 1e-12, np.finfo(np.float64).tiny)
+        self.pca_scale_ = np.sqrt(np.maximum(variance, floor)) if self.whiten else np.ones(n_comp)
         projected = self._project(neuron_rel)
 
         classes = np.unique(labels)
@@ -188,11 +220,22 @@ class NERO:
         np.add.at(raw, cluster, relevance)
         self.raw_centroids_ = raw / counts
         self.centroid_classes_ = np.asarray(centroid_class, np.int64)
+        self.centroid_scale_ = np.ones(n_centroids)
+        if self.class_calibration:
+            diff = projected - self.centroids_[cluster]
+            own = np.abs(diff).sum(1) if self.distance == "l1" else np.sqrt((diff * diff).sum(1))
+            spread = np.bincount(cluster, weights=own, minlength=n_centroids) / counts[:, 0]
+            self.centroid_scale_ = np.where(spread > 0, spread, 1.0)
 
-        # λ: raw relevance incl. bias, scored against the centroids it built (release §2).
-        raw_min, _ = _pairwise_min(relevance, self.raw_centroids_, "l1")
         mean_bias = np.abs(relevance[:, d]).mean()
-        self.bias_scale_ = float(raw_min.mean() / mean_bias) if mean_bias > 0 else 0.0
+        if self.bias_term == "release":
+            # λ: raw relevance incl. bias, scored against the centroids it built (release §2).
+            reference, _ = _pairwise_min(relevance, self.raw_centroids_, "l1")
+        elif self.bias_term == "pca":  # the distances the score itself uses
+            reference, _ = self._nearest(projected)
+        else:
+            reference = np.zeros(1)
+        self.bias_scale_ = float(reference.mean() / mean_bias) if mean_bias > 0 else 0.0
         self.n_features_in_ = d
         self.norm_neurons_ = norm_neuron_count(self.norm_neurons, d)
         return self
@@ -210,7 +253,7 @@ class NERO:
         if features.shape[1] != d:
             raise ValueError(f"detector was fit on D={d} features, got D={features.shape[1]}")
         neuron_rel = relevance[:, :d]
-        distance, nearest = _pairwise_min(self._project(neuron_rel), self.centroids_, self.distance)
+        distance, nearest = self._nearest(self._project(neuron_rel))
         bias_term = self.bias_scale_ * np.abs(relevance[:, d])
 
         k = self.norm_neurons_
@@ -224,7 +267,7 @@ class NERO:
         # All-zero activations: no norm to share out, so the ratio is neutral.
         norm_ratio = np.divide(part, total, out=np.ones_like(total), where=total > 0)
 
-        score = (distance + bias_term) * norm_ratio
+        score = (distance + bias_term) * (norm_ratio if self.norm_ratio else 1.0)
         deviation = neuron_rel - self.raw_centroids_[nearest, :d]
         return Explanation(
             score=score,
@@ -246,6 +289,8 @@ class NERO:
             params=np.array(json.dumps(self.get_params())),
             pca_mean=self.pca_mean_,
             pca_components=self.pca_components_,
+            pca_scale=self.pca_scale_,
+            centroid_scale=self.centroid_scale_,
             centroids=self.centroids_,
             raw_centroids=self.raw_centroids_,
             centroid_classes=self.centroid_classes_,
@@ -259,6 +304,8 @@ class NERO:
             detector = cls(**json.loads(str(z["params"])))
             detector.pca_mean_ = z["pca_mean"]
             detector.pca_components_ = z["pca_components"]
+            detector.pca_scale_ = z["pca_scale"]
+            detector.centroid_scale_ = z["centroid_scale"]
             detector.centroids_ = z["centroids"]
             detector.raw_centroids_ = z["raw_centroids"]
             detector.centroid_classes_ = z["centroid_classes"]
@@ -269,7 +316,11 @@ class NERO:
 
     # -------------------------------------------------------------- helpers
     def _project(self, neuron_rel: np.ndarray) -> np.ndarray:
-        return (neuron_rel - self.pca_mean_) @ self.pca_components_.T
+        return ((neuron_rel - self.pca_mean_) @ self.pca_components_.T) / self.pca_scale_
+
+    def _nearest(self, projected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated distance to the nearest centroid, and its index."""
+        return _pairwise_min(projected, self.centroids_, self.distance, self.centroid_scale_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "centroids_"):

@@ -120,3 +120,33 @@ def test_all_zero_activation_has_neutral_norm_ratio():
     zero = np.zeros((1, f.shape[1]))
     e = det.explain(zero, head_relevance(zero, head))
     assert e.norm_ratio[0] == 1.0 and np.isfinite(e.score).all()
+
+
+def test_improvement_options_do_what_they_say():
+    f, r, y, _ = make_data(n=300)
+    whitened = NERO(whiten=True, n_components=10).fit(f, r, y)
+    z = whitened._project(r[:, :-1])
+    np.testing.assert_allclose(z.var(axis=0, ddof=1), 1.0, rtol=1e-6)
+    no_bias = NERO(bias_term="none").fit(f, r, y)
+    assert no_bias.bias_scale_ == 0.0
+    e = NERO(norm_ratio=False, bias_term="pca").fit(f, r, y).explain(f, r)
+    np.testing.assert_allclose(e.score, e.distance + e.bias_term)
+    pca_bias = NERO(bias_term="pca").fit(f, r, y)
+    np.testing.assert_allclose(
+        pca_bias.bias_scale_,
+        pca_bias.explain(f, r).distance.mean() / np.abs(r[:, -1]).mean(),
+    )
+    cal = NERO(class_calibration=True, norm_ratio=False, bias_term="none").fit(f, r, y)
+    own = np.abs(cal._project(r[:, :-1]) - cal.centroids_[y]).sum(1) / cal.centroid_scale_[y]
+    np.testing.assert_allclose([own[y == c].mean() for c in range(3)], 1.0)
+    with pytest.raises(ValueError, match="bias_term"):
+        NERO(bias_term="nope").fit(f, r, y)
+
+
+def test_options_survive_save_load(tmp_path):
+    f, r, y, _ = make_data()
+    det = NERO(whiten=True, bias_term="pca", class_calibration=True, norm_ratio=False)
+    det.fit(f, r, y).save(tmp_path / "d.npz")
+    back = NERO.load(tmp_path / "d.npz")
+    assert back.get_params() == det.get_params()
+    np.testing.assert_array_equal(back.score(f, r), det.score(f, r))
