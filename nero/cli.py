@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow loading a fully pickled model (runs code from the file)",
     )
+    ev.add_argument(
+        "--no-embedding",
+        action="store_true",
+        help="skip the UMAP relevance map (the dashboard can compute it later)",
+    )
     ev.add_argument("--out", type=Path, required=True)
 
     rp = sub.add_parser("report", help="print the comparison of all methods in a run")
@@ -113,13 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     hm.add_argument("--sample", type=int, required=True, help="row index in samples.csv")
     hm.add_argument(
         "--kind",
-        choices=["class", "nero", "ood"],
+        choices=["class", "nero", "ood", "distance"],
         default="class",
         help="class: a class logit; nero: NERO's softmax-weighted relevance; "
-        "ood: deviation from the nearest class centroid",
+        "ood: deviation from the nearest class centroid; distance: each neuron's share of "
+        "NERO's distance to that centroid",
     )
     hm.add_argument(
-        "--target", type=int, help="class index (class: default predicted; ood: default nearest)"
+        "--target",
+        type=int,
+        help="class index (class: default predicted; ood/distance: default nearest centroid)",
     )
     hm.add_argument("--out", type=Path, required=True)
     return parser
@@ -174,6 +182,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         masks_root=masks_root,
     )
     out = evaluate(collection, model, config, args.out, data_root=data_root)
+    if not args.no_embedding:
+        from nero.embedding import ensure_embedding
+
+        print("computing the relevance map (UMAP) for the dashboard", flush=True)
+        ensure_embedding(out)
     print(format_report(read_run(out), "table"))
     print(f"\nrun written to {out}")
     return 0

@@ -280,6 +280,21 @@ class NERO:
             norm_neurons=np.asarray(selected),
         )
 
+    def project(self, relevance: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Relevance (N×D, or N×(D+1) with the bias column) in the space distances live in."""
+        self._check_fitted()
+        d = self.n_features_in_
+        relevance = np.asarray(relevance)
+        if relevance.ndim != 2 or relevance.shape[1] not in (d, d + 1):
+            raise ValueError(
+                f"relevance has shape {relevance.shape}, the detector expects N×{d + 1}"
+            )
+        out = np.empty((relevance.shape[0], self.pca_components_.shape[0]))
+        for start in range(0, relevance.shape[0], chunk):  # memory-mapped runs stay on disk
+            block = np.asarray(relevance[start : start + chunk, :d], np.float64)
+            out[start : start + chunk] = self._project(block)
+        return out
+
     # ------------------------------------------------------------ save/load
     def save(self, path: str | Path) -> None:
         """Write the fitted state to ``detector.npz`` (no pickles)."""

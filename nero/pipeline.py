@@ -140,7 +140,7 @@ def evaluate(
         samples = pd.DataFrame(
             {
                 "index": np.arange(kept.size),
-                "path": [str(p) for p in kept_paths],
+                "path": [str(p.absolute()) for p in kept_paths],
                 "split": splits,
                 "label": labels,
                 "pred": preds,

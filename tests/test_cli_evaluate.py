@@ -94,6 +94,7 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     # prediction column is the argmax of the stored logits
     np.testing.assert_array_equal(run.samples["pred"], np.asarray(run.logits).argmax(1))
     assert not (tmp_path / "run.incomplete").exists()
+    assert (out / "embedding.npy").is_file()  # the dashboard's map is ready
 
 
 def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys):
@@ -101,6 +102,7 @@ def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys)
     code = main(
         [
             "evaluate",
+            "--no-embedding",
             "--arch",
             "resnet18",
             "--id-train",
@@ -136,6 +138,7 @@ def test_class_mismatch_and_bad_args_fail_cleanly(folders, checkpoint, tmp_path,
     code = main(
         [
             "evaluate",
+            "--no-embedding",
             "--model",
             str(checkpoint),
             "--arch",
@@ -154,6 +157,7 @@ def test_class_mismatch_and_bad_args_fail_cleanly(folders, checkpoint, tmp_path,
     code = main(
         [
             "evaluate",
+            "--no-embedding",
             "--arch",
             "resnet18",
             "--data",
@@ -173,6 +177,7 @@ def test_reader_names_what_is_wrong(folders, tmp_path):
         main(
             [
                 "evaluate",
+                "--no-embedding",
                 "--arch",
                 "resnet18",
                 "--data",
@@ -206,6 +211,7 @@ def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
     out = tmp_path / "run4"
     args = [
         "evaluate",
+        "--no-embedding",
         "--arch",
         "resnet18",
         "--data",
@@ -240,6 +246,7 @@ def test_run_without_nero_method_still_holds_the_detector(folders, tmp_path):
         main(
             [
                 "evaluate",
+                "--no-embedding",
                 "--arch",
                 "resnet18",
                 "--data",

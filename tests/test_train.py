@@ -45,7 +45,21 @@ def test_train_one_epoch_then_evaluate_through_sidecar(tmp_path, capsys):
     assert sidecar["img_size"] == 32 and len(sidecar["history"]) == 1
     # no --arch / --img-size: both come from the sidecar
     out = tmp_path / "run"
-    assert main(["evaluate", "--model", str(ckpt), "--data", str(data), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--no-embedding",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     run = read_run(out)
     assert run.manifest["img_size"] == 32 and run.manifest["model"]["arch"] == "resnet18"
     assert run.manifest["model"]["checkpoint"] == str(ckpt)

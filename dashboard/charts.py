@@ -1,0 +1,317 @@
+"""Plotly figures of the dashboard: pure functions of arrays, no Streamlit, easy to test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from sklearn.metrics import roc_curve
+
+ID_TEST_COLOUR = "#2E6FBA"
+ID_TRAIN_COLOUR = "#B4BEC8"
+OOD_COLOURS = ("#D1495B", "#EDAE49", "#8E5EA2", "#00798C", "#E07A5F", "#6A994E", "#3D405B")
+CLASS_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#FF9DA6", "#9D755D")
+POSITIVE = "#C0392B"  # relevance for the prediction / deviation above the centroid
+NEGATIVE = "#2E6FBA"
+FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13)
+# Samples outside a map selection stay visible (plotly's default fades them to 0.2).
+UNSELECTED_OPACITY = 0.45
+# Histograms and the threshold slider span scores up to this percentile.
+CLIP_PERCENTILE = 99.5
+# Histogram bins: enough to show shape for a few hundred samples per split.
+HIST_BINS = 40
+
+
+def _layout(fig: go.Figure, height: int, **kwargs) -> go.Figure:
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=40, b=10),
+        font=FONT,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+        **kwargs,
+    )
+    return fig
+
+
+def split_colours(ood_sets: Sequence[str]) -> dict[str, str]:
+    colours = {"id_train": ID_TRAIN_COLOUR, "id_test": ID_TEST_COLOUR}
+    for i, name in enumerate(ood_sets):
+        colours[f"ood:{name}"] = OOD_COLOURS[i % len(OOD_COLOURS)]
+    return colours
+
+
+def split_label(split: str) -> str:
+    if split == "id_train":
+        return "ID train"
+    if split == "id_test":
+        return "ID test"
+    return f"OOD: {split.split(':', 1)[1]}" if split.startswith("ood:") else split
+
+
+def robust_range(scores: np.ndarray) -> tuple[float, float]:
+    """Lowest score to the 99.5th percentile: a few extreme OOD scores must not squash the
+    axis (NERO scores of far-OOD images can be 1000× those of ID images)."""
+    scores = np.asarray(scores, np.float64)
+    lo = float(np.min(scores))
+    hi = float(np.percentile(scores, CLIP_PERCENTILE))
+    if hi <= lo:
+        hi = float(np.max(scores))
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def score_histogram(
+    id_test: np.ndarray,
+    ood: Mapping[str, np.ndarray],
+    threshold: float,
+    method_label: str,
+    log: bool = False,
+) -> tuple[go.Figure, int, float]:
+    """Overlaid score histograms (share of each split per bin) with the threshold line.
+
+    ``log`` bins log10 of the scores (all must be > 0). Scores above the robust range are
+    counted in the last bin; returns the figure, how many were, and where that bin starts.
+    """
+    transform = np.log10 if log else np.asarray
+    id_test = transform(np.asarray(id_test, np.float64))
+    ood = {k: transform(np.asarray(v, np.float64)) for k, v in ood.items()}
+    threshold = float(transform(threshold))
+    everything = np.concatenate([id_test, *ood.values()]) if ood else id_test
+    lo, hi = robust_range(everything)
+    size = (hi - lo) / HIST_BINS
+    bins = dict(start=lo, end=hi + size, size=size)
+    clipped = int((everything > hi).sum())
+    fig = go.Figure()
+    traces = [("ID test", id_test, ID_TEST_COLOUR)] + [
+        (f"OOD: {name}", scores, OOD_COLOURS[i % len(OOD_COLOURS)])
+        for i, (name, scores) in enumerate(ood.items())
+    ]
+    for name, scores, colour in traces:
+        fig.add_histogram(
+            x=np.minimum(scores, hi),
+            name=name,
+            marker_color=colour,
+            xbins=bins,
+            histnorm="percent",
+            opacity=0.6,
+        )
+    fig.add_vline(
+        x=min(threshold, hi),
+        line=dict(color="#222", width=2, dash="dash"),
+        annotation_text="threshold",
+        annotation_position="top right",
+    )
+    what = f"log₁₀ {method_label} score" if log else f"{method_label} score"
+    fig.update_xaxes(title_text=f"{what} (higher = more out-of-distribution)")
+    fig.update_yaxes(title_text="% of the split")
+    fig = _layout(fig, 400, barmode="overlay")
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+        margin=dict(l=10, r=10, t=20, b=10),
+    )
+    return fig, clipped, float(10**hi if log else hi)
+
+
+def roc_figure(
+    id_scores: Mapping[str, np.ndarray],
+    ood_scores: Mapping[str, np.ndarray],
+    aurocs: Mapping[str, float],
+    labels: Mapping[str, str],
+    highlight: str,
+    point: tuple[float, float] | None = None,
+) -> go.Figure:
+    """ROC curves (OOD = positive) of several methods; ``point`` marks the current threshold."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#BBB", dash="dot"), showlegend=False
+    )
+    for i, method in enumerate(id_scores):
+        y = np.concatenate([np.zeros(len(id_scores[method])), np.ones(len(ood_scores[method]))])
+        s = np.concatenate([id_scores[method], ood_scores[method]])
+        fpr, tpr, _ = roc_curve(y, s)
+        main = method == highlight
+        fig.add_scatter(
+            x=fpr,
+            y=tpr,
+            mode="lines",
+            name=f"{labels[method]} (AUROC {aurocs[method]:.1f})",
+            line=dict(
+                width=3.5 if main else 1.8,
+                color=POSITIVE if main else CLASS_COLOURS[i % len(CLASS_COLOURS)],
+            ),
+        )
+    if point is not None:
+        fig.add_scatter(
+            x=[point[0]],
+            y=[point[1]],
+            mode="markers",
+            marker=dict(size=12, color="#222", symbol="x"),
+            name="current threshold",
+        )
+    fig.update_xaxes(title_text="false positive rate (ID flagged)", range=[0, 1])
+    fig.update_yaxes(title_text="true positive rate (OOD caught)", range=[0, 1.02])
+    return _layout(fig, 380)
+
+
+def embedding_figure(
+    points: np.ndarray,
+    indices: np.ndarray,
+    groups: Sequence[str],
+    group_colours: Mapping[str, str],
+    hover: Sequence[str],
+    centroids: np.ndarray,
+    centroid_labels: Sequence[str],
+    centroid_colours: Sequence[str],
+    picked: int | None = None,
+    values: np.ndarray | None = None,
+    value_label: str = "",
+    webgl: bool = False,
+) -> go.Figure:
+    """Samples (one trace per group, ``customdata`` = sample index) and big centroid stars.
+
+    ``points`` holds every sample of the run; ``indices`` the rows shown (``groups``,
+    ``hover`` and ``values`` follow ``indices``). With ``values`` the samples are one trace
+    coloured on a continuous scale instead of one trace per group.
+    """
+    fig = go.Figure()
+    scatter = go.Scattergl if webgl else go.Scatter
+    groups = np.asarray(groups, object)
+    index = np.asarray(indices, np.int64)
+    shown = points[index]
+    hover = np.asarray(hover, object)
+    if values is not None:
+        lo, hi = np.nanpercentile(values, [1, 99]) if len(values) else (0.0, 1.0)
+        fig.add_trace(
+            scatter(
+                x=shown[:, 0],
+                y=shown[:, 1],
+                mode="markers",
+                name="samples",
+                customdata=index,
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+                marker=dict(
+                    size=7,
+                    color=values,
+                    colorscale="Viridis",
+                    cmin=lo,
+                    cmax=hi,
+                    colorbar=dict(title=value_label, thickness=12),
+                    line=dict(width=0),
+                ),
+                unselected=dict(marker=dict(opacity=UNSELECTED_OPACITY)),
+                showlegend=False,
+            )
+        )
+    else:
+        for name in dict.fromkeys(groups):
+            rows = np.flatnonzero(groups == name)
+            fig.add_trace(
+                scatter(
+                    x=shown[rows, 0],
+                    y=shown[rows, 1],
+                    mode="markers",
+                    name=str(name),
+                    customdata=index[rows],
+                    text=hover[rows],
+                    hovertemplate="%{text}<extra></extra>",
+                    marker=dict(
+                        size=6 if name == "ID train" else 8,
+                        color=group_colours.get(name, "#888"),
+                        opacity=0.55 if name == "ID train" else 0.9,
+                        line=dict(width=0.5, color="white"),
+                    ),
+                    unselected=dict(marker=dict(opacity=UNSELECTED_OPACITY)),
+                )
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=centroids[:, 0],
+            y=centroids[:, 1],
+            mode="markers+text",
+            name="class centroids",
+            text=list(centroid_labels),
+            textposition="top center",
+            textfont=dict(size=14, color="#111"),
+            hovertemplate="centroid of %{text}<extra></extra>",
+            marker=dict(
+                symbol="star",
+                size=26,
+                color=list(centroid_colours),
+                line=dict(width=2, color="#111"),
+            ),
+            unselected=dict(marker=dict(opacity=1.0), textfont=dict(color="#111")),
+        )
+    )
+    if picked is not None and 0 <= picked < points.shape[0]:
+        fig.add_trace(
+            go.Scatter(
+                x=[points[picked, 0]],
+                y=[points[picked, 1]],
+                mode="markers",
+                name=f"picked sample #{picked}",
+                hoverinfo="skip",
+                marker=dict(symbol="circle-open", size=22, color="#111", line=dict(width=3)),
+            )
+        )
+    fig.update_xaxes(showticklabels=False, title_text="", zeroline=False)
+    fig.update_yaxes(showticklabels=False, title_text="", zeroline=False)
+    # No dragmode: Streamlit then pans on drag and selects on click; the toolbar's box and
+    # lasso tools switch to area selection. Legend below, clear of the toolbar.
+    fig = _layout(fig, 600)
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+        margin=dict(l=10, r=10, t=30, b=10),
+    )
+    return fig
+
+
+def neuron_bars(
+    neurons: Sequence[int],
+    sample: np.ndarray,
+    centroid: np.ndarray,
+    centroid_label: str,
+) -> go.Figure:
+    """The sample's relevance of its most deviating neurons, with the centroid's value drawn."""
+    labels = [f"n{j}" for j in neurons]
+    deviation = np.asarray(sample) - np.asarray(centroid)
+    fig = go.Figure()
+    fig.add_bar(
+        x=labels,
+        y=sample,
+        name="this sample",
+        marker_color=[POSITIVE if v >= 0 else NEGATIVE for v in sample],
+        customdata=np.stack([deviation, centroid], axis=1),
+        hovertemplate=(
+            "%{x}: relevance %{y:.4g}<br>centroid %{customdata[1]:.4g}"
+            "<br>deviation %{customdata[0]:+.4g}<extra></extra>"
+        ),
+    )
+    fig.add_scatter(
+        x=labels,
+        y=centroid,
+        mode="markers",
+        name=f"centroid of {centroid_label}",
+        marker=dict(symbol="line-ew", size=26, line=dict(width=3, color="#111")),
+        hoverinfo="skip",
+    )
+    fig.update_xaxes(title_text="neuron (most deviating first)", type="category")
+    fig.update_yaxes(title_text="relevance", zeroline=True, zerolinecolor="#888")
+    return _layout(fig, 340, bargap=0.25)
+
+
+def probability_bars(class_names: Sequence[str], probabilities: np.ndarray) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=np.asarray(probabilities) * 100,
+            y=list(class_names),
+            orientation="h",
+            marker_color=CLASS_COLOURS[0],
+            hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="probability (%)", range=[0, 100], title_standoff=4)
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, max(170, 90 + 30 * len(class_names)), showlegend=False)

@@ -1,0 +1,68 @@
+"""Heatmap overlays and thumbnails as plain RGB arrays (no Streamlit)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageFilter
+
+# Diverging map centred on 0: red = evidence for, blue = evidence against.
+COLORMAP = "bwr"
+# The colour scale ends at this percentile of |relevance|, so a few hot pixels do not wash
+# out the rest of the map.
+CLIP_PERCENTILE = 99.5
+MASK_COLOUR = (255, 215, 0)
+
+
+def symmetric_scale(relevance: np.ndarray) -> float:
+    """The |relevance| mapped to full colour (0 → an all-zero map, drawn neutral)."""
+    magnitude = np.abs(np.asarray(relevance, np.float64))
+    if magnitude.size == 0 or not np.isfinite(magnitude).any():
+        return 0.0
+    return float(np.percentile(magnitude[np.isfinite(magnitude)], CLIP_PERCENTILE))
+
+
+def colorize(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB colours (H×W×3 uint8) and strength in [0, 1] (H×W) of a signed map, centred on 0."""
+    rel = np.nan_to_num(np.asarray(relevance, np.float64))
+    scale = symmetric_scale(rel)
+    x = np.clip(rel / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(rel)
+    rgba = colormaps[COLORMAP]((x + 1.0) / 2.0)
+    return (rgba[..., :3] * 255).astype(np.uint8), np.abs(x)
+
+
+def overlay(image: np.ndarray, relevance: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """The heatmap blended over a grey copy of the image (resized to the heatmap).
+
+    Grey underneath, so the red and blue of relevance cannot be mistaken for the image's own
+    colours (endoscopy images are red). The blend grows with |R| up to ``opacity``: pixels
+    without relevance show the image itself.
+    """
+    rel = np.asarray(relevance)
+    if rel.ndim != 2:
+        raise ValueError(f"a heatmap must be H×W, got shape {rel.shape}")
+    h, w = rel.shape
+    grey = Image.fromarray(np.asarray(image, np.uint8)).convert("L").convert("RGB")
+    base = np.asarray(grey.resize((w, h)), np.float64)
+    colours, strength = colorize(rel)
+    alpha = (np.clip(opacity, 0.0, 1.0) * np.sqrt(strength))[..., None]
+    return (base * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Draw the border of a boolean mask (same H×W as the image) in a bright colour."""
+    m = Image.fromarray((np.asarray(mask, bool) * 255).astype(np.uint8))
+    grown = m.filter(ImageFilter.MaxFilter(2 * width + 1))
+    edge = (np.asarray(grown) > 0) & ~(np.asarray(m) > 0)
+    out = np.array(image, np.uint8, copy=True)
+    out[edge] = MASK_COLOUR
+    return out
+
+
+def upscale(image: np.ndarray, min_px: int = 320) -> np.ndarray:
+    """Nearest-neighbour enlargement of small images so pixels stay visible, not blurred."""
+    h, w = image.shape[:2]
+    factor = max(1, int(np.ceil(min_px / max(h, w))))
+    if factor == 1:
+        return image
+    return np.asarray(Image.fromarray(image).resize((w * factor, h * factor), Image.NEAREST))

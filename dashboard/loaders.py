@@ -1,0 +1,260 @@
+"""Cached reads of a run: every page loads through here, nothing the run holds is recomputed.
+
+Cache keys are the run folder plus a stamp of the files read (their modification times), so
+a run rebuilt in place is read again and an unchanged run is read once per server. (Streamlit
+leaves parameters whose name starts with "_" out of the key: the stamp is named ``key``.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from nero.embedding import INFO_FILE, load_embedding, relevance_space
+from nero.methods import REGISTRY, available_methods
+from nero.metrics import fpr_at_95_tpr_threshold
+from nero.run import Run, read_run
+
+THUMB_PX = 160  # thumbnails in grids: enough to recognise the image, small to send
+
+
+def interactive_threads(cpus: int | None = None) -> int:
+    """Torch threads for one-image work (heatmaps, uploads): half the cores, at most 4.
+
+    One image is too little work to share among many threads; on a busy or small machine
+    extra threads spin against each other (measured on 2 shared cores: a ResNet-18 forward
+    takes 30 ms on 1 thread and about 1 s on 2).
+    """
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(4, cpus // 2))
+
+
+@st.cache_resource(show_spinner=False)
+def configure_torch() -> int:
+    """Set the server's torch thread count once per process; returns it."""
+    import torch
+
+    threads = interactive_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def stamp(path: Path, *names: str) -> tuple[int, ...]:
+    """Modification times of a run's files (0 for a missing one): part of every cache key."""
+    names = names or ("manifest.json", "scores.csv")
+    out = []
+    for name in names:
+        try:
+            out.append((path / name).stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _run(path: str, key: tuple[int, ...]) -> Run:
+    return read_run(path)
+
+
+def run(path: Path) -> Run:
+    return _run(str(path), stamp(path))
+
+
+def method_label(name: str) -> str:
+    available_methods()
+    cls = REGISTRY.get(name)
+    return cls.label if cls is not None else name
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
+    r = read_run(path)
+    table = r.samples.merge(r.scores, on="index", how="left")
+    table["path"] = [_resolve(r.path, p) for p in table["path"]]
+    if "mask" in table.columns:
+        table["mask"] = [_resolve(r.path, m) if m else "" for m in table["mask"]]
+    table["set"] = [s.split(":", 1)[1] if s.startswith("ood:") else s for s in table["split"]]
+    names = r.class_names
+    table["true class"] = [names[i] if 0 <= i < len(names) else "—" for i in table["label"]]
+    table["predicted class"] = [names[i] if 0 <= i < len(names) else "?" for i in table["pred"]]
+    return table
+
+
+def _resolve(run_dir: Path, recorded: str) -> str:
+    """A sample's image file: as recorded, or relative to the run folder (moved runs)."""
+    p = Path(recorded)
+    if not p.is_absolute() and not p.exists() and (run_dir / p).exists():
+        return str(run_dir / p)
+    return str(p)
+
+
+def table(r: Run) -> pd.DataFrame:
+    """samples.csv joined with scores.csv, plus readable set and class columns."""
+    return _table(str(r.path), stamp(r.path))
+
+
+@dataclass(frozen=True)
+class MethodView:
+    """One method's scores split the way the overview needs them."""
+
+    id_test: np.ndarray
+    ood: dict[str, np.ndarray]  # OOD set name → scores
+    default_threshold: float  # keeps 95 % of ID test samples (the FPR95 operating point)
+
+
+def method_view(r: Run, method: str) -> MethodView:
+    t = table(r)
+    scores = t[method].to_numpy(np.float64)
+    id_test = scores[t["split"].to_numpy() == "id_test"]
+    ood = {s: scores[t["split"].to_numpy() == f"ood:{s}"] for s in r.ood_sets}
+    return MethodView(id_test, ood, fpr_at_95_tpr_threshold(id_test))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _embedding(path: str, key: tuple[int, ...]) -> dict[str, Any] | None:
+    found = load_embedding(read_run(path))
+    if found is None:
+        return None
+    return {
+        "points": found.points,
+        "centroids": found.centroids,
+        "method": found.method,
+        "info": found.info,
+    }
+
+
+def embedding(r: Run) -> dict[str, Any] | None:
+    """The stored 2-D map (points, centroids, method, info), or None when not computed."""
+    return _embedding(str(r.path), stamp(r.path, "manifest.json", INFO_FILE, "detector.npz"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _train_space(path: str, key: tuple[int, ...]) -> np.ndarray:
+    r = read_run(path)
+    return relevance_space(r.detector, r.relevance[r.rows("id_train")])
+
+
+def train_space(r: Run) -> np.ndarray:
+    """NERO's PCA projection of the id_train relevance (for nearest-neighbour look-ups)."""
+    return _train_space(str(r.path), stamp(r.path, "manifest.json", "detector.npz"))
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def thumbnail(path: str, px: int = THUMB_PX) -> np.ndarray | None:
+    """A small RGB copy of a sample's image, or None when the file cannot be read."""
+    from nero.data import read_image
+
+    try:
+        img = read_image(path)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    img.thumbnail((px, px))
+    return np.asarray(img)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def image(path: str) -> np.ndarray | None:
+    """A sample's full image as RGB, or None when the file cannot be read."""
+    from nero.data import read_image
+
+    try:
+        return np.asarray(read_image(path))
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def mask(path: str, size: tuple[int, int]) -> np.ndarray | None:
+    """A sample's ground-truth artefact mask (bool, resized to ``size`` = (W, H)), if any."""
+    if not path:
+        return None
+    try:
+        with Image.open(path) as m:
+            m = m.convert("L").resize(size, Image.NEAREST)
+            return np.asarray(m) > 127
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ heavier resources
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _scorer(path: str, key: tuple[int, ...], methods: tuple[str, ...] | None):
+    from nero.inference import RunScorer
+
+    return RunScorer(read_run(path), methods=list(methods) if methods is not None else None)
+
+
+def scorer(r: Run, methods: tuple[str, ...] | None = ("nero",)):
+    """The run's model and detectors ready for new images (NERO only unless asked)."""
+    return _scorer(str(r.path), stamp(r.path), methods)
+
+
+def heatmaps_module():
+    """``nero.heatmaps`` when it can be imported, else None (the views say so)."""
+    try:
+        from nero import heatmaps
+    except Exception:  # any import failure just disables the heatmap views
+        return None
+    return heatmaps if hasattr(heatmaps, "run_heatmap") else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _heatmap(
+    path: str, key: tuple[int, ...], index: int, kind: str, target: int | None
+) -> dict[str, Any]:
+    module = heatmaps_module()
+    if module is None:
+        raise RuntimeError("heatmaps are unavailable in this installation")
+    result = module.run_heatmap(_run(path, key), index, kind, target)
+    return heatmap_fields(result)
+
+
+def heatmap_fields(result: Any) -> dict[str, Any]:
+    """The parts of a heatmap result the views show (a plain, cacheable dict)."""
+    return {
+        "relevance": np.asarray(result.relevance, np.float32),
+        "method": str(getattr(result, "method", "")),
+        "rule_set": str(getattr(result, "rule_set", "")),
+        "conservation": getattr(result, "conservation", None),
+        "note": str(getattr(result, "note", "") or ""),
+    }
+
+
+def heatmap(r: Run, index: int, kind: str, target: int | None = None) -> dict[str, Any]:
+    """Input-space relevance of one run sample (``kind`` = "class" or "ood"), cached."""
+    return _heatmap(str(r.path), stamp(r.path), int(index), kind, target)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def image_heatmap(
+    _scorer, run_key: str, image_key: str, _image, kind: str, target: int | None, _deviation
+) -> dict[str, Any]:
+    """Heatmap of an uploaded image with the run's model (keys: run folder, image hash)."""
+    module = heatmaps_module()
+    if module is None or not hasattr(module, "compute_heatmap"):
+        raise RuntimeError("heatmaps are unavailable in this installation")
+    tensor = _scorer.transform(_image).unsqueeze(0)
+    result = module.compute_heatmap(
+        _scorer.model,
+        _scorer.head,
+        tensor,
+        _scorer.run.manifest["model"]["arch"],
+        kind,
+        target,
+        _deviation if kind == "ood" else None,
+    )
+    return heatmap_fields(result)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

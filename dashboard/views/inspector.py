@@ -1,0 +1,180 @@
+"""Sample inspector: why did this image get its score?"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import charts, components, imaging, loaders, state
+from nero.inference import nearest_train, neuron_prototypes
+from nero.relevance import softmax
+
+NEIGHBOURS = 6
+PROTOTYPES = 6
+
+name, r = components.require_run()
+components.header(
+    "Sample inspector",
+    "Why did this image get its score? The score's parts, the neurons that deviate from the "
+    "nearest class centroid, where in the image the evidence lies, and the training images it "
+    "resembles.",
+)
+table = loaders.table(r)
+n = len(table)
+split_col = table["split"].to_numpy()
+nero_col = "nero" if "nero" in table else r.methods[0]
+scores = table[nero_col].to_numpy(np.float64)
+ood_rows = np.flatnonzero(np.char.startswith(split_col.astype(str), "ood:"))
+test_rows = np.flatnonzero(split_col == "id_test")
+
+if state.picked_sample(n) is None:  # a sensible first sample: the clearest OOD image
+    state.pick_sample(int(ood_rows[np.argmax(scores[ood_rows])]) if ood_rows.size else 0)
+
+# ---------------------------------------------------------------- choosing the sample
+quick = {}
+if ood_rows.size:
+    quick["Most OOD-like image"] = int(ood_rows[np.argmax(scores[ood_rows])])
+    quick["Missed OOD image"] = int(ood_rows[np.argmin(scores[ood_rows])])
+if test_rows.size:
+    quick["Closest false alarm"] = int(test_rows[np.argmax(scores[test_rows])])
+c0, *button_cols = st.columns([2, *([1] * max(len(quick), 1))], vertical_alignment="bottom")
+sample_key, sample_cb = state.persistent_widget(state.SAMPLE, state.picked_sample(n))
+index = int(
+    c0.number_input(
+        f"Sample (0 – {n - 1})",
+        min_value=0,
+        max_value=n - 1,
+        step=1,
+        key=sample_key,
+        help="Row of the run's samples.csv. You can also click a dot on the relevance map.",
+        **sample_cb,
+    )
+)
+for col, (label, target) in zip(button_cols, quick.items(), strict=False):
+    col.button(label, key=f"quick-{label}", on_click=state.pick_sample, args=(target,))
+
+row = table.iloc[index]
+i = index
+features = np.asarray(r.features[i : i + 1], np.float64)
+relevance = np.asarray(r.relevance[i : i + 1], np.float64)
+expl = r.detector.explain(features, relevance)
+d = features.shape[1]
+probs = softmax(np.asarray(r.logits[i : i + 1], np.float64))[0]
+pred = int(row["pred"])
+threshold = components.nero_threshold(name, r)
+score = float(scores[i])
+nearest_class = r.class_names[int(expl.nearest_class[0])]
+
+# ---------------------------------------------------------------- the image and its verdict
+img = loaders.image(str(row["path"]))
+mask_path = str(row["mask"]) if "mask" in table.columns and row["mask"] else ""
+left, mid, right = st.columns([2, 2, 2], gap="large")
+with left:
+    if img is None:
+        st.warning(f"The image file is not readable any more: `{row['path']}`")
+    else:
+        shown = imaging.upscale(img)
+        m = loaders.mask(mask_path, (shown.shape[1], shown.shape[0])) if mask_path else None
+        if m is not None and st.toggle("Outline the inserted artefact", True, key="mask-img"):
+            shown = imaging.outline(shown, m)
+        st.image(shown, width="stretch")
+with mid:
+    st.markdown(f"### #{i} · {charts.split_label(row['split'])}")
+    st.markdown(
+        f"True class: **{row['true class'] if row['label'] >= 0 else 'none (OOD)'}**  \n"
+        f"Predicted: **{row['predicted class']}** ({100 * probs[pred]:.1f} %)  \n"
+        f"Nearest centroid: **{nearest_class}**"
+    )
+    pct = components.percentile(score, scores[test_rows])
+    st.metric(
+        "NERO score",
+        f"{score:.4g}",
+        help="Higher = more out-of-distribution.",
+    )
+    st.caption(f"Higher than {pct:.0f} % of ID test images.")
+    components.verdict_badge(score, threshold)
+with right:
+    st.markdown("**Class probabilities**")
+    st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
+
+st.subheader("Why this score")
+components.score_parts(expl, 0, r.detector)
+
+st.subheader("Which neurons deviate")
+top = components.neuron_section(
+    relevance[0, :d],
+    expl.deviation[0],
+    np.asarray(r.detector.raw_centroids_[int(expl.nearest_centroid[0]), :d]),
+    nearest_class,
+    key="insp",
+)
+
+# ---------------------------------------------------------------- heatmaps
+st.subheader("Where in the image")
+fill_heatmaps = None
+module = loaders.heatmaps_module()
+if module is None:
+    st.info(
+        "Heatmaps are unavailable in this installation (the input-space LRP module could not "
+        "be loaded). Everything else on this page still works."
+    )
+elif img is None:
+    st.info("No heatmap without the image file.")
+else:
+    fill_heatmaps = components.heatmap_views(
+        img,
+        lambda kind, target: loaders.heatmap(r, i, kind, target),
+        r.class_names,
+        pred,
+        key=f"hm-{i}",
+        file_stem=f"{name}-sample{i}",
+        mask_path=mask_path,
+    )
+
+# ---------------------------------------------------------------- neighbours and prototypes
+st.subheader("Closest training images")
+st.caption(
+    "The ID training images whose neuron relevance is nearest to this one, in the space NERO "
+    "measures distances in."
+)
+near, dist = nearest_train(
+    r,
+    relevance[0],
+    k=NEIGHBOURS,
+    exclude=i if row["split"] == "id_train" else None,
+    space=loaders.train_space(r),
+)
+components.thumbnail_grid(
+    table,
+    near,
+    key="near",
+    captions=[
+        f"#{j} · {table['true class'].iat[j]} · d={dd:.4g}"
+        for j, dd in zip(near, dist, strict=True)
+    ],
+)
+
+st.subheader("What a neuron responds to")
+st.caption("The training images that activate a neuron most: what the neuron has learnt to see.")
+neuron = st.selectbox(
+    "Neuron",
+    top,
+    format_func=lambda j: f"n{j} (deviation {expl.deviation[0][j]:+.3g})",
+    key=f"proto-neuron-{i}",
+)
+proto, act = neuron_prototypes(r, int(neuron), k=PROTOTYPES)
+if act.size and float(act.max()) <= 0:
+    st.caption(f"Neuron n{neuron} is silent (zero activation) on every training image.")
+else:
+    components.thumbnail_grid(
+        table,
+        proto,
+        key="proto",
+        captions=[
+            f"#{j} · {table['true class'].iat[j]} · a={a:.3g}"
+            for j, a in zip(proto, act, strict=True)
+        ],
+    )
+
+if fill_heatmaps is not None:  # last: the rest of the page shows while they compute
+    fill_heatmaps()

@@ -1,0 +1,239 @@
+"""Overview: how well does each method separate in-distribution from out-of-distribution?"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from sklearn.metrics import roc_auc_score
+
+from dashboard import charts, components, loaders, state
+from nero.metrics import rates_at_threshold
+from nero.report import best_mask, comparison_frame
+
+ALL_SETS = "__all__"
+# Resolution of the threshold slider: steps across the score range.
+SLIDER_STEPS = 400
+
+name, r = components.require_run()
+components.header(
+    "Overview",
+    "How well does each method separate in-distribution images from out-of-distribution "
+    "ones? Move the threshold to see what a deployment would catch and what it would miss.",
+)
+table = loaders.table(r)
+if not r.ood_sets:
+    st.info("This run has no out-of-distribution set, so there is nothing to separate.")
+    st.stop()
+methods = r.methods
+labels = {m: loaders.method_label(m) for m in methods}
+
+c1, c2 = st.columns([3, 2])
+method_key, method_cb = state.persistent_widget(
+    f"method::{name}", "nero" if "nero" in methods else methods[0]
+)
+if st.session_state[method_key] not in methods:
+    st.session_state[method_key] = methods[0]
+method = c1.selectbox(
+    "Method",
+    methods,
+    format_func=labels.get,
+    key=method_key,
+    help="Every OOD detector scored in this run. Higher scores mean more out-of-distribution.",
+    **method_cb,
+)
+set_options = [ALL_SETS, *r.ood_sets]
+ood_choice = c2.selectbox(
+    "OOD set",
+    set_options,
+    format_func=lambda s: "All OOD sets together" if s == ALL_SETS else s,
+    key=f"ood-set::{name}",
+    help="Which out-of-distribution images count as positives for the rates and ROC.",
+)
+view = loaders.method_view(r, method)
+shown_ood = view.ood if ood_choice == ALL_SETS else {ood_choice: view.ood[ood_choice]}
+ood_scores = np.concatenate(list(shown_ood.values()))
+
+lo, hi = charts.robust_range(np.concatenate([view.id_test, *view.ood.values()]))
+thr_key, thr_cb = state.persistent_widget(
+    state.threshold_key(name, method), float(np.clip(view.default_threshold, lo, hi))
+)
+st.session_state[thr_key] = float(np.clip(st.session_state[thr_key], lo, hi))
+threshold = st.slider(
+    "Threshold — images scoring above it are flagged as out-of-distribution",
+    min_value=lo,
+    max_value=hi,
+    step=(hi - lo) / SLIDER_STEPS,
+    format="%.4g",
+    key=thr_key,
+    help="Starts at the value that keeps 95 % of ID test images (the FPR95 operating point). "
+    "The range ends at the 99.5th percentile of all scores. The sample inspector and the "
+    "new-image page use the NERO threshold set here.",
+    **thr_cb,
+)
+
+rates = rates_at_threshold(view.id_test, ood_scores, threshold)
+left, right = st.columns([3, 2], gap="large")
+with left:
+    positive = bool(view.id_test.min() > 0 and ood_scores.min() > 0)
+    log = positive and st.toggle(
+        "Logarithmic score axis",
+        key="hist-log",
+        help="Spreads out scores that pile up near zero (only for methods whose scores are "
+        "all positive).",
+    )
+    fig, clipped, edge = charts.score_histogram(
+        view.id_test, shown_ood, threshold, labels[method], log=log
+    )
+    st.plotly_chart(fig, key="histogram", width="stretch")
+    if clipped:
+        st.caption(f"{clipped} scores above {edge:.4g} are counted in the last bin.")
+with right:
+    m1, m2, m3 = st.columns(3)
+    m1.metric(
+        "OOD caught",
+        f"{100 * rates['tpr']:.1f} %",
+        help="True positive rate (TPR): share of out-of-distribution images scored above the "
+        "threshold.",
+    )
+    m2.metric(
+        "ID flagged",
+        f"{100 * rates['fpr']:.1f} %",
+        help="False positive rate (FPR): share of in-distribution test images wrongly flagged "
+        "(false alarms).",
+    )
+    precision = rates["precision"]
+    m3.metric(
+        "Precision",
+        "—" if np.isnan(precision) else f"{100 * precision:.1f} %",
+        help="Of all flagged images, the share that really is out-of-distribution.",
+    )
+    st.markdown("**Confusion matrix** at this threshold")
+    confusion = pd.DataFrame(
+        [[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]],
+        index=["truly in-distribution (ID test)", "truly out-of-distribution"],
+        columns=["kept as ID", "flagged as OOD"],
+    )
+    st.dataframe(confusion, width="stretch")
+    if st.button("Reset to the 95 % ID operating point", key="reset-threshold"):
+        st.session_state[state.threshold_key(name, method)] = float(
+            np.clip(view.default_threshold, lo, hi)
+        )
+        st.rerun()
+
+# ---------------------------------------------------------------- comparison of methods
+st.subheader("All methods compared")
+st.caption(
+    f"AUROC (higher is better) and FPR95 (false alarms when 95 % of ID is kept; lower is "
+    f"better) per OOD set and on average. Best of each column in bold green. "
+    f"ID accuracy of the classifier: **{r.report.get('id_accuracy', float('nan')):.2f} %**."
+)
+show_aupr = st.toggle("Also show AUPR-In and AUPR-Out", key="show-aupr")
+metrics = ("auroc", "fpr95", "aupr_in", "aupr_out") if show_aupr else ("auroc", "fpr95")
+frame = comparison_frame(r.report, metrics)
+mean_first = [c for c in frame.columns if c[0] == "mean"] + [
+    c for c in frame.columns if c[0] != "mean"
+]
+frame = frame[mean_first]
+best = best_mask(frame)
+frame.index = [labels.get(m, m) for m in frame.index]
+best.index = frame.index
+pretty = {"auroc": "AUROC ↑", "fpr95": "FPR95 ↓", "aupr_in": "AUPR-In ↑", "aupr_out": "AUPR-Out ↑"}
+flat_cols = [f"{s} · {pretty[m]}" for s, m in frame.columns]
+frame.columns = flat_cols
+best.columns = flat_cols
+styled = frame.style.format("{:.2f}").apply(
+    lambda col: [
+        "font-weight: 700; background-color: #DFF2E1; color: #14532D" if b else ""
+        for b in best[col.name]
+    ],
+    axis=0,
+)
+st.dataframe(
+    styled,
+    width="stretch",
+    height=min(38 + 35 * len(frame), 720),
+    column_config={"_index": st.column_config.Column("method", width="medium")},
+)
+
+# ---------------------------------------------------------------- ROC curves
+st.subheader("ROC curves")
+st.caption(
+    "True positive rate (OOD caught) against false positive rate (ID flagged) over every "
+    "threshold; the cross marks the current threshold of the selected method."
+)
+ranked = list(frame.index)
+by_label = {labels.get(m, m): m for m in methods}
+default_roc = list(dict.fromkeys([method, "nero", by_label.get(ranked[0], method)]))
+default_roc = [m for m in default_roc if m in methods]
+roc_methods = st.multiselect(
+    "Methods on the plot",
+    methods,
+    default=default_roc,
+    format_func=labels.get,
+    key=f"roc-methods::{name}",
+)
+if method not in roc_methods:
+    roc_methods = [method, *roc_methods]
+id_scores, ood_for, aurocs = {}, {}, {}
+for m in roc_methods:
+    mv = loaders.method_view(r, m)
+    pooled = np.concatenate(
+        list(mv.ood.values()) if ood_choice == ALL_SETS else [mv.ood[ood_choice]]
+    )
+    id_scores[m], ood_for[m] = mv.id_test, pooled
+    y = np.r_[np.zeros(mv.id_test.size), np.ones(pooled.size)]
+    aurocs[m] = 100 * roc_auc_score(y, np.r_[mv.id_test, pooled])
+st.plotly_chart(
+    charts.roc_figure(
+        id_scores, ood_for, aurocs, labels, method, point=(rates["fpr"], rates["tpr"])
+    ),
+    key="roc",
+    width="stretch",
+)
+
+# ---------------------------------------------------------------- exports
+with st.expander("Run details: model, data, NERO parameters, versions"):
+    manifest = r.manifest
+    st.json(
+        {
+            "folder": str(r.path),
+            "created": manifest.get("created"),
+            "model": manifest.get("model"),
+            "image size": manifest.get("img_size"),
+            "data": manifest.get("data"),
+            "preset": manifest.get("preset"),
+            "NERO": manifest.get("nero"),
+            "versions": manifest.get("versions"),
+        },
+        expanded=1,
+    )
+st.subheader("Export")
+export_cols = [
+    "index",
+    "path",
+    "split",
+    "set",
+    "label",
+    "true class",
+    "pred",
+    "predicted class",
+    *methods,
+]
+d1, d2, _ = st.columns([1, 1, 3])
+d1.download_button(
+    "Scores (CSV)",
+    table[export_cols].to_csv(index=False).encode(),
+    file_name=f"{name}-scores.csv",
+    mime="text/csv",
+    icon=":material/download:",
+)
+d2.download_button(
+    "Report (JSON)",
+    json.dumps(r.report, indent=2).encode(),
+    file_name=f"{name}-report.json",
+    mime="application/json",
+    icon=":material/download:",
+)

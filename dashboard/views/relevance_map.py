@@ -1,0 +1,197 @@
+"""Relevance map: where do samples sit relative to the class centroids NERO measures?"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard import charts, components, loaders, state
+
+# Above this many points the map is drawn with WebGL (SVG gets slow in the browser).
+WEBGL_POINTS = 3000
+# Thumbnails shown for a box/lasso selection.
+MAX_SELECTION_THUMBS = 24
+COLOUR_MODES = ("Split", "True class", "Predicted class", "Score")
+SELECTION_SIG = "_map_selection"
+
+name, r = components.require_run()
+components.header(
+    "Relevance map",
+    "Where do samples sit? Each dot is an image, placed by how its neurons contributed to the "
+    "decision (UMAP of NERO's relevance space). Stars are the class centroids: the further an "
+    "image is from every star, the higher its NERO score.",
+)
+emb = loaders.embedding(r)
+if emb is None:
+    st.info(
+        "The map has not been computed for this run yet. It is computed once and stored in the "
+        "run folder; UMAP takes about a minute the first time (compiling), seconds after that."
+    )
+    if st.button("Compute the map now", type="primary", key="compute-map"):
+        from nero.embedding import ensure_embedding
+
+        with st.spinner("Fitting UMAP on the relevance vectors…"):
+            try:
+                ensure_embedding(r.path)
+            except (OSError, ValueError) as exc:
+                st.error(f"The map could not be computed: {exc}")
+                st.stop()
+        st.rerun()
+    st.stop()
+
+table = loaders.table(r)
+points = emb["points"]
+if emb["method"] != "umap":
+    st.caption(
+        f"Drawn with the first two PCA axes instead of UMAP "
+        f"({emb['info'].get('fallback_reason') or 'as asked'})."
+    )
+
+splits = list(dict.fromkeys(table["split"]))
+c1, c3 = st.columns([3, 2], vertical_alignment="bottom")
+colour_by = (
+    c1.segmented_control(
+        "Colour by", COLOUR_MODES, default=COLOUR_MODES[0], required=True, key="map-colour"
+    )
+    or COLOUR_MODES[0]
+)
+score_method = "nero" if "nero" in r.methods else r.methods[0]
+if colour_by == "Score":
+    score_method = c3.selectbox(
+        "Score of",
+        r.methods,
+        index=r.methods.index(score_method),
+        format_func=loaders.method_label,
+        key="map-score-method",
+    )
+shown_splits = (
+    st.pills(
+        "Show",
+        splits,
+        selection_mode="multi",
+        default=splits,
+        format_func=charts.split_label,
+        key=f"map-splits::{name}",
+    )
+    or []
+)
+
+split_col = table["split"].to_numpy()
+rows = np.flatnonzero(np.isin(split_col, shown_splits))
+n_classes = len(r.class_names)
+class_colour = {c: charts.CLASS_COLOURS[i % 7] for i, c in enumerate(r.class_names)}
+ood_colour = {
+    f"OOD: {s}": charts.OOD_COLOURS[i % len(charts.OOD_COLOURS)] for i, s in enumerate(r.ood_sets)
+}
+values = None
+if colour_by == "Split":
+    groups = [charts.split_label(s) for s in split_col[rows]]
+    colours = {charts.split_label(k): v for k, v in charts.split_colours(r.ood_sets).items()}
+elif colour_by == "True class":
+    groups = [
+        t if lab >= 0 else f"OOD: {s}"
+        for t, lab, s in zip(
+            table["true class"].to_numpy()[rows],
+            table["label"].to_numpy()[rows],
+            table["set"].to_numpy()[rows],
+            strict=True,
+        )
+    ]
+    colours = {**class_colour, **ood_colour}
+elif colour_by == "Predicted class":
+    groups = list(table["predicted class"].to_numpy()[rows])
+    colours = class_colour
+else:
+    groups = ["samples"] * rows.size
+    colours = {}
+    values = table[score_method].to_numpy(np.float64)[rows]
+
+nero_scores = table["nero"].to_numpy() if "nero" in table else table[r.methods[0]].to_numpy()
+hover = [
+    f"#{i} · {charts.split_label(split_col[i])}<br>true: {table['true class'].iat[i]} · "
+    f"predicted: {table['predicted class'].iat[i]}<br>NERO score {nero_scores[i]:.4g}"
+    for i in rows
+]
+centroid_classes = np.asarray(r.detector.centroid_classes_)
+centroid_labels = [r.class_names[c] if c < n_classes else str(c) for c in centroid_classes]
+picked = state.picked_sample(len(table))
+fig = charts.embedding_figure(
+    points,
+    rows,
+    groups,
+    colours,
+    hover,
+    emb["centroids"],
+    centroid_labels,
+    [class_colour.get(lbl, "#FFD166") for lbl in centroid_labels],
+    picked=picked,
+    values=values,
+    value_label=f"{loaders.method_label(score_method)} score",
+    webgl=rows.size > WEBGL_POINTS,
+)
+
+left, right = st.columns([3, 1], gap="medium")
+with left:
+    event = st.plotly_chart(
+        fig,
+        key=f"map::{name}",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        width="stretch",
+    )
+    st.caption(
+        "Click a dot to pick that image. To select many, choose *Box select* or *Lasso select* "
+        "in the chart's toolbar (top right) and drag. Double-click the map to clear."
+    )
+
+
+def _indices(selection) -> list[int]:
+    out = []
+    for point in selection.get("points", []) if selection else []:
+        value = point.get("customdata")
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is not None:
+            out.append(int(value))
+    return sorted(set(out))
+
+
+chosen = _indices(event.selection if event is not None else None)
+if tuple(chosen) != st.session_state.get(SELECTION_SIG):
+    st.session_state[SELECTION_SIG] = tuple(chosen)
+    if len(chosen) == 1:
+        state.pick_sample(chosen[0])
+        picked = chosen[0]
+
+with right:
+    st.markdown("**Picked image**")
+    if picked is None:
+        st.caption("Click a dot on the map to pick an image.")
+    else:
+        row = table.iloc[picked]
+        thumb = loaders.thumbnail(str(row["path"]))
+        if thumb is not None:
+            st.image(thumb, width="stretch")
+        st.markdown(
+            f"#{picked} · {charts.split_label(row['split'])}  \n"
+            f"true: **{row['true class']}** · predicted: **{row['predicted class']}**  \n"
+            f"NERO score **{nero_scores[picked]:.4g}**"
+        )
+        if st.button("Open in the inspector", type="primary", key="open-inspector"):
+            components.open_inspector(picked)
+
+if len(chosen) > 1:
+    st.subheader(f"{len(chosen)} images selected")
+    counts = table.iloc[chosen]["split"].map(charts.split_label).value_counts()
+    st.caption(" · ".join(f"{k}: {v}" for k, v in counts.items()))
+    by_score = sorted(chosen, key=lambda i: -nero_scores[i])
+    if len(chosen) > MAX_SELECTION_THUMBS:
+        st.caption(f"Showing the {MAX_SELECTION_THUMBS} with the highest NERO score.")
+    components.thumbnail_grid(table, by_score[:MAX_SELECTION_THUMBS], key="sel")
+    st.download_button(
+        "Selection (CSV)",
+        table.iloc[chosen].to_csv(index=False).encode(),
+        file_name=f"{name}-selection.csv",
+        mime="text/csv",
+        icon=":material/download:",
+    )

@@ -1,0 +1,192 @@
+"""Score a new image: is it in-distribution for this run's model, and why (not)?"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, components, imaging, loaders, uploads
+from nero.inference import feature_methods, nearest_train
+from nero.metrics import fpr_at_95_tpr_threshold
+
+NEIGHBOURS = 6
+
+name, r = components.require_run()
+components.header(
+    "Score a new image",
+    "Is a new image in-distribution for this model? Upload one or more images: NERO scores "
+    "them against this run's training data and explains the verdict the same way as for the "
+    "run's own samples.",
+)
+files = st.file_uploader(
+    f"Images (PNG, JPEG, BMP, TIFF or WebP; up to {uploads.MAX_UPLOAD_MB} MB each)",
+    type=list(uploads.IMAGE_TYPES),
+    accept_multiple_files=True,
+    max_upload_size=uploads.MAX_UPLOAD_MB,
+    key="upload",
+)
+if not files:
+    st.info(
+        "Nothing uploaded yet. Drop images above; they stay in this browser session only and "
+        "are not written to disk."
+    )
+    st.stop()
+
+if len(files) > uploads.MAX_FILES:
+    st.warning(
+        f"{len(files)} files uploaded; scoring the first {uploads.MAX_FILES}. "
+        "To score a whole folder, create a new run from it instead."
+    )
+images, names, digests = [], [], []
+for f in files[: uploads.MAX_FILES]:
+    data = f.getvalue()
+    img, error = uploads.decode(f.name, data)
+    if error:
+        st.error(error)
+        continue
+    images.append(img)
+    names.append(f.name)
+    digests.append(hashlib.sha256(data).hexdigest())
+if not images:
+    st.stop()
+
+try:
+    with st.spinner("Loading the model (once per run)…"):
+        scorer = loaders.scorer(r)
+except Exception as exc:  # a moved or damaged checkpoint: say what to do
+    st.error(
+        f"The run's model could not be loaded: {exc}\n\nWhat to do: the run points to its "
+        f"checkpoint `{r.manifest['model'].get('checkpoint')}`; put the file back there or "
+        "rebuild the run with `nero evaluate`."
+    )
+    st.stop()
+result = scorer.score_images(images)
+expl = result.explanation
+table = loaders.table(r)
+id_test = loaders.method_view(r, "nero").id_test
+threshold = components.nero_threshold(name, r)
+probs = scorer.probabilities(result.logits)
+preds = probs.argmax(axis=1)
+
+summary = pd.DataFrame(
+    {
+        "image": names,
+        "predicted class": [r.class_names[p] for p in preds],
+        "confidence %": (100 * probs.max(axis=1)).round(1),
+        "NERO score": result.scores["nero"].to_numpy(),
+        "% of ID test scored lower": [
+            round(components.percentile(s, id_test)) for s in result.scores["nero"]
+        ],
+        "verdict": [components.verdict(s, threshold) for s in result.scores["nero"]],
+    }
+)
+st.dataframe(summary, width="stretch", hide_index=True)
+st.caption(
+    f"Verdicts at the NERO threshold {threshold:.4g} (set it on the Overview page). "
+    "Scores above the threshold are flagged as out-of-distribution."
+)
+st.download_button(
+    "Scores (CSV)",
+    summary.to_csv(index=False).encode(),
+    file_name=f"{name}-new-images.csv",
+    mime="text/csv",
+    icon=":material/download:",
+)
+
+k = 0
+if len(images) > 1:
+    k = st.selectbox(
+        "Explain image", list(range(len(images))), format_func=lambda j: names[j], key="explain"
+    )
+score = float(result.scores["nero"].iat[k])
+d = result.features.shape[1]
+nearest_class = r.class_names[int(expl.nearest_class[k])]
+
+st.divider()
+left, mid, right = st.columns([2, 2, 2], gap="large")
+with left:
+    st.image(imaging.upscale(np.asarray(images[k])), width="stretch", caption=names[k])
+with mid:
+    st.markdown(f"### {names[k]}")
+    st.markdown(
+        f"Predicted: **{r.class_names[preds[k]]}** ({100 * probs[k, preds[k]]:.1f} %)  \n"
+        f"Nearest centroid: **{nearest_class}**"
+    )
+    st.metric("NERO score", f"{score:.4g}", help="Higher = more out-of-distribution.")
+    st.caption(f"Higher than {components.percentile(score, id_test):.0f} % of ID test images.")
+    components.verdict_badge(score, threshold)
+with right:
+    st.markdown("**Class probabilities**")
+    st.plotly_chart(charts.probability_bars(r.class_names, probs[k]), key="probs", width="stretch")
+
+st.subheader("Why this score")
+components.score_parts(expl, k, r.detector)
+st.subheader("Which neurons deviate")
+components.neuron_section(
+    result.relevance[k, :d].astype(np.float64),
+    expl.deviation[k],
+    np.asarray(r.detector.raw_centroids_[int(expl.nearest_centroid[k]), :d]),
+    nearest_class,
+    key="new",
+)
+
+st.subheader("Where in the image")
+fill_heatmaps = None
+if loaders.heatmaps_module() is None:
+    st.info("Heatmaps are unavailable in this installation; everything else still works.")
+else:
+    deviation = expl.deviation[k]
+    fill_heatmaps = components.heatmap_views(
+        np.asarray(images[k]),
+        lambda kind, target: loaders.image_heatmap(
+            scorer, str(r.path), digests[k], images[k], kind, target, deviation
+        ),
+        r.class_names,
+        int(preds[k]),
+        key=f"new-hm-{digests[k][:12]}",
+        file_stem=f"{name}-{names[k].rsplit('.', 1)[0]}",
+    )
+
+st.subheader("Closest training images")
+near, dist = nearest_train(r, result.relevance[k], k=NEIGHBOURS, space=loaders.train_space(r))
+components.thumbnail_grid(
+    table,
+    near,
+    key="new-near",
+    captions=[
+        f"#{j} · {table['true class'].iat[j]} · d={dd:.4g}"
+        for j, dd in zip(near, dist, strict=True)
+    ],
+)
+
+st.subheader("Other methods")
+others = [m for m in feature_methods(r) if m != "nero"]
+if not others:
+    st.caption("This run scored NERO only.")
+elif st.toggle(
+    f"Score with the run's {len(others)} other methods too",
+    key="compare",
+    help="Fits them on the run's training features once (a few seconds to a minute).",
+):
+    with st.spinner("Fitting the other methods on the run's training features…"):
+        full = loaders.scorer(r, None)
+    all_scores = full.score_images([images[k]]).scores.iloc[0]
+    rows = []
+    for m in all_scores.index:
+        mv = loaders.method_view(r, m)
+        thr = fpr_at_95_tpr_threshold(mv.id_test)
+        rows.append(
+            {
+                "method": loaders.method_label(m),
+                "score": float(all_scores[m]),
+                "threshold (95 % ID kept)": thr,
+                "verdict": components.verdict(float(all_scores[m]), thr),
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
+
+if fill_heatmaps is not None:  # last: the rest of the page shows while they compute
+    fill_heatmaps()

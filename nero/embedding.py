@@ -1,0 +1,204 @@
+"""A 2-D map of the NERO relevance vectors with the class centroids placed in it.
+
+The map embeds the space NERO measures distances in: the neuron relevance (bias column
+dropped) projected by the detector's PCA. UMAP is fitted on every sample of the run and the
+centroids are placed with ``reducer.transform``. Fitting compiles numba code (30–40 s the
+first time in a process), so the engine computes the map once, next to the run:
+
+``embedding.npy`` (N×2 float32), ``embedding_centroids.npy`` (M×2 float32),
+``umap_reducer.joblib`` (the fitted reducer, our own file) and ``embedding.json`` (how it was
+made). ``embedding.json`` is written last: it marks the other files as complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nero.detector import NERO
+from nero.run import Run, read_run
+
+POINTS_FILE = "embedding.npy"
+CENTROIDS_FILE = "embedding_centroids.npy"
+REDUCER_FILE = "umap_reducer.joblib"
+INFO_FILE = "embedding.json"
+# umap-learn's default neighbourhood: local structure at the scale of a few dozen samples.
+N_NEIGHBORS = 15
+# Below this many samples UMAP's neighbour graph is degenerate: PCA 2-D instead.
+MIN_UMAP_SAMPLES = 10
+METHODS = ("umap", "pca")
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Where every sample and every centroid sits on the map."""
+
+    points: np.ndarray  # N×2 float32, rows follow samples.csv
+    centroids: np.ndarray  # M×2 float32, rows follow detector.centroids_
+    method: str  # "umap" or "pca"
+    info: dict[str, Any]
+
+
+def relevance_space(detector: NERO, relevance: np.ndarray) -> np.ndarray:
+    """NERO's PCA projection of neuron relevance, ``(R[:, :D] − mean) @ componentsᵀ / scale``.
+
+    ``scale`` is the detector's per-component whitening (ones unless it whitens): the space
+    its centroid distances are measured in.
+    """
+    return detector.project(relevance)
+
+
+def _detector_digest(run: Run) -> str:
+    return hashlib.sha256((run.path / "detector.npz").read_bytes()).hexdigest()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array, np.float32))
+    tmp.replace(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _pca_2d(space: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two NERO PCA axes (already ordered by explained variance)."""
+
+    def first_two(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((x.shape[0], 2))
+        k = min(2, x.shape[1])
+        out[:, :k] = x[:, :k]
+        return out
+
+    return first_two(space), first_two(centroids)
+
+
+def _fit_umap(space: np.ndarray, centroids: np.ndarray, seed: int, metric: str):
+    import umap  # numba compiles on first use
+
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(N_NEIGHBORS, space.shape[0] - 1),
+        metric=metric,
+        random_state=seed,
+        n_jobs=1,  # a seed makes UMAP single-threaded anyway; saying so silences its warning
+    )
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        points = reducer.fit_transform(space)
+        placed = reducer.transform(centroids)
+    return reducer, points, placed
+
+
+def compute_embedding(run_path: str | Path, seed: int = 42, method: str = "umap") -> Embedding:
+    """Fit the map for a run and store it in the run folder (replacing any previous one).
+
+    ``method="umap"`` falls back to PCA 2-D (recorded in ``embedding.json``) when the run is
+    too small for UMAP or UMAP fails; ``method="pca"`` asks for PCA directly (fast, no numba).
+    """
+    if method not in METHODS:
+        raise ValueError(f"embedding method must be one of {METHODS}, got {method!r}")
+    run = read_run(run_path)
+    detector = run.detector
+    space = relevance_space(detector, run.relevance)
+    centroids = np.asarray(detector.centroids_, np.float64)
+    metric = "manhattan" if detector.distance == "l1" else "euclidean"
+    n = space.shape[0]
+    reason = "asked for PCA"
+    reducer = None
+    used = "pca"
+    if method == "umap":
+        if n < MIN_UMAP_SAMPLES:
+            reason = f"{n} samples are too few for UMAP (needs {MIN_UMAP_SAMPLES})"
+        else:
+            try:
+                reducer, points, placed = _fit_umap(space, centroids, seed, metric)
+                used, reason = "umap", ""
+            except Exception as exc:  # umap/numba failures of any kind: the map still works
+                reason = f"UMAP failed ({type(exc).__name__}: {exc})"
+    if used == "pca":
+        points, placed = _pca_2d(space, centroids)
+
+    info = {
+        "method": used,
+        "requested": method,
+        "fallback_reason": reason,
+        "seed": seed,
+        "n_neighbors": min(N_NEIGHBORS, n - 1) if used == "umap" else None,
+        "metric": metric if used == "umap" else None,
+        "space_dims": int(space.shape[1]),
+        "n_samples": int(n),
+        "n_centroids": int(centroids.shape[0]),
+        "detector_sha256": _detector_digest(run),
+    }
+    out = run.path
+    _save_npy(out / POINTS_FILE, points)
+    _save_npy(out / CENTROIDS_FILE, placed)
+    reducer_path = out / REDUCER_FILE
+    if reducer is not None:
+        import joblib
+
+        tmp = reducer_path.with_name(f".{REDUCER_FILE}.tmp-{os.getpid()}")
+        joblib.dump(reducer, tmp)
+        tmp.replace(reducer_path)
+    elif reducer_path.exists():
+        reducer_path.unlink()  # a PCA map must not be paired with an older UMAP reducer
+    _write_text(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    return Embedding(np.asarray(points, np.float32), np.asarray(placed, np.float32), used, info)
+
+
+def load_embedding(run: Run | str | Path) -> Embedding | None:
+    """The stored map, or ``None`` when there is none or it belongs to another fit."""
+    if not isinstance(run, Run):
+        run = read_run(run)
+    info_path = run.path / INFO_FILE
+    if not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+        points = np.load(run.path / POINTS_FILE)
+        centroids = np.load(run.path / CENTROIDS_FILE)
+    except (OSError, ValueError):  # missing or torn files: treat as absent
+        return None
+    n_centroids = np.asarray(run.detector.centroids_).shape[0]
+    if (
+        points.shape != (len(run.samples), 2)
+        or centroids.shape != (n_centroids, 2)
+        or info.get("detector_sha256") != _detector_digest(run)
+    ):
+        return None
+    return Embedding(points, centroids, str(info.get("method", "umap")), info)
+
+
+def ensure_embedding(run_path: str | Path, seed: int = 42, method: str = "umap") -> Embedding:
+    """The stored map if it matches the run (and seed and method), else a freshly fitted one."""
+    found = load_embedding(run_path)
+    if found is not None and (found.info.get("requested"), found.info.get("seed")) == (
+        method,
+        seed,
+    ):
+        return found
+    return compute_embedding(run_path, seed=seed, method=method)
+
+
+def load_reducer(run: Run) -> Any | None:
+    """The fitted UMAP reducer (to place new samples), or ``None`` for a PCA map."""
+    path = run.path / REDUCER_FILE
+    if not path.is_file():
+        return None
+    import joblib
+
+    return joblib.load(path)

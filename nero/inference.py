@@ -1,0 +1,164 @@
+"""Score new images with a run's model and detectors; look up training neighbours and prototypes.
+
+:class:`RunScorer` rebuilds what a run needs to score images it has never seen: the
+classifier from the run's checkpoint, the stored NERO detector (not refitted) and every
+feature-level method of the run, fitted on the run's own ``id_train`` arrays. Methods that need
+input gradients (``needs_inputs``) are skipped: they cannot score from cached evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from nero.data import eval_transform, to_rgb
+from nero.detector import Explanation
+from nero.embedding import relevance_space
+from nero.methods import (
+    REGISTRY,
+    Evidence,
+    NeroMethod,
+    OODMethod,
+    available_methods,
+    create_method,
+)
+from nero.models import capture_head_input, head_arrays, load_classifier
+from nero.relevance import head_relevance, softmax
+from nero.run import Run
+
+# Images pushed through the model at once when scoring uploads.
+SCORE_BATCH = 16
+# Default number of neighbours / prototypes shown for a sample.
+DEFAULT_K = 6
+
+
+class ImageScores(NamedTuple):
+    """Everything known about a batch of new images (rows follow the input order)."""
+
+    scores: pd.DataFrame  # one column per method, higher = more OOD
+    features: np.ndarray  # N×D float32
+    logits: np.ndarray  # N×C float32
+    relevance: np.ndarray  # N×(D+1) float32
+    explanation: Explanation  # NERO's parts
+
+
+def feature_methods(run: Run) -> list[str]:
+    """The run's methods that can score from features/logits/relevance alone."""
+    known = set(available_methods())  # also loads the baselines into the registry
+    return [m for m in run.methods if m in known and not REGISTRY[m].needs_inputs]
+
+
+class RunScorer:
+    """A run's classifier and detectors, ready to score new images on CPU (or ``device``).
+
+    ``methods`` limits which of the run's feature-level methods are fitted (default: all of
+    them; NERO alone is instant, the others refit on id_train).
+    """
+
+    def __init__(self, run: Run, device: str = "cpu", methods: Sequence[str] | None = None) -> None:
+        self.run = run
+        self.device = torch.device(device)
+        model = run.manifest["model"]
+        self.img_size = int(run.manifest.get("img_size", 224))
+        loaded = load_classifier(
+            model["arch"], run.checkpoint_path, len(run.class_names), self.img_size
+        )
+        self.model = loaded.model.to(self.device).eval()
+        self.head = loaded.head
+        self.head_arrays = head_arrays(loaded.head)
+        self.detector = run.detector
+        self.transform = eval_transform(self.img_size)
+        train = run.rows("id_train")
+        evidence = Evidence(
+            np.asarray(run.features[train]),
+            np.asarray(run.logits[train]),
+            np.asarray(run.relevance[train]),
+            run.samples["label"].to_numpy()[train],
+        )
+        usable = feature_methods(run)
+        wanted = usable if methods is None else list(methods)
+        unusable = [m for m in wanted if m not in usable]
+        if unusable:
+            raise ValueError(
+                f"cannot score new images with {unusable}: this run's feature-level methods "
+                f"are {usable}"
+            )
+        self.methods: dict[str, OODMethod] = {}
+        self.skipped = [m for m in run.methods if m not in usable]
+        for name in wanted:
+            if name == "nero":
+                self.methods[name] = NeroMethod(self.detector)  # the stored fit, not a refit
+            else:
+                self.methods[name] = create_method(name).fit(evidence, self.head_arrays)
+
+    def evidence(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, ...]:
+        """Features, logits and relevance (float32, as a run stores them) of PIL images."""
+        if not images:
+            raise ValueError("no images to score")
+        feats, logits = [], []
+        with capture_head_input(self.head) as captured, torch.inference_mode():
+            for start in range(0, len(images), SCORE_BATCH):
+                batch = torch.stack(
+                    [self.transform(to_rgb(im)) for im in images[start : start + SCORE_BATCH]]
+                )
+                out = self.model(batch.to(self.device))
+                feats.append(captured["features"].flatten(1).float().cpu().numpy())
+                logits.append(out.float().cpu().numpy())
+        features = np.concatenate(feats).astype(np.float32)
+        relevance = head_relevance(features, self.head_arrays, self.detector.epsilon)
+        return features, np.concatenate(logits).astype(np.float32), relevance.astype(np.float32)
+
+    def score_images(self, images: Sequence[Image.Image]) -> ImageScores:
+        features, logits, relevance = self.evidence(images)
+        data = Evidence(features, logits, relevance)
+        scores = pd.DataFrame({name: m.score(data) for name, m in self.methods.items()})
+        explanation = self.detector.explain(features, relevance)
+        return ImageScores(scores, features, logits, relevance, explanation)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(np.asarray(logits, np.float64))
+
+
+# ------------------------------------------------------------------ neighbours and prototypes
+def nearest_train(
+    run: Run,
+    relevance: np.ndarray,
+    k: int = DEFAULT_K,
+    exclude: int | None = None,
+    space: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` id_train rows closest to one relevance vector in NERO's PCA space.
+
+    Distance is the detector's own (L1 or L2). ``space`` is the precomputed projection of the
+    id_train rows (in ``run.rows("id_train")`` order) to avoid recomputing it; ``exclude``
+    drops a row index (the sample itself when it is a training sample).
+    Returns (row indices into the run, distances), nearest first.
+    """
+    detector = run.detector
+    train = run.rows("id_train")
+    if space is None:
+        space = relevance_space(detector, run.relevance[train])
+    query = relevance_space(detector, np.asarray(relevance, np.float64).reshape(1, -1))[0]
+    diff = space - query
+    dist = np.abs(diff).sum(1) if detector.distance == "l1" else np.sqrt((diff * diff).sum(1))
+    if exclude is not None:
+        dist = np.where(train == exclude, np.inf, dist)
+    k = max(0, min(k, int(np.isfinite(dist).sum())))
+    order = np.argsort(dist, kind="stable")[:k]
+    return train[order], dist[order]
+
+
+def neuron_prototypes(run: Run, neuron: int, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` id_train rows that activate neuron ``neuron`` most (row indices, activations)."""
+    d = run.features.shape[1]
+    if not 0 <= neuron < d:
+        raise ValueError(f"neuron {neuron} is out of range: this model has {d} neurons")
+    train = run.rows("id_train")
+    activation = np.asarray(run.features[train, neuron], np.float64)
+    order = np.argsort(-activation, kind="stable")[: max(0, k)]
+    return train[order], activation[order]

@@ -1,0 +1,322 @@
+"""Every dashboard page under AppTest: it renders, reacts, and never shows a traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+TIMEOUT = 120
+
+
+def open_app(root: Path, view: str | None = None, **params: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if view:
+        at.query_params["view"] = view
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+@pytest.fixture(autouse=True)
+def _runs_root(monkeypatch: pytest.MonkeyPatch, runs_root: Path) -> None:  # noqa: F811
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(runs_root))
+    monkeypatch.delenv("NERO_RUN", raising=False)
+
+
+def ok(at: AppTest) -> None:
+    """No exception element and no error box on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    return "\n".join(parts + [i.value for i in at.info] + [w.value for w in at.warning])
+
+
+# ---------------------------------------------------------------- overview
+def test_overview_threshold_slider_changes_the_rates(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview")
+    ok(at)
+    assert at.title[0].value == "Overview"
+    before = metric(at, "OOD caught"), metric(at, "ID flagged")
+    slider = at.slider[0]
+    slider.set_value(slider.min).run()
+    ok(at)
+    after = metric(at, "OOD caught"), metric(at, "ID flagged")
+    assert after != before
+    assert after[0] == "100.0 %"  # everything above the lowest score is flagged
+    assert at.query_params["view"] == "overview" and at.query_params["run"] == TINY_RUN
+
+
+def test_overview_method_selector_changes_the_histogram(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview")
+    hist = charts(at)[0]
+    assert "NERO score" in json.dumps(hist["layout"]["xaxis"])
+    at.toggle(key="hist-log").set_value(True).run()
+    assert "log₁₀ NERO score" in json.dumps(charts(at)[0]["layout"]["xaxis"], ensure_ascii=False)
+    at.toggle(key="hist-log").set_value(False).run()
+    at.selectbox[0].select("msp").run()
+    ok(at)
+    changed = charts(at)[0]
+    assert "MSP score" in json.dumps(changed["layout"]["xaxis"])
+    assert changed["data"][0]["x"] != hist["data"][0]["x"]
+
+
+def test_overview_marks_the_best_method_and_offers_exports(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview")
+    frame = at.dataframe[1].value
+    assert {"NERO", "MSP", "Energy"} <= set(frame.index)
+    assert any("AUROC" in c for c in frame.columns)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Scores (CSV)", "Report (JSON)"]
+
+
+# ---------------------------------------------------------------- relevance map
+def test_map_draws_samples_and_centroids(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "map", sample="5")
+    ok(at)
+    names = [t.get("name") for t in charts(at)[0]["data"]]
+    assert "class centroids" in names and "picked sample #5" in names
+    assert {"ID train", "ID test", "OOD: noise", "OOD: blue"} <= set(names)
+    at.segmented_control(key="map-colour").set_value("Score").run()
+    ok(at)
+    assert "colorbar" in json.dumps(charts(at)[0]["data"][0])
+    at.pills(key=f"map-splits::{TINY_RUN}").set_value(["id_test"]).run()
+    ok(at)
+    assert len(charts(at)[0]["data"][0]["text"]) == 12  # the ID test samples only
+
+
+def test_map_without_embedding_offers_to_compute_it(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_run, root / "bare")
+    for name in ("embedding.npy", "embedding_centroids.npy", "embedding.json"):
+        (root / "bare" / name).unlink()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    import nero.embedding
+
+    real = nero.embedding.ensure_embedding
+    monkeypatch.setattr(nero.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    at = open_app(root, "map")
+    ok(at)
+    assert "not been computed" in texts(at)
+    at.button(key="compute-map").click().run()
+    ok(at)
+    assert any(t.get("name") == "class centroids" for t in charts(at)[0]["data"])
+
+
+# ---------------------------------------------------------------- inspector
+def test_inspector_explains_the_sample_from_the_url(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "inspector", sample="30")
+    ok(at)
+    assert at.number_input[0].value == 30
+    assert "#30" in texts(at)
+    assert {"Distance to nearest centroid", "Bias term", "Norm ratio"} <= {
+        m.label for m in at.metric
+    }
+    assert any("centroid of" in json.dumps(c) for c in charts(at))
+    assert at.query_params["sample"] == "30"
+    heatmap_pngs = [b for b in at.get("download_button") if b.proto.label == "Heatmap (PNG)"]
+    assert len(heatmap_pngs) == 2
+
+
+def test_inspector_quick_picks_and_number_input_switch_samples(
+    runs_root: Path,  # noqa: F811
+) -> None:
+    at = open_app(runs_root, "inspector", sample="2")
+    at.button(key="quick-Most OOD-like image").click().run()
+    ok(at)
+    first = at.number_input[0].value
+    assert first != 2
+    at.number_input[0].set_value(7).run()
+    ok(at)
+    assert "#7" in texts(at) and at.query_params["sample"] == "7"
+
+
+def test_inspector_without_heatmaps_says_so(
+    runs_root: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dashboard import loaders
+
+    monkeypatch.setattr(loaders, "heatmaps_module", lambda: None)
+    at = open_app(runs_root, "inspector", sample="3")
+    ok(at)
+    assert "Heatmaps are unavailable" in texts(at)
+
+
+# ---------------------------------------------------------------- score a new image
+def png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), colour, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "score")
+    ok(at)
+    assert "Nothing uploaded yet" in texts(at)
+    at.file_uploader[0].set_value(("red.png", png((200, 60, 60)), "image/png")).run()
+    ok(at)
+    summary = at.dataframe[0].value
+    assert list(summary["image"]) == ["red.png"]
+    assert summary["verdict"].iat[0] in {"flagged as out-of-distribution", "looks in-distribution"}
+    assert "Norm ratio" in {m.label for m in at.metric}
+    at.toggle(key="compare").set_value(True).run()
+    ok(at)
+    others = at.dataframe[1].value
+    assert set(others["method"]) == {"NERO", "MSP", "Energy", "MaxLogit", "KNN"}
+
+
+def test_score_page_bad_uploads_get_a_message_not_a_traceback(
+    runs_root: Path,  # noqa: F811
+) -> None:
+    at = open_app(runs_root, "score")
+    truncated = png((10, 20, 30))[:60]
+    at.file_uploader[0].set_value(
+        [
+            ("notes.png", b"this is not an image at all", "image/png"),
+            ("cut.png", truncated, "image/png"),
+            ("empty.jpg", b"", "image/jpeg"),
+        ]
+    ).run()
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "notes.png" in messages and "not an image" in messages
+    assert "cut.png" in messages and "empty.jpg" in messages
+    assert not at.dataframe  # nothing scored
+
+
+# ---------------------------------------------------------------- new run
+def new_run_form(at: AppTest, name: str, data: str) -> AppTest:
+    at.text_input(key="nr-name").set_value(name)
+    at.text_input(key="nr-checkpoint").set_value("")
+    at.text_input(key="nr-data").set_value(data)
+    return at
+
+
+def submit(at: AppTest) -> AppTest:
+    return at.button(key="nr-submit").click().run()
+
+
+def test_new_run_reports_every_bad_input(runs_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "new-run")
+    ok(at)
+    submit(new_run_form(at, "bad name!", str(tmp_path)))
+    assert not at.exception and "run name" in at.error[0].value
+    submit(new_run_form(at, "fresh", str(tmp_path / "nowhere")))
+    assert not at.exception and "does not exist" in at.error[0].value
+    submit(new_run_form(at, TINY_RUN, str(tmp_path)))
+    assert not at.exception and "exists" in at.error[0].value
+    submit(new_run_form(at, "fresh", str(tmp_path)))  # not a prepared layout
+    assert not at.exception and "id_train" in at.error[0].value
+    at.text_input(key="nr-checkpoint").set_value(str(tmp_path / "missing.pt"))
+    submit(at)
+    assert not at.exception and "checkpoint" in at.error[0].value
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    at.text_input(key="nr-checkpoint").set_value(str(junk))
+    at.text_input(key="nr-data").set_value(str(runs_root.parent))
+    submit(at)
+    assert not at.exception and at.error
+
+
+@pytest.mark.filterwarnings("ignore:n_components")
+def test_new_run_creates_a_run_and_opens_it(
+    tmp_path: Path,
+    tiny_data: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    import nero.embedding
+
+    real = nero.embedding.ensure_embedding
+    monkeypatch.setattr(nero.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    at = open_app(root, "new-run")
+    new_run_form(at, "mine", str(tiny_data))
+    at.number_input(key="nr-img-size").set_value(32)
+    at.multiselect(key="nr-methods").set_value(["nero", "msp"])
+    submit(at)
+    ok(at)
+    assert "created" in at.success[0].value
+    assert (root / "mine" / "embedding.json").is_file()
+    at = at.switch_page("views/overview.py").run()
+    ok(at)
+    assert at.selectbox(key="run_name").value == "mine"
+
+
+# ---------------------------------------------------------------- runs, demo, URL safety
+def test_empty_root_offers_the_demo_build(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    import nero.demo
+
+    calls = []
+
+    def fake_build(out, progress=None, **_):
+        progress("copying", 0.5)
+        calls.append(out)
+        shutil.copytree(tiny_run, out)
+        return out
+
+    monkeypatch.setattr(nero.demo, "build_demo", fake_build)
+    at = open_app(root, "overview")
+    ok(at)
+    assert "No run is open yet" in texts(at)
+    at.button(key="build-demo").click().run()
+    ok(at)
+    assert calls == [root / "demo"]
+    assert at.session_state["run_name"] == "demo" and at.title[0].value == "Overview"
+
+
+def test_a_broken_run_gives_an_error_message(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_run, root / "broken")
+    (root / "broken" / "scores.csv").unlink()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    for view in ("overview", "map", "inspector", "score"):
+        at = open_app(root, view)
+        assert not at.exception
+        assert "cannot be read" in at.error[0].value
+
+
+def test_url_names_runs_it_never_uses_as_paths(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview", run="../../etc", sample="999999")
+    ok(at)
+    assert at.session_state["run_name"] == TINY_RUN
+    at = open_app(runs_root, "inspector", sample="not-a-number")
+    ok(at)
+    assert at.title[0].value == "Sample inspector"

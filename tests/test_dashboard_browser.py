@@ -1,0 +1,290 @@
+"""End to end in a real browser: Debian's headless Chromium driven by Playwright.
+
+Starts ``nero dashboard RUN --runs-root ROOT --port PORT`` on the tiny run, opens every page,
+waits for the Plotly charts and heatmap images to render, clicks a point of the relevance map
+to open the inspector, and saves ``assets/screenshot_<page>.png``.
+
+Set ``NERO_SCREENSHOT_ROOT`` (a runs root) and ``NERO_SCREENSHOT_RUN`` (a run name in it) to
+take the screenshots of another run, e.g. the demo run, instead of the tiny test run, and
+``NERO_SCREENSHOT_DIR`` to write them somewhere other than assets/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Where screenshots go: assets/ (the README's) unless NERO_SCREENSHOT_DIR says otherwise.
+ASSETS = Path(
+    os.environ.get("NERO_SCREENSHOT_DIR") or Path(__file__).resolve().parent.parent / "assets"
+)
+SERVER_START_S = 90
+RENDER_MS = 90_000
+MAX_SHOT_PX = 5000
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium when it is missing (CI on a fresh machine runs as root)."""
+    if CHROMIUM.exists():
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("/usr/bin/chromium is missing and apt-get cannot install it here")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_health(base: str, proc: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
+                if reply.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    log.seek(0)
+    out = log.read().decode(errors="replace")
+    pytest.fail(f"the dashboard did not start within {SERVER_START_S} s:\n{out[-3000:]}")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop `nero dashboard` and the Streamlit server it started (one process group)."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        # the parent is gone; make sure its Streamlit child is too
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Path]]:
+    ensure_chromium()
+    custom = os.environ.get("NERO_SCREENSHOT_ROOT")
+    root = Path(custom) if custom else request.getfixturevalue("runs_root")
+    name = os.environ.get("NERO_SCREENSHOT_RUN") or TINY_RUN
+    port = free_port()
+    nero = Path(sys.executable).with_name("nero")
+    cmd = [str(nero), "dashboard", str(root / name), "--runs-root", str(root), "--port", str(port)]
+    # The server's output goes to a file: a pipe nobody reads could fill up and block it.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_health(base, proc, log)
+            yield base, name, root
+        finally:
+            stop_group(proc)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(RENDER_MS)
+        yield tab
+        context.close()
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the script run and the page stops changing."""
+    page.wait_for_selector('[data-testid="stApp"]')
+    quiet = """() => {
+        const w = document.querySelector('[data-testid="stStatusWidget"]');
+        const busy = w && /Running|Stop/.test(w.innerText);
+        return !busy && !document.querySelector('[data-testid="stSpinner"]');
+    }"""
+    page.wait_for_function(quiet, timeout=RENDER_MS)
+    page.wait_for_timeout(800)
+    page.wait_for_function(quiet, timeout=RENDER_MS)  # a rerun may have started meanwhile
+
+
+def no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+
+
+def shoot(page, name: str) -> Path:
+    """The whole page: Streamlit scrolls inside its main block, so grow the window to fit."""
+    ASSETS.mkdir(exist_ok=True)
+    path = ASSETS / f"screenshot_{name}.png"
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+        " return m ? m.scrollHeight : document.body.scrollHeight; }"
+    )
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, MAX_SHOT_PX)})
+    page.wait_for_timeout(600)  # plotly resizes with the window
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    return path
+
+
+def click_a_point(page) -> None:
+    """Click map points (some may hide under others) until one is picked."""
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .point")
+    button = page.get_by_role("button", name="Open in the inspector")
+    for n in range(0, min(points.count(), 40), 3):
+        box = points.nth(n).bounding_box()
+        if box is None:
+            continue
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 4, y - 4)
+        page.mouse.move(x, y)  # plotly needs a hover before the click
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        try:
+            button.wait_for(timeout=15_000)
+        except Exception:  # playwright's TimeoutError: try the next point
+            continue
+        settle(page)
+        return
+    pytest.fail("clicking map points never picked a sample")
+
+
+def telling_sample(root: Path, run_name: str) -> int:
+    """The highest-scoring OOD sample with an artefact mask, else the highest-scoring OOD one."""
+    import pandas as pd
+
+    samples = pd.read_csv(root / run_name / "samples.csv", keep_default_na=False)
+    scores = pd.read_csv(root / run_name / "scores.csv")
+    ood = samples["split"].str.startswith("ood:").to_numpy()
+    if "mask" in samples.columns and (samples["mask"].astype(str) != "").any():
+        ood = ood & (samples["mask"].astype(str) != "").to_numpy()
+    rows = samples.index[ood]
+    return int(rows[scores.loc[rows, "nero"].to_numpy().argmax()])
+
+
+def an_ood_image(root: Path, run_name: str) -> Path:
+    import pandas as pd
+
+    samples = pd.read_csv(root / run_name / "samples.csv")
+    ood = samples[samples["split"].str.startswith("ood:")]
+    return Path(ood["path"].iloc[len(ood) // 2])
+
+
+def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
+    base, run_name, root = server
+    # Overview: histogram and ROC charts
+    page.goto(f"{base}/?run={run_name}&view=overview")
+    page.wait_for_selector("h1:has-text('Overview')")
+    page.wait_for_selector(".js-plotly-plot .plot-container")
+    settle(page)
+    assert page.locator(".js-plotly-plot").count() >= 2
+    no_exception(page)
+    assert "view=overview" in page.url
+    shoot(page, "overview")
+
+    # Relevance map: click a sample, then open it in the inspector
+    page.goto(f"{base}/map?run={run_name}")
+    page.wait_for_selector("h1:has-text('Relevance map')")
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace .point")
+    settle(page)
+    no_exception(page)
+    click_a_point(page)
+    shoot(page, "map")
+    page.get_by_role("button", name="Open in the inspector").click()
+
+    # Inspector: the picked sample, its neuron bars and both heatmaps
+    page.wait_for_selector("h1:has-text('Sample inspector')")
+    page.wait_for_selector(".js-plotly-plot")
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 3",
+        timeout=RENDER_MS,
+    )
+    settle(page)
+    no_exception(page)
+    assert "view=inspector" in page.url and "sample=" in page.url
+    assert page.get_by_text("Heatmap (PNG)").count() == 2
+
+    # A shared link opens the inspector on a telling sample (an artefact with its outline)
+    page.goto(f"{base}/?run={run_name}&view=inspector&sample={telling_sample(root, run_name)}")
+    page.wait_for_selector("h1:has-text('Sample inspector')")
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 3",
+        timeout=RENDER_MS,
+    )
+    settle(page)
+    no_exception(page)
+    shoot(page, "inspector")
+
+    # The sidebar navigation keeps the shareable address up to date
+    page.get_by_role("link", name="Overview").click()
+    page.wait_for_selector("h1:has-text('Overview')")
+    settle(page)
+    page.wait_for_function("() => location.search.includes('view=overview')")
+
+    # Score a new image: upload one of the run's OOD images, get its verdict and explanation
+    page.goto(f"{base}/score?run={run_name}")
+    page.wait_for_selector("h1:has-text('Score a new image')")
+    settle(page)
+    page.locator("input[type=file]").set_input_files(str(an_ood_image(root, run_name)))
+    page.wait_for_selector("h3:has-text('Why this score')")
+    page.wait_for_selector(".js-plotly-plot")
+    settle(page)
+    no_exception(page)
+    assert page.get_by_text("NERO score").count() >= 1
+    shoot(page, "score")
+
+    # New run: the form
+    page.goto(f"{base}/new-run?run={run_name}")
+    page.wait_for_selector("h1:has-text('New run')")
+    settle(page)
+    no_exception(page)
+    shoot(page, "new_run")

@@ -1,0 +1,159 @@
+"""The dashboard's pure helpers: overlays, upload decoding, the new-run form, settings, charts."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dashboard import charts, imaging, runs, state, uploads
+
+
+# ---------------------------------------------------------------- overlays
+def test_colours_are_centred_on_zero() -> None:
+    rel = np.array([[-2.0, 0.0, 2.0]])
+    colours, strength = imaging.colorize(rel)
+    red, white, blue = colours[0, 2], colours[0, 1], colours[0, 0]
+    assert red[0] > 200 and red[2] < 60  # positive → red
+    assert blue[2] > 200 and blue[0] < 60  # negative → blue
+    assert white.min() > 240  # zero → neutral
+    np.testing.assert_allclose(strength, [[1.0, 0.0, 1.0]])
+
+
+def test_overlay_keeps_the_image_where_there_is_no_relevance() -> None:
+    img = np.full((8, 8, 3), 100, np.uint8)
+    rel = np.zeros((4, 4))
+    rel[0, 0] = 1.0
+    out = imaging.overlay(img, rel, opacity=1.0)
+    assert out.shape == (4, 4, 3)
+    assert (out[1:, 1:] == 100).all()  # grey image untouched
+    assert out[0, 0, 0] > out[0, 0, 2]  # red where relevance is
+    assert (imaging.overlay(img, np.zeros((4, 4))) == 100).all()  # an all-zero map
+    with pytest.raises(ValueError, match="H×W"):
+        imaging.overlay(img, np.zeros((2, 2, 2)))
+
+
+def test_outline_and_upscale() -> None:
+    img = np.zeros((10, 10, 3), np.uint8)
+    mask = np.zeros((10, 10), bool)
+    mask[3:7, 3:7] = True
+    out = imaging.outline(img, mask, width=1)
+    assert (out[2, 4] == imaging.MASK_COLOUR).all() and (out[5, 5] == 0).all()
+    assert imaging.upscale(img, 40).shape == (40, 40, 3)
+    big = np.zeros((500, 400, 3), np.uint8)
+    assert imaging.upscale(big).shape == big.shape
+
+
+# ---------------------------------------------------------------- uploads
+def encoded(fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12, 4), 90, np.uint8), "RGBA").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decode_reads_images_as_rgb() -> None:
+    img, error = uploads.decode("a.png", encoded())
+    assert error is None and img.mode == "RGB" and img.size == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.7 not an image", "not an image"),
+        (None, "damaged"),
+    ],
+)
+def test_decode_explains_what_is_wrong(data: bytes | None, expected: str) -> None:
+    if data is None:
+        data = encoded()[:50]  # a truncated PNG
+    img, error = uploads.decode("x.png", data)
+    assert img is None and expected in error and "x.png" in error
+
+
+def test_decode_refuses_oversized_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_MB", 1e-6)
+    img, error = uploads.decode("big.png", encoded())
+    assert img is None and "limit" in error
+
+
+# ---------------------------------------------------------------- the new-run form
+def test_parse_ood_lines() -> None:
+    assert runs.parse_ood("a=/x\n\n b = /y \n") == {"a": "/x", "b": "/y"}
+    for bad, message in (("a", "NAME="), ("a=/x\na=/y", "twice"), ("", "at least one")):
+        with pytest.raises(runs.FormError, match=message):
+            runs.parse_ood(bad)
+
+
+def test_validate_names_the_wrong_field(tmp_path: Path) -> None:
+    def request(**kw) -> runs.RunRequest:
+        base = dict(name="ok", arch="resnet18", data=str(tmp_path), methods=["nero"])
+        return runs.RunRequest(**{**base, **kw})
+
+    assert runs.validate(request(), tmp_path / "root") == tmp_path / "root" / "ok"
+    cases = {
+        "name": request(name="../escape"),
+        "arch": request(arch="resnet9000"),
+        "checkpoint": request(checkpoint=str(tmp_path / "none.pt")),
+        "img_size": request(img_size=5),
+        "methods": request(methods=["msp"]),
+        "data": request(data=str(tmp_path / "missing")),
+        "id_train": request(data="", id_train=str(tmp_path / "missing")),
+    }
+    for field, bad in cases.items():
+        with pytest.raises(runs.FormError) as caught:
+            runs.validate(bad, tmp_path / "root")
+        assert caught.value.field == field, (field, str(caught.value))
+
+
+# ---------------------------------------------------------------- settings
+def test_config_from_argv_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("NERO_RUNS_ROOT", raising=False)
+    monkeypatch.delenv("NERO_RUN", raising=False)
+    assert state.parse_config([]).runs_root == Path("runs").resolve()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(tmp_path))
+    assert state.parse_config(["-x"]).runs_root == tmp_path
+    cfg = state.parse_config(["--runs-root", str(tmp_path / "r"), "--run", str(tmp_path / "a")])
+    assert cfg.runs_root == tmp_path / "r" and cfg.pinned_run == tmp_path / "a"
+    assert state.parse_config(["--ru", "x"]).pinned_run is None  # no abbreviations
+
+
+def test_available_runs_puts_the_demo_first_and_adds_a_pinned_run(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for name in ("zeta", "demo", "alpha"):
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text("{}")
+    outside = tmp_path / "elsewhere" / "alpha"
+    outside.mkdir(parents=True)
+    found = state.available_runs(state.Config(root, outside))
+    assert list(found) == ["alpha (command line)", "demo", "alpha", "zeta"]
+    assert state.default_run(state.Config(root, outside), found) == "alpha (command line)"
+    assert state.default_run(state.Config(root, None), found) == "alpha (command line)"
+
+
+# ---------------------------------------------------------------- charts
+def test_histogram_and_embedding_figures() -> None:
+    far = np.r_[np.arange(5.0) + 3, 1e6]  # one extreme score
+    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "NERO")
+    assert [t.name for t in fig.data] == ["ID test", "OOD: far"]
+    assert clipped == 1 and edge < 1e6 and max(fig.data[1].x) == edge
+    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", True)
+    assert "log" in fig.layout.xaxis.title.text and max(fig.data[1].x) == np.log10(edge)
+    pts = np.arange(12.0).reshape(6, 2)
+    emb = charts.embedding_figure(
+        pts,
+        np.array([1, 3, 5]),
+        ["ID test", "OOD: far", "OOD: far"],
+        {"ID test": "#000"},
+        ["a", "b", "c"],
+        np.zeros((2, 2)),
+        ["c0", "c1"],
+        ["#111", "#222"],
+        picked=3,
+    )
+    names = [t.name for t in emb.data]
+    assert names == ["ID test", "OOD: far", "class centroids", "picked sample #3"]
+    assert list(emb.data[1].customdata) == [3, 5]

@@ -1,0 +1,83 @@
+"""Scoring new images with a run, nearest training neighbours, neuron prototypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nero.data import read_image
+from nero.embedding import relevance_space
+from nero.inference import (
+    RunScorer,
+    feature_methods,
+    nearest_train,
+    neuron_prototypes,
+)
+from nero.run import read_run
+from tests.dashboard_fixtures import METHODS, runs_root, tiny_data, tiny_run  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run: Path):  # noqa: F811
+    return read_run(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def scorer(run):
+    return RunScorer(run)
+
+
+def test_scoring_the_runs_own_images_reproduces_its_scores(run, scorer) -> None:
+    rows = [0, 13, 30, 40, 47]
+    images = [read_image(run.samples["path"].iloc[i]) for i in rows]
+    result = scorer.score_images(images)
+    assert list(result.scores.columns) == METHODS
+    expected = run.scores.loc[rows, METHODS].to_numpy()
+    np.testing.assert_allclose(result.scores.to_numpy(), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(result.explanation.score, result.scores["nero"], rtol=1e-9)
+    np.testing.assert_allclose(result.features, run.features[rows], rtol=1e-4, atol=1e-5)
+    assert result.relevance.shape == (5, run.features.shape[1] + 1)
+    assert result.relevance.dtype == np.float32
+
+
+def test_scorer_fits_only_the_methods_asked_for(run) -> None:
+    only = RunScorer(run, methods=["nero"])
+    assert list(only.methods) == ["nero"]
+    assert only.methods["nero"].detector is run.detector  # the stored fit, not a refit
+    with pytest.raises(ValueError, match="cannot score new images"):
+        RunScorer(run, methods=["odin"])
+    assert feature_methods(run) == METHODS
+
+
+def test_scoring_nothing_is_an_error(scorer) -> None:
+    with pytest.raises(ValueError, match="no images"):
+        scorer.score_images([])
+
+
+def test_nearest_train_matches_brute_force_and_skips_itself(run) -> None:
+    det = run.detector
+    train = run.rows("id_train")
+    space = relevance_space(det, run.relevance[train])
+    query = int(train[3])
+    near, dist = nearest_train(run, run.relevance[query], k=4, exclude=query)
+    assert query not in near and len(near) == 4
+    assert np.all(np.diff(dist) >= 0)
+    brute = np.abs(space - space[3]).sum(1) if det.distance == "l1" else None
+    assert brute is not None, "the tiny run uses the default L1 distance"
+    brute[3] = np.inf
+    np.testing.assert_array_equal(near, train[np.argsort(brute, kind="stable")[:4]])
+    again, _ = nearest_train(run, run.relevance[query], k=4, exclude=query, space=space)
+    np.testing.assert_array_equal(again, near)
+
+
+def test_neuron_prototypes_are_the_most_activating_training_images(run) -> None:
+    train = run.rows("id_train")
+    feats = np.asarray(run.features[train])
+    neuron = int(np.argmax(feats.var(axis=0)))
+    top, act = neuron_prototypes(run, neuron, k=3)
+    assert set(top) <= set(train)
+    np.testing.assert_allclose(act, np.sort(feats[:, neuron])[::-1][:3])
+    with pytest.raises(ValueError, match="out of range"):
+        neuron_prototypes(run, feats.shape[1])
