@@ -2,11 +2,11 @@
 
 Starts ``nero dashboard RUN --runs-root ROOT --port PORT`` on the tiny run, opens every page,
 waits for the Plotly charts and heatmap images to render, clicks a point of the relevance map
-to open the inspector, and saves ``assets/screenshot_<page>.png``.
+to open the inspector, and saves ``screenshot_<page>.png`` files.
 
 Set ``NERO_SCREENSHOT_ROOT`` (a runs root) and ``NERO_SCREENSHOT_RUN`` (a run name in it) to
 take the screenshots of another run, e.g. the demo run, instead of the tiny test run, and
-``NERO_SCREENSHOT_DIR`` to write them somewhere other than assets/.
+``NERO_SCREENSHOT_DIR=assets`` to refresh the README screenshots (default: a temp folder).
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Where screenshots go: assets/ (the README's) unless NERO_SCREENSHOT_DIR says otherwise.
-ASSETS = Path(
-    os.environ.get("NERO_SCREENSHOT_DIR") or Path(__file__).resolve().parent.parent / "assets"
-)
+# Where screenshots go: a temporary folder, so a test run never rewrites the README's images;
+# NERO_SCREENSHOT_DIR=assets (with NERO_SCREENSHOT_ROOT/RUN on the demo) refreshes those.
+ASSETS = Path(os.environ.get("NERO_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="nero-shots-"))
 SERVER_START_S = 90
 RENDER_MS = 90_000
 MAX_SHOT_PX = 5000
