@@ -1,0 +1,165 @@
+"""Heatmap latency and localisation.
+
+    python bench/heatmaps.py [--run runs/demo] [--img-size 224] [--repeats 5] [--threads N]
+
+Prints, measured in this one run on this machine:
+  (a) latency of one heatmap (warm), ResNet-18 at --img-size px, for each kind — target ≤ 0.5 s
+      for the class heatmap at 224 px on CPU.
+  (b) when the run exists and its samples.csv has a ``mask`` column (near-OOD samples with an
+      inserted artefact): the share of positive relevance inside the artefact mask, averaged
+      over those samples, for the OOD heatmaps (deviation; share of NERO's distance), the
+      class heatmap (LRP, predicted class) and plain Gradient×Input of the predicted class;
+      plus the pointing game (is the
+      most relevant pixel inside the mask?) and the mask's area share (= chance level).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nero.data import eval_transform
+from nero.heatmaps import (
+    PLAIN_GRADIENT_X_INPUT,
+    compute_heatmap,
+    distance_contributions,
+    load_run_model,
+    ood_deviation,
+    sample_image,
+)
+from nero.models import build_model, find_head
+from nero.run import read_run
+
+MAPS = ("ood", "distance", "class", "gradient×input")
+
+
+def latency(img_size: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, img_size).eval()
+    _, head = find_head(model, img_size)
+    x = torch.randn(1, 3, img_size, img_size)
+    deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)
+    cases = {
+        "class (LRP)": dict(kind="class"),
+        "nero (LRP)": dict(kind="nero"),
+        "ood / distance (LRP, 2 rows)": dict(kind="ood", deviation=deviation),
+        "gradient×input": dict(kind="class", rules=PLAIN_GRADIENT_X_INPUT),
+    }
+    with torch.no_grad():
+        model(x)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        with torch.no_grad():
+            model(x)
+    forward = (time.perf_counter() - start) / repeats
+    print(
+        f"(a) latency, ResNet-18 at {img_size} px, CPU, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+        f"plain forward {forward * 1000:.0f} ms"
+    )
+    for name, kwargs in cases.items():
+        compute_heatmap(model, head, x, "resnet18", **kwargs)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            compute_heatmap(model, head, x, "resnet18", **kwargs)
+            times.append(time.perf_counter() - t)
+        print(f"    {name:<24} median {statistics.median(times):.3f} s   best {min(times):.3f} s")
+
+
+def positive_share(relevance: np.ndarray, mask: np.ndarray) -> float:
+    positive = np.clip(relevance, 0, None)
+    total = positive.sum()
+    return float(positive[mask].sum() / total) if total > 0 else float("nan")
+
+
+def localisation(run_dir: Path, max_per_set: int | None) -> None:
+    run = read_run(run_dir)
+    if "mask" not in run.samples.columns:
+        print(f"(b) {run_dir}/samples.csv has no mask column: nothing to localise")
+        return
+    near = run.samples[run.samples["mask"].astype(str) != ""]
+    if max_per_set is not None:
+        near = near.groupby("split", group_keys=False).head(max_per_set)
+    loaded = load_run_model(run)
+    arch = run.manifest["model"]["arch"]
+    size = run.manifest["img_size"]
+    transform = eval_transform(size)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for index, split, mask_path in zip(near["index"], near["split"], near["mask"], strict=True):
+        index = int(index)
+        x = transform(sample_image(run, index)).unsqueeze(0)
+        with Image.open(mask_path) as m:
+            mask = np.asarray(m.convert("L").resize((size, size), Image.NEAREST)) > 127
+        deviation, centroid_class = ood_deviation(run, index)
+        shares, _ = distance_contributions(run, index)
+        maps = {
+            "ood": compute_heatmap(
+                loaded.model, loaded.head, x, arch, "ood", centroid_class, deviation
+            ),
+            "distance": compute_heatmap(
+                loaded.model, loaded.head, x, arch, "distance", centroid_class, shares
+            ),
+            "class": compute_heatmap(loaded.model, loaded.head, x, arch, "class"),
+            "gradient×input": compute_heatmap(
+                loaded.model, loaded.head, x, arch, "class", rules=PLAIN_GRADIENT_X_INPUT
+            ),
+        }
+        row = {"split": split, "area": float(mask.mean())}
+        for name, heat in maps.items():
+            rel = heat.relevance
+            row[f"{name}:share"] = positive_share(rel, mask)
+            row[f"{name}:point"] = float(mask.flat[int(np.argmax(rel))])
+            row[f"{name}:abs"] = float(np.abs(rel)[mask].sum() / max(np.abs(rel).sum(), 1e-30))
+        rows.append(row)
+    elapsed = time.perf_counter() - start
+    print(
+        f"(b) localisation on {run_dir} ({arch}, {size} px): {len(rows)} near-OOD samples with "
+        f"masks, {elapsed:.0f} s. Share of positive relevance inside the artefact mask "
+        "(pointing-game hit rate; share of |R|):"
+    )
+    groups = sorted({r["split"] for r in rows}) + ["all"]
+    header = f"    {'set':<16}{'n':>4}{'mask area':>11}" + "".join(f"{m:>26}" for m in MAPS)
+    print(header)
+    for group in groups:
+        sel = [r for r in rows if group == "all" or r["split"] == group]
+        cells = [
+            f"{np.nanmean([r[m + ':share'] for r in sel]):.3f} "
+            f"({np.mean([r[m + ':point'] for r in sel]):.2f}; "
+            f"{np.mean([r[m + ':abs'] for r in sel]):.3f})"
+            for m in MAPS
+        ]
+        name = group.removeprefix("ood:")
+        area = np.mean([r["area"] for r in sel])
+        print(f"    {name:<16}{len(sel):>4}{area:>11.3f}" + "".join(f"{c:>26}" for c in cells))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--run", type=Path, default=Path("runs/demo"))
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--max-per-set", type=int, help="near-OOD samples per OOD set (default: all)")
+    p.add_argument("--skip-latency", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.skip_latency:
+        latency(args.img_size, args.repeats)
+    if (args.run / "manifest.json").is_file():
+        localisation(args.run, args.max_per_set)
+    else:
+        print(f"(b) no run at {args.run}: localisation not measured (build it with `nero demo`)")
+
+
+if __name__ == "__main__":
+    main()

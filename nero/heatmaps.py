@@ -1,0 +1,550 @@
+"""Input-space heatmaps: LRP from a class logit, and NERO's OOD heatmap (spec §8).
+
+Three kinds of starting relevance ``R0``, all propagated to the pixels with the same rules:
+
+- ``"class"``: the target logit ``y_t`` (default: the predicted class) at the logits.
+- ``"nero"``: NERO's starting relevance, ``R0 = softmax(y)`` at the logits. Through the
+  head's ε-rule this gives every feature neuron exactly NERO's relevance
+  ``R_j = Σ_k p_k a_j W_kj / y_k`` (spec §1); the bias share stays at the head.
+- ``"ood"``: at the feature layer (the head's input), each neuron's deviation from the
+  nearest class centroid, ``NERO.explain(...).deviation``: *which part of this image makes
+  it unlike its class*.
+- ``"distance"``: at the feature layer, each neuron's exact share of NERO's distance term,
+  ``deviation_j · ∂d/∂R_j`` (the distance is piecewise linear in the deviation, so the
+  shares sum to ``d(x)``). Red = pushes the sample away from its centroid, blue = pulls it
+  back, which is what "unlike its class" means for the score; the deviation itself is
+  signed by relevance, not by distance (bench/heatmaps.py compares both on the demo set).
+
+Feature-level starting relevance is signed, so its positive and negative parts are
+propagated as a batch of two and added (LRP is linear in the starting relevance);
+``conservation`` then measures how much of the total mass ``Σ|R0|`` reaches the pixels.
+
+The rules come from a declarative table, architecture family → :class:`RuleSet` (zennit
+composite + canonizers). Where no sound rule set exists the result is plain
+Gradient×Input and says so in ``method`` and ``note``. Attribution runs inside zennit's
+``Composite.context``, so canonizers and hooks are removed on exit, and every module's
+train/eval flag is restored.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import textwrap
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import VGG, DenseNet, ResNet, VisionTransformer
+from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+from zennit.core import Composite, stabilize
+from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+from nero.canonizers import DenseNetCanonizer, TransformerCanonizer
+from nero.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, read_image
+from nero.models import LoadedModel, capture_head_input, load_classifier
+from nero.run import Run
+
+KINDS = ("class", "nero", "ood", "distance")
+FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
+LRP, CP_LRP, GRADIENT_X_INPUT = "lrp", "cp-lrp", "gradient×input"
+HEATMAP_DIR = "heatmaps"
+# Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
+# wash out the rest of the map (values beyond it are drawn at full colour).
+OVERLAY_PERCENTILE = 99.5
+# Denominator stabiliser where a gradient seed is divided by an activation (Gradient×Input).
+SEED_EPSILON = 1e-6
+
+CompositeFactory = Callable[[torch.Tensor, bool], Composite]
+# Canonizers rewrite the model in place: two attributions at once on one model (two
+# dashboard sessions) would merge BatchNorms twice. One attribution at a time.
+_ATTRIBUTION_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------ result
+@dataclass(frozen=True)
+class Heatmap:
+    """Signed input relevance of one image, summed over colour channels."""
+
+    relevance: np.ndarray  # H×W float32 at the model's input resolution
+    kind: str  # "class" | "nero" | "ood" | "distance"
+    target: int | None  # class logit (class), centroid class (ood, distance), None (nero)
+    predicted: int  # the model's predicted class for this image
+    method: str  # "lrp" | "cp-lrp" | "gradient×input"
+    rule_set: str  # e.g. "EpsilonPlusFlat + ResNetCanonizer"
+    note: str  # caveats, e.g. why a fallback was used
+    conservation: float  # Σ input relevance / starting relevance (see module docstring)
+
+    def metadata(self) -> dict:
+        meta = asdict(self)
+        del meta["relevance"]
+        return meta
+
+    def save(self, path: str | Path) -> None:
+        """Write ``.npz`` atomically: the map plus its metadata as JSON (no pickles)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, relevance=self.relevance, meta=np.array(json.dumps(self.metadata())))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Heatmap:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return cls(relevance=z["relevance"].astype(np.float32), **meta)
+
+
+# ------------------------------------------------------------------ rule-set table
+@dataclass(frozen=True)
+class RuleSet:
+    """How one architecture family is attributed."""
+
+    name: str  # shown on the result
+    method: str  # LRP, CP_LRP or GRADIENT_X_INPUT
+    model_class: type[nn.Module]  # the class the canonizers are written for
+    composite: CompositeFactory | None  # (input, zero_bias) → composite; None: plain autograd
+    # True: the modified backward pass carries relevance (zennit LRP rules), so the seed is
+    # the starting relevance itself. False: it is a true gradient of a (canonized) model;
+    # the seed is R0 / activation and relevance = gradient × input.
+    carries_relevance: bool
+    note: str = ""
+
+
+def _zero_params(zero_bias: bool) -> list[str] | None:
+    return ["bias"] if zero_bias else None
+
+
+def _epsilon_plus_flat(canonizer: type) -> CompositeFactory:
+    """Flat on the first layer, z⁺ on convolutions, ε on dense layers (zennit's CNN default)."""
+    return lambda _x, zero_bias: EpsilonPlusFlat(
+        zero_params=_zero_params(zero_bias), canonizers=[canonizer()]
+    )
+
+
+def _epsilon_gamma_box(canonizer: type) -> CompositeFactory:
+    """zennit's VGG recipe: z^B bounded by the normalised pixel range, γ on convs, ε on dense."""
+
+    def make(x: torch.Tensor, zero_bias: bool) -> Composite:
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return EpsilonGammaBox(
+            low=(0 - mean) / std,
+            high=(1 - mean) / std,
+            zero_params=_zero_params(zero_bias),
+            canonizers=[canonizer()],
+        )
+
+    return make
+
+
+RULE_SETS: dict[str, RuleSet] = {
+    "resnet": RuleSet(
+        "EpsilonPlusFlat + ResNetCanonizer",
+        LRP,
+        ResNet,
+        _epsilon_plus_flat(ResNetCanonizer),
+        carries_relevance=True,
+        note="BatchNorm merged into convs; residual sums and pooling by the Norm rule",
+    ),
+    "densenet": RuleSet(
+        "EpsilonPlusFlat + DenseNetCanonizer",
+        LRP,
+        DenseNet,
+        _epsilon_plus_flat(DenseNetCanonizer),
+        carries_relevance=True,
+        note="conv→BatchNorm pairs merged; pre-activation BatchNorms pass relevance (Pass rule)",
+    ),
+    "vgg": RuleSet(
+        "EpsilonGammaBox + VGGCanonizer",
+        LRP,
+        VGG,
+        _epsilon_gamma_box(VGGCanonizer),
+        carries_relevance=True,
+        note="BatchNorm merged into convs; max-pooling routes relevance to the maximum",
+    ),
+    "vit": RuleSet(
+        "CP-LRP: Gradient×Input + TransformerCanonizer",
+        CP_LRP,
+        VisionTransformer,
+        lambda _x, _zero_bias: Composite(canonizers=[TransformerCanonizer()]),
+        carries_relevance=False,
+        note="attention softmax, LayerNorm scale and GELU gate detached (Ali et al. 2022 "
+        "AH/LN rules, AttnLRP identity rule); biases and position embeddings absorb relevance",
+    ),
+}
+# Architecture-name prefix → family (torchvision names; the first match wins).
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("resnet", "resnet"),
+    ("resnext", "resnet"),
+    ("wide_resnet", "resnet"),
+    ("densenet", "densenet"),
+    ("vgg", "vgg"),
+    ("vit_", "vit"),
+)
+# Why families without a rule set fall back to Gradient×Input.
+NO_RULES_BECAUSE: tuple[tuple[str, str], ...] = (
+    ("efficientnet", "SiLU activations and squeeze-excitation gates"),
+    ("mobilenet", "hard-swish activations and squeeze-excitation gates"),
+    ("convnext", "channel LayerNorm, layer scale and GELU"),
+    ("regnet", "squeeze-excitation gates"),
+    ("swin", "shifted-window attention"),
+    ("maxvit", "multi-axis attention and squeeze-excitation gates"),
+)
+
+
+def _fallback(arch: str, why: str) -> RuleSet:
+    return RuleSet(
+        "Gradient×Input (no LRP rules)",
+        GRADIENT_X_INPUT,
+        nn.Module,
+        None,
+        carries_relevance=False,
+        note=f"fallback: no sound LRP rule set for {arch} ({why}); this is plain "
+        "Gradient×Input, not LRP",
+    )
+
+
+# Plain Gradient×Input on request (e.g. as the baseline LRP is compared against).
+PLAIN_GRADIENT_X_INPUT = RuleSet(
+    "Gradient×Input", GRADIENT_X_INPUT, nn.Module, None, carries_relevance=False
+)
+
+
+def rule_set_for(arch: str, model: nn.Module) -> RuleSet:
+    """The table entry for ``arch``; Gradient×Input (labelled) where there is none."""
+    family = next((fam for prefix, fam in FAMILIES if arch.startswith(prefix)), None)
+    if family is None:
+        why = next((w for p, w in NO_RULES_BECAUSE if arch.startswith(p)), "no rule set registered")
+        return _fallback(arch, why)
+    rules = RULE_SETS[family]
+    if not isinstance(model, rules.model_class):
+        expected = rules.model_class.__name__
+        why = f"the model is a {type(model).__name__}, not a torchvision {expected}"
+        return _fallback(arch, why)
+    return rules
+
+
+# ------------------------------------------------------------------ attribution
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the attribution; every module's own train/eval flag restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _starting_relevance(
+    kind: str,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    target: int | None,
+    deviation: np.ndarray | None,
+) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """(R0, the tensor it sits on, resolved target) for each kind."""
+    if kind in FEATURE_KINDS:
+        dev = torch.as_tensor(np.asarray(deviation), dtype=features.dtype, device=features.device)
+        return torch.stack([dev.clamp(min=0), dev.clamp(max=0)]), features, target
+    if kind == "nero":
+        return torch.softmax(logits.detach(), dim=1), logits, None
+    t = int(logits[0].argmax()) if target is None else int(target)
+    r0 = torch.zeros_like(logits)
+    r0[0, t] = logits[0, t].detach()
+    return r0, logits, t
+
+
+def _check_inputs(
+    head: nn.Linear, image: torch.Tensor, kind: str, target: int | None, deviation
+) -> torch.Tensor:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must be a 1×3×H×W tensor, got shape {tuple(image.shape)}")
+    if kind == "class" and target is not None and not 0 <= int(target) < head.out_features:
+        raise ValueError(f"target class {target} is outside 0..{head.out_features - 1}")
+    if kind in FEATURE_KINDS:
+        if deviation is None:
+            raise ValueError(
+                f"a {kind!r} heatmap needs its starting relevance at the features "
+                "(ood_deviation / distance_contributions)"
+            )
+        if np.shape(deviation) != (head.in_features,):
+            raise ValueError(
+                f"feature relevance has shape {np.shape(deviation)}, "
+                f"expected ({head.in_features},): "
+                "one value per input neuron of the head"
+            )
+        if not np.isfinite(deviation).all():
+            raise ValueError("deviation contains NaN/inf")
+    return image
+
+
+def compute_heatmap(
+    model: nn.Module,
+    head: nn.Linear,
+    image: torch.Tensor,
+    arch: str,
+    kind: str = "class",
+    target: int | None = None,
+    deviation: np.ndarray | None = None,
+    *,
+    zero_bias: bool = False,
+    rules: RuleSet | None = None,
+) -> Heatmap:
+    """Propagate the starting relevance of ``kind`` to the pixels of ``image`` (1×3×H×W).
+
+    ``deviation`` is the starting relevance at the features for the kinds ``"ood"``
+    (:func:`ood_deviation`) and ``"distance"`` (:func:`distance_contributions`).
+
+    ``zero_bias=True`` leaves biases out of the LRP denominators (LRP rules only), so
+    relevance is conserved layer by layer; the default keeps them, as zennit does, and
+    the bias share is lost on the way down (``conservation`` < 1).
+    ``rules`` overrides the table (e.g. :data:`PLAIN_GRADIENT_X_INPUT` for a baseline).
+    The model is unchanged afterwards: canonizers and hooks are removed, modes restored.
+    """
+    image = _check_inputs(head, image, kind, target, deviation)
+    rules = rule_set_for(arch, model) if rules is None else rules
+    device = next(model.parameters()).device
+    batch = 2 if kind in FEATURE_KINDS else 1  # signed: its positive and its negative part
+    x = image.to(device, torch.float32).expand(batch, -1, -1, -1).clone().requires_grad_(True)
+    composite = rules.composite(x, zero_bias) if rules.composite is not None else None
+    with (
+        _ATTRIBUTION_LOCK,
+        _eval_mode(model),
+        torch.enable_grad(),
+        capture_head_input(head) as store,  # entered first: sees the raw features
+        composite.context(model) if composite is not None else nullcontext(),
+    ):
+        logits = model(x)
+        r0, at, target = _starting_relevance(kind, logits, store["features"], target, deviation)
+        seed = r0 if rules.carries_relevance else r0 / stabilize(at.detach(), SEED_EPSILON)
+        (grad,) = torch.autograd.grad(at, x, grad_outputs=seed)
+    relevance = grad if rules.carries_relevance else grad * x.detach()
+    relevance = relevance.detach().double()
+    # Each batch row carries R0 of one sign: conservation = signed mass in / mass out.
+    start = r0.detach().double().sum(dim=1)
+    mass = float(start.abs().sum())
+    reached = float((relevance.sum(dim=(1, 2, 3)) * start.sign()).sum())
+    note = rules.note
+    if zero_bias and rules.composite is not None and rules.carries_relevance:
+        note += "; biases left out of the LRP denominators"
+    return Heatmap(
+        relevance=relevance.sum(dim=(0, 1)).cpu().numpy().astype(np.float32),
+        kind=kind,
+        target=None if target is None else int(target),
+        predicted=int(logits[0].argmax()),
+        method=rules.method,
+        rule_set=rules.name,
+        note=note,
+        conservation=reached / mass if mass > 0 else float("nan"),
+    )
+
+
+# ------------------------------------------------------------------ runs
+@functools.lru_cache(maxsize=4)
+def _run_model(run_path: str, checkpoint_sha256: str | None) -> LoadedModel:
+    """The run's classifier, loaded once per run (the sha keys a rewritten run anew)."""
+    manifest = json.loads((Path(run_path) / "manifest.json").read_text())
+    model = manifest["model"]
+    checkpoint = Path(model["checkpoint"])
+    if not checkpoint.is_absolute() and (Path(run_path) / checkpoint).is_file():
+        checkpoint = Path(run_path) / checkpoint
+    return load_classifier(
+        model["arch"], checkpoint, len(model["class_names"]), manifest["img_size"]
+    )
+
+
+def load_run_model(run: Run) -> LoadedModel:
+    """The run's classifier in eval mode (loaded once per run and kept)."""
+    return _run_model(str(run.path.resolve()), run.manifest["model"].get("checkpoint_sha256"))
+
+
+def _sample_path(run: Run, index: int) -> Path:
+    if not 0 <= index < len(run.samples):
+        raise ValueError(f"sample {index} is outside 0..{len(run.samples) - 1}")
+    path = Path(run.samples["path"].iloc[index])
+    if not path.is_absolute() and not path.exists() and (run.path / path).exists():
+        path = run.path / path
+    return path
+
+
+def sample_image(run: Run, index: int) -> Image.Image:
+    """The sample's image as RGB, decoded as the evaluation decoded it."""
+    return read_image(_sample_path(run, index))
+
+
+def _deviation(run: Run, index: int, target: int | None) -> tuple[np.ndarray, int, int]:
+    """(deviation from the centroid, its class, its index in the detector)."""
+    detector = run.detector
+    features = np.asarray(run.features[index : index + 1], np.float64)
+    relevance = np.asarray(run.relevance[index : index + 1], np.float64)
+    explanation = detector.explain(features, relevance)
+    if target is None:
+        centroid = int(explanation.nearest_centroid[0])
+        return explanation.deviation[0], int(explanation.nearest_class[0]), centroid
+    rows = np.flatnonzero(detector.centroid_classes_ == int(target))
+    if rows.size == 0:
+        raise ValueError(f"the detector has no centroid of class {target}")
+    d = detector.n_features_in_
+    # The detector's own projection and calibration: the centroid its score would pick.
+    diff = detector._project(relevance[:, :d])[0] - detector.centroids_[rows]
+    dist = np.abs(diff).sum(1) if detector.distance == "l1" else np.sqrt((diff**2).sum(1))
+    dist = dist / getattr(detector, "centroid_scale_", np.ones(len(detector.centroids_)))[rows]
+    centroid = int(rows[int(np.argmin(dist))])
+    return relevance[0, :d] - detector.raw_centroids_[centroid, :d], int(target), centroid
+
+
+def ood_deviation(run: Run, index: int, target: int | None = None) -> tuple[np.ndarray, int]:
+    """NERO's per-neuron deviation of one sample and the class of the centroid it is from.
+
+    ``target=None``: the nearest centroid, exactly ``NERO.explain(...).deviation``.
+    A class index: that class's nearest centroid instead ("how is it unlike class t?").
+    """
+    deviation, cls, _ = _deviation(run, index, target)
+    return deviation, cls
+
+
+def distance_contributions(
+    run: Run, index: int, target: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Each neuron's share of NERO's distance to the centroid; the shares sum to it.
+
+    The projection is affine, so the gap to the centroid in PCA space is ``Jᵀ·deviation``
+    (``J`` = how each neuron moves the projection); the L1 (L2) distance is then
+    ``Σ_j deviation_j · (J·s)_j`` with ``s`` = sign(gap) (gap/‖gap‖), over the
+    centroid's calibration scale where the detector has one.
+    """
+    detector = run.detector
+    deviation, cls, centroid = _deviation(run, index, target)
+    d = detector.n_features_in_
+    jacobian = detector._project(detector.pca_mean_ + np.eye(d)) - detector._project(
+        detector.pca_mean_[None, :]
+    )
+    gap = jacobian.T @ deviation
+    if detector.distance == "l1":
+        direction = np.sign(gap)
+    else:
+        direction = gap / max(float(np.linalg.norm(gap)), np.finfo(np.float64).tiny)
+    scale = getattr(detector, "centroid_scale_", np.ones(len(detector.centroids_)))[centroid]
+    return deviation * (jacobian @ direction) / scale, cls
+
+
+def heatmap_cache_path(run: Run, index: int, kind: str, target: int | None) -> Path:
+    return run.path / HEATMAP_DIR / f"{index}_{kind}_{'auto' if target is None else target}.npz"
+
+
+def run_heatmap(run: Run, index: int, kind: str = "class", target: int | None = None) -> Heatmap:
+    """The heatmap of sample ``index`` of a run, cached in ``RUN/heatmaps/``.
+
+    The file is ``{index}_{kind}_{target}.npz`` (``auto`` for the default target); a second
+    call loads it. The model is loaded once per run and kept (a small LRU cache).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "nero" and target is not None:
+        raise ValueError("the 'nero' heatmap starts from every class; it takes no target")
+    cache = heatmap_cache_path(run, index, kind, target)
+    if cache.is_file():
+        try:
+            return Heatmap.load(cache)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"ignoring unreadable cached heatmap {cache}: {exc}", stacklevel=2)
+    path = _sample_path(run, index)
+    loaded = load_run_model(run)
+    tensor = eval_transform(run.manifest["img_size"])(read_image(path)).unsqueeze(0)
+    deviation = None
+    if kind == "ood":
+        deviation, target = ood_deviation(run, index, target)
+    elif kind == "distance":
+        deviation, target = distance_contributions(run, index, target)
+    arch = run.manifest["model"]["arch"]
+    heat = compute_heatmap(loaded.model, loaded.head, tensor, arch, kind, target, deviation)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        heat.save(cache)
+    except OSError as exc:  # a read-only run still gets its heatmap, just not cached
+        warnings.warn(f"could not cache the heatmap in {cache}: {exc}", stacklevel=2)
+    return heat
+
+
+# ------------------------------------------------------------------ drawing
+def _title(heat: Heatmap, class_names: Sequence[str] | None) -> str:
+    def name(c: int | None) -> str:
+        if c is None:
+            return "?"
+        return class_names[c] if class_names is not None and c < len(class_names) else str(c)
+
+    what = {
+        "class": f"class heatmap: logit of {name(heat.target)}",
+        "nero": "NERO relevance heatmap (all classes, softmax-weighted)",
+        "ood": f"OOD heatmap: deviation from the {name(heat.target)} centroid",
+        "distance": f"OOD heatmap: share of NERO's distance to the {name(heat.target)} centroid",
+    }[heat.kind]
+    return f"{what} (predicted {name(heat.predicted)})\n{heat.method}: {heat.rule_set}"
+
+
+def overlay_png(
+    image: Image.Image,
+    heat: Heatmap,
+    alpha: float = 0.5,
+    out: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> bytes:
+    """The image with the signed relevance on top (red > 0 > blue, centred on zero).
+
+    The heatmap is stretched over the whole image (the evaluation resize is a square
+    resize, so that is where each pixel's relevance belongs). Opacity grows with |R| up
+    to ``alpha``, so areas without relevance show the image itself.
+    """
+    from matplotlib import cm, colormaps, colors
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rel = np.asarray(heat.relevance, np.float64)
+    lim = float(np.percentile(np.abs(rel), OVERLAY_PERCENTILE)) or float(np.abs(rel).max()) or 1.0
+    norm = colors.Normalize(vmin=-lim, vmax=lim)
+    cmap = colormaps["bwr"]
+    rgba = cmap(norm(rel))
+    rgba[..., 3] = alpha * np.clip(np.abs(rel) / lim, 0, 1) ** 0.5
+
+    fig = Figure(figsize=(8.4, 3.9), dpi=110)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    width, height = image.size
+    extent = (0, width, height, 0)
+    left.imshow(np.asarray(image.convert("RGB")), extent=extent)
+    left.set_title("image", fontsize=8)
+    # Grey underneath, so the red/blue of the relevance cannot be confused with the image.
+    right.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255, extent=extent)
+    right.imshow(rgba, extent=extent, interpolation="nearest")
+    right.set_title(_title(heat, class_names), fontsize=8)
+    for ax in (left, right):
+        ax.set_axis_off()
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=right, fraction=0.046, pad=0.04)
+    bar.set_label(f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of |R|)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    caption = f"conservation {heat.conservation:.2f}"
+    if heat.note:
+        caption += " · " + heat.note
+    fig.text(0.02, 0.0, textwrap.fill(caption, 130), fontsize=7, va="top")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    data = buffer.getvalue()
+    if out is not None:
+        Path(out).write_bytes(data)
+    return data

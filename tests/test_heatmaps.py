@@ -1,0 +1,246 @@
+"""Input-space heatmaps: conservation, an untouched model, every architecture, run cache, CLI."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import nero.heatmaps as heatmaps
+from nero.cli import main
+from nero.heatmaps import (
+    CP_LRP,
+    GRADIENT_X_INPUT,
+    LRP,
+    Heatmap,
+    compute_heatmap,
+    distance_contributions,
+    heatmap_cache_path,
+    ood_deviation,
+    overlay_png,
+    run_heatmap,
+    sample_image,
+)
+from nero.models import build_model, find_head, head_arrays
+from nero.relevance import head_relevance
+from nero.run import read_run
+
+SIZE = 32
+# What each architecture the engine supports must be attributed with.
+EXPECTED_METHOD = {
+    "resnet18": LRP,
+    "densenet121": LRP,
+    "vgg11_bn": LRP,
+    "efficientnet_b0": GRADIENT_X_INPUT,
+    "convnext_tiny": GRADIENT_X_INPUT,
+    "vit_b_16": CP_LRP,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny inputs: one thread is fastest, and spares the other workers on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_model(arch: str, seed: int = 0) -> tuple[nn.Module, nn.Linear]:
+    """A random model with non-trivial BatchNorm statistics (so merging them matters)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, 3, SIZE)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    _, head = find_head(model, SIZE)
+    if not head.weight.any():  # torchvision's ViT starts with an all-zero head
+        nn.init.normal_(head.weight, std=0.05)
+    return model.eval(), head
+
+
+def hooks_of(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+
+
+def fingerprint(model: nn.Module) -> dict[str, tuple[int, float]]:
+    """Storage and a strided float64 sum of every parameter and buffer (VGG's are too big
+    to copy; a merged BatchNorm left behind changes every output channel, so it shows)."""
+    return {
+        k: (v.data_ptr(), float(v.reshape(-1)[::101].sum(dtype=torch.float64)))
+        for k, v in model.state_dict().items()
+    }
+
+
+def image(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ every architecture
+@pytest.mark.parametrize("arch", list(EXPECTED_METHOD))
+def test_every_architecture_gives_a_labelled_heatmap_and_leaves_the_model_unchanged(arch):
+    model, head = random_model(arch)
+    x = image()
+    with torch.no_grad():
+        before = model(x)
+    state = fingerprint(model)
+    names = [n for n, _ in model.named_modules()]
+    model.train()
+    next(iter(model.children())).eval()  # a mixed state must come back exactly
+    flags = [m.training for m in model.modules()]
+
+    heat = compute_heatmap(model, head, x, arch)
+
+    assert heat.relevance.shape == (SIZE, SIZE) and heat.relevance.dtype == np.float32
+    assert np.isfinite(heat.relevance).all()
+    assert heat.method == EXPECTED_METHOD[arch] and heat.rule_set
+    if heat.method == GRADIENT_X_INPUT:
+        assert "fallback" in heat.note and "Gradient×Input" in heat.rule_set
+    else:
+        assert np.abs(heat.relevance).sum() > 0
+    assert heat.kind == "class" and heat.target == heat.predicted == int(before[0].argmax())
+    # The model is as it was: modes, parameters and buffers, modules, hooks, forward.
+    assert [m.training for m in model.modules()] == flags
+    model.eval()
+    assert fingerprint(model) == state
+    assert [n for n, _ in model.named_modules()] == names
+    assert hooks_of(model) == 0
+    assert not any("forward" in vars(m) for m in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+
+
+# ------------------------------------------------------------------ what the numbers mean
+def test_resnet18_lrp_conserves_relevance_without_biases():
+    model, head = random_model("resnet18")
+    x = image(1)
+    with torch.no_grad():
+        logits = model(x)[0]
+    heat = compute_heatmap(model, head, x, "resnet18", "class", 2, zero_bias=True)
+    assert heat.conservation == pytest.approx(1.0, abs=0.05)
+    assert heat.relevance.sum() == pytest.approx(float(logits[2]), rel=0.05)
+    nero = compute_heatmap(model, head, x, "resnet18", "nero", zero_bias=True)
+    assert nero.conservation == pytest.approx(1.0, abs=0.05)
+    assert nero.relevance.sum() == pytest.approx(1.0, abs=0.05)  # Σ softmax = 1
+    with_bias = compute_heatmap(model, head, x, "resnet18", "class", 0)
+    assert np.isfinite(with_bias.conservation)
+
+
+def test_nero_kind_starts_from_nero_relevance_and_class_kind_from_the_logit():
+    """On a linear model the input *is* the head's input: the map equals spec §1 exactly."""
+    torch.manual_seed(0)
+    head = nn.Linear(3 * 4 * 4, 3)
+    model = nn.Sequential(nn.Flatten(), head)
+    x = image(2)[:, :, :4, :4]
+    a = x.reshape(1, -1).double().numpy()
+    expected = head_relevance(a, head_arrays(head))[0, :-1].reshape(3, 4, 4).sum(0)
+    heat = compute_heatmap(model, head, x, "linear", "nero")
+    assert heat.method == GRADIENT_X_INPUT and "no rule set registered" in heat.note
+    np.testing.assert_allclose(heat.relevance, expected, rtol=1e-4, atol=1e-6)
+
+    w = head.weight.detach().double().numpy()
+    target = compute_heatmap(model, head, x, "linear", "class", 1)
+    np.testing.assert_allclose(target.relevance, (a * w[1]).reshape(3, 4, 4).sum(0), rtol=1e-4)
+
+
+def test_ood_heatmap_propagates_the_deviation_and_differs_from_the_class_heatmap():
+    model, head = random_model("resnet18")
+    x = image(3)
+    deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)
+    ood = compute_heatmap(model, head, x, "resnet18", "ood", target=1, deviation=deviation)
+    cls = compute_heatmap(model, head, x, "resnet18", "class")
+    assert ood.kind == "ood" and ood.target == 1
+    assert 0 < ood.conservation <= 1.05
+    corr = np.corrcoef(ood.relevance.ravel(), cls.relevance.ravel())[0, 1]
+    assert corr < 0.95
+    # LRP is linear in the starting relevance: the negated deviation gives the negated map.
+    flipped = compute_heatmap(model, head, x, "resnet18", "ood", deviation=-deviation)
+    np.testing.assert_allclose(flipped.relevance, -ood.relevance, rtol=1e-4, atol=1e-9)
+
+
+def test_bad_requests_are_refused_with_a_reason():
+    model, head = random_model("resnet18")
+    with pytest.raises(ValueError, match="kind"):
+        compute_heatmap(model, head, image(), "resnet18", "saliency")
+    with pytest.raises(ValueError, match="deviation"):
+        compute_heatmap(model, head, image(), "resnet18", "ood")
+    with pytest.raises(ValueError, match="expected \\(512,\\)"):
+        compute_heatmap(model, head, image(), "resnet18", "ood", deviation=np.zeros(10))
+    with pytest.raises(ValueError, match="outside"):
+        compute_heatmap(model, head, image(), "resnet18", "class", target=7)
+    assert hooks_of(model) == 0
+
+
+# ------------------------------------------------------------------ runs, cache, CLI
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heatmap-data")
+    rng = np.random.default_rng(0)
+    for split, n in (("id_train", 8), ("id_test", 3)):
+        for cls, colour in (("red", (200, 60, 60)), ("green", (60, 200, 60))):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(rng.normal(colour, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    noise = root / "ood" / "noise"
+    noise.mkdir(parents=True)
+    for i in range(3):
+        arr = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(noise / f"{i}.png")
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = ["evaluate", "--arch", "resnet18", "--data", str(root), "--img-size", str(SIZE)]
+    assert main([*args, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
+    run = read_run(run_dir)
+    index = int(run.rows("ood:noise")[0])
+    first = run_heatmap(run, index, "ood")
+    cache = heatmap_cache_path(run, index, "ood", None)
+    assert cache.is_file() and cache.name == f"{index}_ood_auto.npz"
+    deviation, nearest = ood_deviation(run, index)
+    explained = run.detector.explain(run.features[[index]], run.relevance[[index]])
+    np.testing.assert_array_equal(deviation, explained.deviation[0])
+    assert first.target == nearest == int(explained.nearest_class[0])
+    same, _ = ood_deviation(run, index, target=nearest)  # one centroid per class
+    np.testing.assert_allclose(same, deviation)
+    shares, cls = distance_contributions(run, index)  # an exact split of NERO's distance
+    assert cls == nearest and shares.sum() == pytest.approx(explained.distance[0], rel=1e-9)
+
+    def no_recompute(*_args, **_kwargs):
+        raise AssertionError("the cached heatmap should have been loaded")
+
+    monkeypatch.setattr(heatmaps, "compute_heatmap", no_recompute)
+    second = run_heatmap(run, index, "ood")
+    np.testing.assert_array_equal(second.relevance, first.relevance)
+    assert second.metadata() == first.metadata()
+    assert Heatmap.load(cache).rule_set == "EpsilonPlusFlat + ResNetCanonizer"
+
+
+def test_run_heatmap_of_a_class_and_its_overlay(run_dir):
+    run = read_run(run_dir)
+    heat = run_heatmap(run, 0, "class", target=1)
+    assert heat.target == 1 and heat.relevance.shape == (SIZE, SIZE)
+    assert heatmap_cache_path(run, 0, "class", 1).is_file()
+    png = overlay_png(sample_image(run, 0), heat, class_names=run.class_names)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="outside"):
+        run_heatmap(run, len(run.samples), "class")
+
+
+def test_cli_heatmap_writes_a_png(run_dir, tmp_path, capsys):
+    out = tmp_path / "heat.png"
+    args = ["heatmap", "--run", str(run_dir), "--sample", "1", "--kind", "distance"]
+    code = main([*args, "--out", str(out)])
+    assert code == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > 200
+    assert "EpsilonPlusFlat + ResNetCanonizer" in capsys.readouterr().out
