@@ -279,7 +279,13 @@ def sidebar(cfg: state.Config, runs: dict[str, Path]) -> None:
 
 HEATMAP_KINDS = (
     ("class", "Class evidence", "pixels behind the prediction of the chosen class."),
-    ("ood", "OOD evidence", "pixels that set the image apart from its class."),
+    (
+        "ood",
+        "OOD evidence (experimental)",
+        "the neurons' deviation from the nearest class centroid, traced back to the pixels. "
+        "On the demo benchmark it does not yet localise the inserted artefacts better than "
+        "chance: read it as a hypothesis, not a finding.",
+    ),
 )
 
 
