@@ -24,12 +24,34 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be loaded into the requested architecture."""
 
 
+# Architectures from timm (optional extra `pip install .[timm]`) carry this prefix, e.g.
+# "timm/deit_small_patch16_224", the paper's second model.
+TIMM_PREFIX = "timm/"
+
+
 def available_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def _build_timm(name: str, num_classes: int, img_size: int | None) -> nn.Module:
+    try:
+        import timm
+    except ImportError as exc:
+        raise ValueError(
+            f"architecture {TIMM_PREFIX}{name} needs timm: pip install 'nero-explorer[timm]'"
+        ) from exc
+    if not timm.is_model(name):
+        raise ValueError(f"timm has no architecture {name!r} (e.g. deit_small_patch16_224)")
+    kwargs: dict[str, object] = {"pretrained": False, "num_classes": num_classes}
+    if img_size is not None and ("vit" in name or "deit" in name):
+        kwargs["img_size"] = img_size  # transformers fix their input size at construction
+    return timm.create_model(name, **kwargs)
+
+
 def build_model(arch: str, num_classes: int, img_size: int | None = None) -> nn.Module:
-    """A randomly initialised torchvision classifier (never downloads weights)."""
+    """A randomly initialised torchvision (or timm/…) classifier; never downloads weights."""
+    if arch.startswith(TIMM_PREFIX):
+        return _build_timm(arch.removeprefix(TIMM_PREFIX), num_classes, img_size)
     if arch not in available_architectures():
         raise ValueError(
             f"unknown architecture {arch!r}; torchvision offers e.g. resnet18, densenet121, "

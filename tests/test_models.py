@@ -90,3 +90,15 @@ def test_garbage_and_missing_checkpoints(tmp_path):
         load_classifier("resnet18", tmp_path / "nope.pt", img_size=32)
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet_nope", 3)
+
+
+def test_timm_deit_small_from_a_local_checkpoint(tmp_path):
+    pytest.importorskip("timm")  # the optional extra: pip install .[timm]
+    torch.manual_seed(0)
+    model = build_model("timm/deit_small_patch16_224", 3, 32)
+    torch.save(model.state_dict(), tmp_path / "deit.pt")
+    loaded = load_classifier("timm/deit_small_patch16_224", tmp_path / "deit.pt", img_size=32)
+    assert loaded.num_classes == 3 and loaded.head_name == "head"
+    assert loaded.head.in_features == 384  # DeiT-S width: the class token after the final norm
+    with pytest.raises(ValueError, match="timm has no architecture"):
+        build_model("timm/not_a_model", 3, 32)
