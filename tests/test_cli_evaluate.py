@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from nero.cli import main
-from nero.models import build_model
+from nero.models import build_model, head_arrays, load_classifier
+from nero.relevance import head_relevance
 from nero.run import RunFormatError, read_run
 
 
@@ -79,7 +80,10 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     assert len(run.samples) == n
     assert run.features.shape == (n, 512) and run.relevance.shape == (n, 513)
     assert run.logits.shape == (n, 2)
-    np.testing.assert_allclose(run.relevance.sum(axis=1), 1.0, atol=1e-4)
+    # relevance.npy is the spec's head relevance with the preset's ε, from the stored features
+    head = head_arrays(load_classifier("resnet18", checkpoint, 2, 32).head)
+    expected = head_relevance(run.features, head, run.manifest["nero"]["epsilon"])
+    np.testing.assert_allclose(run.relevance, expected, rtol=1e-4, atol=1e-6)
     assert set(run.samples["split"]) == {"id_train", "id_test", "ood:noise", "ood:gray"}
     assert (run.samples.loc[run.samples.split.str.startswith("ood"), "label"] == -1).all()
     assert run.methods == ["nero", "msp", "energy"]
@@ -122,6 +126,7 @@ def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys)
     assert code == 0
     run = read_run(out)
     assert run.ood_sets == ["n"] and run.manifest["nero"]["norm_neurons"] == 175
+    np.testing.assert_allclose(run.relevance.sum(axis=1), 1.0, atol=1e-4)  # LRP-0 conserves
     assert (out / "model.safetensors").is_file()  # random weights kept for heatmaps
     capsys.readouterr()
     main(["report", str(out), "--format", "csv"])
