@@ -121,6 +121,16 @@ class _Fitted:
         if missing:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
 
+    def _pood_feature_scores(self, data: Evidence) -> np.ndarray:
+        """pytorch-ood's ``predict_features`` of the fitted ``detector_``, chunk by chunk."""
+        self._require("detector_")
+        return _by_chunk(
+            lambda rows: _numpy(
+                self.detector_.predict_features(_tensor(data.features[rows], np.float32))
+            ),
+            data.features.shape[0],
+        )
+
 
 def _labels(train: Evidence, method: str) -> np.ndarray:
     if train.labels is None:
@@ -487,13 +497,7 @@ class ViM(OODMethod, _Fitted):
         return self
 
     def score(self, data: Evidence) -> np.ndarray:
-        self._require("detector_")
-        return _by_chunk(
-            lambda rows: _numpy(
-                self.detector_.predict_features(_tensor(data.features[rows], np.float32))
-            ),
-            data.features.shape[0],
-        )
+        return self._pood_feature_scores(data)
 
 
 @register("neco", "NECO")
@@ -604,13 +608,7 @@ class NCI(OODMethod, _Fitted):
         return self
 
     def score(self, data: Evidence) -> np.ndarray:
-        self._require("detector_")
-        return _by_chunk(
-            lambda rows: _numpy(
-                self.detector_.predict_features(_tensor(data.features[rows], np.float32))
-            ),
-            data.features.shape[0],
-        )
+        return self._pood_feature_scores(data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,23 @@ def make_folders(root, n_train=10, n_test=5, size=24):
     return root
 
 
+def evaluate_args(data, out, *extra: str) -> list[str]:
+    """`nero evaluate` on a prepared folder with a random ResNet-18 at 32 px, no UMAP."""
+    return [
+        "evaluate",
+        "--no-embedding",
+        "--arch",
+        "resnet18",
+        "--data",
+        str(data),
+        "--img-size",
+        "32",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     return make_folders(tmp_path_factory.mktemp("data"))
@@ -140,61 +157,17 @@ def test_class_mismatch_and_bad_args_fail_cleanly(folders, checkpoint, tmp_path,
     shutil.copytree(folders, three)
     shutil.copytree(three / "id_train" / "beta", three / "id_train" / "gamma")
     shutil.copytree(three / "id_test" / "beta", three / "id_test" / "gamma")
-    code = main(
-        [
-            "evaluate",
-            "--no-embedding",
-            "--model",
-            str(checkpoint),
-            "--arch",
-            "resnet18",
-            "--data",
-            str(three),
-            "--img-size",
-            "32",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    code = main(evaluate_args(three, tmp_path / "r", "--model", str(checkpoint)))
     assert code == 2
     assert "2-class head but the data has 3 classes" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    code = main(
-        [
-            "evaluate",
-            "--no-embedding",
-            "--arch",
-            "resnet18",
-            "--data",
-            str(folders),
-            "--methods",
-            "nero,bogus",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    code = main(evaluate_args(folders, tmp_path / "r", "--methods", "nero,bogus"))
     assert code == 2 and "unknown method(s) ['bogus']" in capsys.readouterr().err
 
 
 def test_reader_names_what_is_wrong(folders, tmp_path):
     out = tmp_path / "run3"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--no-embedding",
-                "--arch",
-                "resnet18",
-                "--data",
-                str(folders),
-                "--img-size",
-                "32",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(evaluate_args(folders, out)) == 0
     np.save(out / "logits.npy", np.zeros((3, 2), np.float32))
     with pytest.raises(RunFormatError, match=r"logits.npy has shape \(3, 2\)"):
         read_run(out)
@@ -214,18 +187,7 @@ def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
     import nero.pipeline as pipeline
 
     out = tmp_path / "run4"
-    args = [
-        "evaluate",
-        "--no-embedding",
-        "--arch",
-        "resnet18",
-        "--data",
-        str(folders),
-        "--img-size",
-        "32",
-        "--out",
-        str(out),
-    ]
+    args = evaluate_args(folders, out)
     real_fit = pipeline.NeroMethod.fit
 
     def boom(self, *a, **k):
@@ -247,24 +209,6 @@ def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
 
 def test_run_without_nero_method_still_holds_the_detector(folders, tmp_path):
     out = tmp_path / "run5"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--no-embedding",
-                "--arch",
-                "resnet18",
-                "--data",
-                str(folders),
-                "--img-size",
-                "32",
-                "--methods",
-                "msp,odin",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(evaluate_args(folders, out, "--methods", "msp,odin")) == 0
     run = read_run(out)
     assert run.methods == ["msp", "odin"] and run.detector.centroids_.shape[0] == 2
