@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from nero.run import read_run
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -63,7 +64,12 @@ def test_overview_threshold_slider_changes_the_rates(runs_root: Path) -> None:  
     ok(at)
     after = metric(at, "OOD caught"), metric(at, "ID flagged")
     assert after != before
-    assert after[0] == "100.0 %"  # everything above the lowest score is flagged
+    # at the lowest score, every OOD image scoring above it is flagged
+    run = read_run(runs_root / TINY_RUN)
+    nero_scores = run.scores["nero"].to_numpy()
+    ood = run.samples["split"].str.startswith("ood:").to_numpy()
+    lowest = nero_scores[ood | (run.samples["split"] == "id_test").to_numpy()].min()
+    assert after[0] == f"{100 * np.mean(nero_scores[ood] > lowest):.1f} %"
     assert at.query_params["view"] == "overview" and at.query_params["run"] == TINY_RUN
 
 
@@ -133,7 +139,7 @@ def test_inspector_explains_the_sample_from_the_url(runs_root: Path) -> None:  #
     ok(at)
     assert at.number_input[0].value == 30
     assert "#30" in texts(at)
-    assert {"Distance to nearest centroid", "Bias term", "Norm ratio"} <= {
+    assert {"Distance to nearest centroid", "Bias term", "Norm ratio (not used)"} <= {
         m.label for m in at.metric
     }
     assert any("centroid of" in json.dumps(c) for c in charts(at))
@@ -183,7 +189,7 @@ def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # n
     summary = at.dataframe[0].value
     assert list(summary["image"]) == ["red.png"]
     assert summary["verdict"].iat[0] in {"flagged as out-of-distribution", "looks in-distribution"}
-    assert "Norm ratio" in {m.label for m in at.metric}
+    assert "Norm ratio (not used)" in {m.label for m in at.metric}  # the default preset
     at.toggle(key="compare").set_value(True).run()
     ok(at)
     others = at.dataframe[1].value
