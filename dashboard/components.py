@@ -88,6 +88,19 @@ def sample_caption(row) -> str:
     return f"#{int(row['index'])} · {cls}"
 
 
+def nearest_images(table, near: np.ndarray, dist: np.ndarray, key: str) -> None:
+    """Thumbnails of the nearest ID training images, captioned with class and distance."""
+    thumbnail_grid(
+        table,
+        near,
+        key=key,
+        captions=[
+            f"#{j} · {table['true class'].iat[j]} · d={dd:.4g}"
+            for j, dd in zip(near, dist, strict=True)
+        ],
+    )
+
+
 def thumbnail_grid(
     table,
     indices: Sequence[int],

@@ -144,15 +144,7 @@ near, dist = nearest_train(
     exclude=i if row["split"] == "id_train" else None,
     space=loaders.train_space(r),
 )
-components.thumbnail_grid(
-    table,
-    near,
-    key="near",
-    captions=[
-        f"#{j} · {table['true class'].iat[j]} · d={dd:.4g}"
-        for j, dd in zip(near, dist, strict=True)
-    ],
-)
+components.nearest_images(table, near, dist, key="near")
 
 st.subheader("What a neuron responds to")
 st.caption("The training images that activate a neuron most: what the neuron has learnt to see.")

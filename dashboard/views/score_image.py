@@ -152,15 +152,7 @@ else:
 
 st.subheader("Closest training images")
 near, dist = nearest_train(r, result.relevance[k], k=NEIGHBOURS, space=loaders.train_space(r))
-components.thumbnail_grid(
-    table,
-    near,
-    key="new-near",
-    captions=[
-        f"#{j} · {table['true class'].iat[j]} · d={dd:.4g}"
-        for j, dd in zip(near, dist, strict=True)
-    ],
-)
+components.nearest_images(table, near, dist, key="new-near")
 
 st.subheader("Other methods")
 others = [m for m in feature_methods(r) if m != "nero"]
