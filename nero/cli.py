@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("run", nargs="?", type=Path, help="open this run (default: the demo run)")
     db.add_argument("--port", type=int, default=DEFAULT_PORT)
     db.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT)
+    db.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="do not build the demo run when the runs root has none",
+    )
 
     hm = sub.add_parser("heatmap", help="write an input-space LRP heatmap of one sample as PNG")
     hm.add_argument("--run", type=Path, required=True)
@@ -269,6 +274,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from nero.serve import serve_dashboard
 
+    demo = args.runs_root / "demo"
+    if args.run is None and not args.no_demo and not (demo / "manifest.json").is_file():
+        from nero.demo import build_demo
+
+        print("first start: building the demo run (a few minutes, once)", flush=True)
+        build_demo(demo, progress=lambda msg, _f: print(f"[demo] {msg}", flush=True))
     return serve_dashboard(args.run, args.runs_root, args.port)
 
 
