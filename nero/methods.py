@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from nero.detector import NERO
-from nero.relevance import Head
+from nero.relevance import Head, head_relevance_chunked
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,28 @@ class NeroMethod(OODMethod):
         if data.relevance is None:
             raise ValueError("NERO needs relevance to score")
         return self.detector.score(data.features, data.relevance)
+
+
+@register("nero_reference", "NERO (reference)")
+class NeroReferenceMethod(OODMethod):
+    """The release's NERO (``reference`` preset) next to the run's own, for comparison.
+
+    Its relevance is recomputed from the features with the preset's own ε (0, plain LRP-0):
+    a run stores relevance for its main detector, whose ε may differ.
+    """
+
+    def __init__(self) -> None:
+        self.detector = NERO.from_preset("reference")
+
+    def fit(self, train: Evidence, head: Head) -> NeroReferenceMethod:
+        if train.labels is None:
+            raise ValueError("NERO needs the labels of the training data")
+        self.head_ = head
+        self.detector.fit(train.features, self._relevance(train.features), train.labels)
+        return self
+
+    def score(self, data: Evidence) -> np.ndarray:
+        return self.detector.score(data.features, self._relevance(data.features))
+
+    def _relevance(self, features: np.ndarray) -> np.ndarray:
+        return head_relevance_chunked(features, self.head_, self.detector.epsilon)

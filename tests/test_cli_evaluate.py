@@ -212,3 +212,11 @@ def test_run_without_nero_method_still_holds_the_detector(folders, tmp_path):
     assert main(evaluate_args(folders, out, "--methods", "msp,odin")) == 0
     run = read_run(out)
     assert run.methods == ["msp", "odin"] and run.detector.centroids_.shape[0] == 2
+
+
+def test_reference_method_equals_a_reference_preset_run(folders, tmp_path):
+    out = tmp_path / "run6"
+    args = ("--preset", "reference", "--methods", "nero,nero_reference")
+    assert main(evaluate_args(folders, out, *args)) == 0
+    scores = read_run(out).scores
+    np.testing.assert_allclose(scores["nero_reference"], scores["nero"], rtol=1e-5)
