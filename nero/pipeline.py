@@ -20,7 +20,7 @@ from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_devic
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
 from nero.models import LoadedModel, head_arrays, sha256_of
-from nero.relevance import head_relevance
+from nero.relevance import head_relevance_chunked
 from nero.run import FORMAT_VERSION, library_versions, staged_run, write_json, write_samples
 
 Progress = Callable[[str, float], None]
@@ -59,13 +59,10 @@ def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path
 def _write_relevance(
     stage: Path, features: np.ndarray, model: LoadedModel, epsilon: float
 ) -> np.ndarray:
-    head = head_arrays(model.head)
     relevance = open_memmap(
         stage / "relevance.npy", "w+", np.float32, (features.shape[0], features.shape[1] + 1)
     )
-    for start in range(0, features.shape[0], RELEVANCE_CHUNK):
-        block = np.asarray(features[start : start + RELEVANCE_CHUNK])
-        relevance[start : start + RELEVANCE_CHUNK] = head_relevance(block, head, epsilon)
+    head_relevance_chunked(features, head_arrays(model.head), epsilon, RELEVANCE_CHUNK, relevance)
     relevance.flush()
     return relevance
 

@@ -82,10 +82,17 @@ def head_relevance(features: np.ndarray, head: Head, epsilon: float = 0.0) -> np
 
 
 def head_relevance_chunked(
-    features: np.ndarray, head: Head, epsilon: float = 0.0, chunk: int = 8192
+    features: np.ndarray,
+    head: Head,
+    epsilon: float = 0.0,
+    chunk: int = 8192,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`head_relevance` over row chunks, as float32 (the run-directory dtype)."""
-    out = np.empty((features.shape[0], head.n_features + 1), np.float32)
+    """:func:`head_relevance` over row chunks into ``out`` (float32, the run's dtype; may be
+    a memory map), so memory stays flat however many rows there are."""
+    if out is None:
+        out = np.empty((features.shape[0], head.n_features + 1), np.float32)
     for start in range(0, features.shape[0], chunk):
-        out[start : start + chunk] = head_relevance(features[start : start + chunk], head, epsilon)
+        block = np.asarray(features[start : start + chunk])
+        out[start : start + chunk] = head_relevance(block, head, epsilon)
     return out
