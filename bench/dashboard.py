@@ -106,8 +106,7 @@ def main() -> None:
     engine = []
     for index in fresh_samples(run_dir, args.switches)[: args.switches]:
         start = time.perf_counter()
-        heatmaps.run_heatmap(run, index, "class")
-        heatmaps.run_heatmap(run, index, "ood")
+        heatmaps.run_heatmaps(run, index, [("class", None), ("ood", None)])
         engine.append(time.perf_counter() - start)
     rows.append(
         (

@@ -8,7 +8,8 @@ Prints, measured in this one run on this machine:
   (b) when the run exists and its samples.csv has a ``mask`` column (near-OOD samples with an
       inserted artefact): the share of positive relevance inside the artefact mask, averaged
       over those samples, for the OOD heatmaps (deviation; share of NERO's distance), the
-      class heatmap (LRP, predicted class) and plain Gradient×Input of the predicted class;
+      class heatmap (LRP, predicted class) and plain Gradient×Input of the predicted class,
+      and the OOD heatmap without the envelope gate (to show what the gate does);
       plus the pointing game (is the
       most relevant pixel inside the mask?) and the mask's area share (= chance level).
 """
@@ -28,16 +29,19 @@ from PIL import Image
 from nero.data import eval_transform
 from nero.heatmaps import (
     PLAIN_GRADIENT_X_INPUT,
+    HeatmapRequest,
     compute_heatmap,
+    compute_heatmaps,
     distance_contributions,
     load_run_model,
     ood_deviation,
+    run_envelope,
     sample_image,
 )
 from nero.models import build_model, find_head
 from nero.run import read_run
 
-MAPS = ("ood", "distance", "class", "gradient×input")
+MAPS = ("ood", "ood, no gate", "distance", "class", "gradient×input")
 
 
 def latency(img_size: int, repeats: int) -> None:
@@ -75,9 +79,10 @@ def latency(img_size: int, repeats: int) -> None:
 
 
 def positive_share(relevance: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the positive relevance inside the mask; a map with none scores 0 (a miss)."""
     positive = np.clip(relevance, 0, None)
     total = positive.sum()
-    return float(positive[mask].sum() / total) if total > 0 else float("nan")
+    return float(positive[mask].sum() / total) if total > 0 else 0.0
 
 
 def localisation(run_dir: Path, max_per_set: int | None) -> None:
@@ -92,6 +97,12 @@ def localisation(run_dir: Path, max_per_set: int | None) -> None:
     arch = run.manifest["model"]["arch"]
     size = run.manifest["img_size"]
     transform = eval_transform(size)
+    start = time.perf_counter()
+    envelope = run_envelope(run)
+    print(
+        f"(b) training envelope: {time.perf_counter() - start:.1f} s (fitted once per run, "
+        f"then read from RUN/heatmaps/){'' if envelope else ' — none for this model'}"
+    )
     rows: list[dict] = []
     start = time.perf_counter()
     for index, split, mask_path in zip(near["index"], near["split"], near["mask"], strict=True):
@@ -101,14 +112,21 @@ def localisation(run_dir: Path, max_per_set: int | None) -> None:
             mask = np.asarray(m.convert("L").resize((size, size), Image.NEAREST)) > 127
         deviation, centroid_class = ood_deviation(run, index)
         shares, _ = distance_contributions(run, index)
+        ood = HeatmapRequest("ood", centroid_class, deviation)
+        gated, distance, cls = compute_heatmaps(
+            loaded.model,
+            loaded.head,
+            x,
+            arch,
+            [ood, HeatmapRequest("distance", centroid_class, shares), HeatmapRequest("class")],
+            envelope=envelope,
+        )
+        (plain,) = compute_heatmaps(loaded.model, loaded.head, x, arch, [ood])
         maps = {
-            "ood": compute_heatmap(
-                loaded.model, loaded.head, x, arch, "ood", centroid_class, deviation
-            ),
-            "distance": compute_heatmap(
-                loaded.model, loaded.head, x, arch, "distance", centroid_class, shares
-            ),
-            "class": compute_heatmap(loaded.model, loaded.head, x, arch, "class"),
+            "ood": gated,
+            "ood, no gate": plain,
+            "distance": distance,
+            "class": cls,
             "gradient×input": compute_heatmap(
                 loaded.model, loaded.head, x, arch, "class", rules=PLAIN_GRADIENT_X_INPUT
             ),
@@ -124,7 +142,7 @@ def localisation(run_dir: Path, max_per_set: int | None) -> None:
     print(
         f"(b) localisation on {run_dir} ({arch}, {size} px): {len(rows)} near-OOD samples with "
         f"masks, {elapsed:.0f} s. Share of positive relevance inside the artefact mask "
-        "(pointing-game hit rate; share of |R|):"
+        "(pointing-game hit rate; share of |R|); a map without positive relevance counts 0:"
     )
     groups = sorted({r["split"] for r in rows}) + ["all"]
     header = f"    {'set':<16}{'n':>4}{'mask area':>11}" + "".join(f"{m:>26}" for m in MAPS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,18 +205,51 @@ def heatmaps_module():
         from nero import heatmaps
     except Exception:  # any import failure just disables the heatmap views
         return None
-    return heatmaps if hasattr(heatmaps, "run_heatmap") else None
+    return heatmaps if hasattr(heatmaps, "run_heatmaps") else None
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _heatmap(
-    path: str, key: tuple[int, ...], index: int, kind: str, target: int | None
-) -> dict[str, Any]:
+# Heatmaps are torch work that releases the GIL: started in this one worker thread when a
+# sample is picked, they compute while the page script draws everything else.
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nero-heatmaps")
+_STARTED: dict[tuple, Future] = {}
+_STARTED_LOCK = threading.Lock()
+_MAX_STARTED = 32  # started but never collected (the user moved on): forget the oldest
+
+
+def _heatmap_pair(run: Run, index: int, target: int | None) -> tuple[Any, Any]:
     module = heatmaps_module()
     if module is None:
         raise RuntimeError("heatmaps are unavailable in this installation")
-    result = module.run_heatmap(_run(path, key), index, kind, target)
-    return heatmap_fields(result)
+    cls, ood = module.run_heatmaps(run, index, [("class", target), ("ood", None)])
+    return cls, ood
+
+
+def start_heatmaps(r: Run, index: int, target: int | None) -> None:
+    """Begin computing a sample's class and OOD heatmaps in the background.
+
+    :func:`heatmaps` with the same arguments collects the result (or computes it itself
+    when nothing was started). Errors surface there, not here.
+    """
+    key = (str(r.path), stamp(r.path), int(index), target)
+    with _STARTED_LOCK:
+        if key in _STARTED:
+            return
+        while len(_STARTED) >= _MAX_STARTED:
+            _STARTED.pop(next(iter(_STARTED)))
+        _STARTED[key] = _WORKER.submit(_heatmap_pair, r, int(index), target)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _heatmaps(
+    path: str, key: tuple[int, ...], index: int, target: int | None
+) -> dict[str, dict[str, Any]]:
+    with _STARTED_LOCK:
+        started = _STARTED.pop((path, key, index, target), None)
+    if started is not None:
+        cls, ood = started.result()
+    else:
+        cls, ood = _heatmap_pair(_run(path, key), index, target)
+    return {"class": heatmap_fields(cls), "ood": heatmap_fields(ood)}
 
 
 def heatmap_fields(result: Any) -> dict[str, Any]:
@@ -228,30 +263,42 @@ def heatmap_fields(result: Any) -> dict[str, Any]:
     }
 
 
-def heatmap(r: Run, index: int, kind: str, target: int | None = None) -> dict[str, Any]:
-    """Input-space relevance of one run sample (``kind`` = "class" or "ood"), cached."""
-    return _heatmap(str(r.path), stamp(r.path), int(index), kind, target)
+def heatmaps(r: Run, index: int, target: int | None = None) -> dict[str, dict[str, Any]]:
+    """Class (of ``target``, default predicted) and OOD heatmap of one run sample, cached."""
+    return _heatmaps(str(r.path), stamp(r.path), int(index), target)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def image_heatmap(
-    _scorer, run_key: str, image_key: str, _image, kind: str, target: int | None, _deviation
-) -> dict[str, Any]:
-    """Heatmap of an uploaded image with the run's model (keys: run folder, image hash)."""
+def image_heatmaps(
+    _scorer,
+    run_key: str,
+    image_key: str,
+    _image,
+    target: int | None,
+    ood_class: int,
+    _deviation,
+) -> dict[str, dict[str, Any]]:
+    """Class and OOD heatmap of an uploaded image with the run's model, in one pass.
+
+    Keys: run folder, image hash, the class target and the centroid class of the deviation.
+    """
     module = heatmaps_module()
-    if module is None or not hasattr(module, "compute_heatmap"):
+    if module is None:
         raise RuntimeError("heatmaps are unavailable in this installation")
     tensor = _scorer.transform(_image).unsqueeze(0)
-    result = module.compute_heatmap(
+    requests = [
+        module.HeatmapRequest("class", target),
+        module.HeatmapRequest("ood", int(ood_class), _deviation),
+    ]
+    cls, ood = module.compute_heatmaps(
         _scorer.model,
         _scorer.head,
         tensor,
         _scorer.run.manifest["model"]["arch"],
-        kind,
-        target,
-        _deviation if kind == "ood" else None,
+        requests,
+        envelope=module.run_envelope(_scorer.run),
     )
-    return heatmap_fields(result)
+    return {"class": heatmap_fields(cls), "ood": heatmap_fields(ood)}
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -146,6 +146,24 @@ def test_inspector_explains_the_sample_from_the_url(runs_root: Path) -> None:  #
     assert at.query_params["sample"] == "30"
     heatmap_pngs = [b for b in at.get("download_button") if b.proto.label == "Heatmap (PNG)"]
     assert len(heatmap_pngs) == 2
+    assert "ResNetCanonizer + envelope gate" in texts(at)  # the OOD heatmap, gated
+
+
+def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
+    runs_root: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero import heatmaps
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(heatmaps, "run_heatmaps", broken)
+    at = open_app(runs_root, "inspector", sample="5")
+    ok(at)
+    warnings = [w.value for w in at.warning]
+    assert sum("could not be computed: disk on fire" in w for w in warnings) == 2
+    assert "Which neurons deviate" in [h.value for h in at.subheader]  # the rest is there
 
 
 def test_inspector_quick_picks_and_number_input_switch_samples(
@@ -190,6 +208,7 @@ def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # n
     assert list(summary["image"]) == ["red.png"]
     assert summary["verdict"].iat[0] in {"flagged as out-of-distribution", "looks in-distribution"}
     assert "Norm ratio (not used)" in {m.label for m in at.metric}  # the default preset
+    assert "ResNetCanonizer + envelope gate" in texts(at)  # the run's envelope gates it
     at.toggle(key="compare").set_value(True).run()
     ok(at)
     others = at.dataframe[1].value

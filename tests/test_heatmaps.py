@@ -1,5 +1,7 @@
 """Input-space heatmaps: conservation, an untouched model, every architecture, run cache, CLI."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,17 +10,22 @@ from torch import nn
 
 import nero.heatmaps as heatmaps
 from nero.cli import main
+from nero.envelope import Envelope, gate_points
 from nero.heatmaps import (
+    CACHE_VERSION,
     CP_LRP,
     GRADIENT_X_INPUT,
     LRP,
     Heatmap,
+    HeatmapRequest,
     compute_heatmap,
+    compute_heatmaps,
     distance_contributions,
     heatmap_cache_path,
     ood_deviation,
     overlay_png,
     run_heatmap,
+    run_heatmaps,
     sample_image,
 )
 from nero.models import build_model, find_head, head_arrays
@@ -76,6 +83,22 @@ def fingerprint(model: nn.Module) -> dict[str, tuple[int, float]]:
         k: (v.data_ptr(), float(v.reshape(-1)[::101].sum(dtype=torch.float64)))
         for k, v in model.state_dict().items()
     }
+
+
+def envelope_of(model: nn.Module, images: torch.Tensor) -> Envelope:
+    """An envelope whose class c is image c alone (recorded at the gate points)."""
+    outputs = {}
+    handles = [
+        model.get_submodule(n).register_forward_hook(
+            lambda _m, _i, o, n=n: outputs.__setitem__(n, o.detach().numpy())
+        )
+        for n in gate_points(model)
+    ]
+    with torch.no_grad():
+        model.eval()(images)
+    for handle in handles:
+        handle.remove()
+    return Envelope(outputs, np.ones(len(images), np.int64))
 
 
 def image(seed: int = 0) -> torch.Tensor:
@@ -154,14 +177,45 @@ def test_ood_heatmap_propagates_the_deviation_and_differs_from_the_class_heatmap
     x = image(3)
     deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)
     ood = compute_heatmap(model, head, x, "resnet18", "ood", target=1, deviation=deviation)
-    cls = compute_heatmap(model, head, x, "resnet18", "class")
     assert ood.kind == "ood" and ood.target == 1
     assert 0 < ood.conservation <= 1.05
-    corr = np.corrcoef(ood.relevance.ravel(), cls.relevance.ravel())[0, 1]
+    # With the envelope of three other images (one per class) as the "training data".
+    envelope = envelope_of(model, torch.cat([image(10), image(11), image(12)]))
+    gated = compute_heatmap(model, head, x, "resnet18", "ood", 1, deviation, envelope=envelope)
+    cls = compute_heatmap(model, head, x, "resnet18", "class")
+    assert 0 < gated.conservation < ood.conservation
+    corr = np.corrcoef(gated.relevance.ravel(), cls.relevance.ravel())[0, 1]
     assert corr < 0.95
-    # LRP is linear in the starting relevance: the negated deviation gives the negated map.
-    flipped = compute_heatmap(model, head, x, "resnet18", "ood", deviation=-deviation)
-    np.testing.assert_allclose(flipped.relevance, -ood.relevance, rtol=1e-4, atol=1e-9)
+    # The OOD heatmap starts from |deviation|: a neuron is unlike its class either way.
+    flipped = compute_heatmap(model, head, x, "resnet18", "ood", target=1, deviation=-deviation)
+    np.testing.assert_allclose(flipped.relevance, ood.relevance, rtol=1e-5, atol=1e-12)
+    # LRP is linear in the starting relevance: negated distance shares, negated map.
+    dist = compute_heatmap(model, head, x, "resnet18", "distance", 1, deviation)
+    negated = compute_heatmap(model, head, x, "resnet18", "distance", 1, -deviation)
+    np.testing.assert_allclose(negated.relevance, -dist.relevance, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_one_batched_pass_equals_one_pass_per_heatmap(arch):
+    model, head = random_model(arch)
+    x = image(4)
+    deviation = np.random.default_rng(1).normal(0, 0.01, head.in_features)
+    requests = [
+        HeatmapRequest("class", 2),
+        HeatmapRequest("ood", 1, deviation),
+        HeatmapRequest("distance", 0, deviation),
+        HeatmapRequest("nero"),
+    ]
+    together = compute_heatmaps(model, head, x, arch, requests)
+    for req, heat in zip(requests, together, strict=True):
+        alone = compute_heatmap(model, head, x, arch, req.kind, req.target, req.deviation)
+        together_meta, alone_meta = heat.metadata(), alone.metadata()
+        conservation = together_meta.pop("conservation")
+        assert conservation == pytest.approx(alone_meta.pop("conservation"), rel=1e-4)
+        assert together_meta == alone_meta
+        scale = np.abs(alone.relevance).max()
+        np.testing.assert_allclose(heat.relevance, alone.relevance, atol=1e-3 * scale)
+    assert hooks_of(model) == 0
 
 
 def test_bad_requests_are_refused_with_a_reason():
@@ -205,7 +259,9 @@ def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
     index = int(run.rows("ood:noise")[0])
     first = run_heatmap(run, index, "ood")
     cache = heatmap_cache_path(run, index, "ood", None)
-    assert cache.is_file() and cache.name == f"{index}_ood_auto.npz"
+    assert cache.is_file() and cache.name == f"{index}_ood_auto.v{CACHE_VERSION}.npz"
+    assert first.rule_set == "EpsilonPlusFlat + ResNetCanonizer + envelope gate"
+    assert (run_dir / "heatmaps" / "envelope.npz").is_file()
     deviation, nearest = ood_deviation(run, index)
     explained = run.detector.explain(run.features[[index]], run.relevance[[index]])
     np.testing.assert_array_equal(deviation, explained.deviation[0])
@@ -218,17 +274,46 @@ def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
     def no_recompute(*_args, **_kwargs):
         raise AssertionError("the cached heatmap should have been loaded")
 
-    monkeypatch.setattr(heatmaps, "compute_heatmap", no_recompute)
+    monkeypatch.setattr(heatmaps, "compute_heatmaps", no_recompute)
     second = run_heatmap(run, index, "ood")
     np.testing.assert_array_equal(second.relevance, first.relevance)
     assert second.metadata() == first.metadata()
-    assert Heatmap.load(cache).rule_set == "EpsilonPlusFlat + ResNetCanonizer"
+    assert Heatmap.load(cache).metadata() == first.metadata()
+
+
+def test_run_heatmaps_computes_the_missing_ones_in_one_pass(run_dir, monkeypatch):
+    run = read_run(run_dir)
+    index = int(run.rows("id_test")[0])
+    cls = run_heatmap(run, index, "class")  # cached now
+    calls = []
+    original = heatmaps.compute_heatmaps
+
+    def counting(*args, **kwargs):
+        calls.append([r.kind for r in args[4]])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(heatmaps, "compute_heatmaps", counting)
+    both = run_heatmaps(run, index, [("class", None), ("ood", None), ("distance", None)])
+    assert calls == [["ood", "distance"]]  # the class heatmap came from the cache
+    np.testing.assert_array_equal(both[0].relevance, cls.relevance)
+    assert [h.kind for h in both] == ["class", "ood", "distance"]
 
 
 def test_run_heatmap_of_a_class_and_its_overlay(run_dir):
     run = read_run(run_dir)
     heat = run_heatmap(run, 0, "class", target=1)
     assert heat.target == 1 and heat.relevance.shape == (SIZE, SIZE)
+    # The run's kept model is channels-last (faster); a plain copy gives the same map.
+    from nero.data import eval_transform
+
+    loaded = heatmaps.load_run_model(run)
+    plain = build_model("resnet18", 2, SIZE)
+    plain.load_state_dict({k: v.contiguous() for k, v in loaded.model.state_dict().items()})
+    _, plain_head = find_head(plain, SIZE)
+    x = eval_transform(SIZE)(sample_image(run, 0)).unsqueeze(0)
+    again = compute_heatmap(plain.eval(), plain_head, x, "resnet18", "class", 1)
+    scale = np.abs(again.relevance).max()
+    np.testing.assert_allclose(heat.relevance, again.relevance, rtol=1e-4, atol=1e-5 * scale)
     assert heatmap_cache_path(run, 0, "class", 1).is_file()
     png = overlay_png(sample_image(run, 0), heat, class_names=run.class_names)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -244,3 +329,24 @@ def test_cli_heatmap_writes_a_png(run_dir, tmp_path, capsys):
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > 200
     assert "EpsilonPlusFlat + ResNetCanonizer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_one_pass_z_plus_equals_zennits_two_pass_z_plus(arch):
+    """Every convolution after the first sees post-ReLU input, so the second pass is zero."""
+    model, head = random_model(arch)
+    x = image(6)
+    fast = heatmaps.rule_set_for(arch, model)
+    slow = dataclasses.replace(
+        fast,
+        composite=heatmaps._epsilon_plus_flat(
+            type(fast.composite(x, False).canonizers[0]), fast=False
+        ),
+    )
+    deviation = np.random.default_rng(2).normal(0, 0.01, head.in_features)
+    for kind, dev in (("class", None), ("distance", deviation)):
+        a = compute_heatmap(model, head, x, arch, kind, 1, dev)
+        b = compute_heatmap(model, head, x, arch, kind, 1, dev, rules=slow)
+        scale = np.abs(b.relevance).max()
+        np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-4, atol=1e-5 * scale)
+        assert a.conservation == pytest.approx(b.conservation, rel=1e-4)

@@ -64,6 +64,9 @@ pred = int(row["pred"])
 threshold = components.nero_threshold(name, r)
 score = float(scores[i])
 nearest_class = r.class_names[int(expl.nearest_class[0])]
+if loaders.heatmaps_module() is not None and row["path"]:
+    # Computed in the background while the page draws; collected at the end of the page.
+    loaders.start_heatmaps(r, i, int(st.session_state.get(f"hm-{i}-target", pred)))
 
 # ---------------------------------------------------------------- the image and its verdict
 img = loaders.image(str(row["path"]))
@@ -123,7 +126,7 @@ elif img is None:
 else:
     fill_heatmaps = components.heatmap_views(
         img,
-        lambda kind, target: loaders.heatmap(r, i, kind, target),
+        lambda target: loaders.heatmaps(r, i, target),
         r.class_names,
         pred,
         key=f"hm-{i}",

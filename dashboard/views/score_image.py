@@ -141,8 +141,14 @@ else:
     deviation = expl.deviation[k]
     fill_heatmaps = components.heatmap_views(
         np.asarray(images[k]),
-        lambda kind, target: loaders.image_heatmap(
-            scorer, str(r.path), digests[k], images[k], kind, target, deviation
+        lambda target: loaders.image_heatmaps(
+            scorer,
+            str(r.path),
+            digests[k],
+            images[k],
+            target,
+            int(expl.nearest_class[k]),
+            deviation,
         ),
         r.class_names,
         int(preds[k]),

@@ -1,0 +1,209 @@
+"""The training envelope of early layers, and the gate that lets only what exceeds it explain.
+
+The OOD heatmap asks *where* an image is unlike its class. Plain LRP answers "which pixels
+support these neurons", and the pixels that support a deviating neuron are mostly ordinary
+tissue: every activation carries relevance in proportion to its size, typical or not.
+
+The **envelope** of a class is, at a few early layers (the *gate points*), the largest value
+each unit (channel × position) takes over that class's training images. The **envelope
+gate** splits an activation ``a`` into the part inside the envelope ``m`` and the excess
+``(a − m)⁺``; of the relevance reaching the unit, only the excess share ``(a − m)⁺ / a``
+travels further down (``a`` carries relevance in proportion to itself under the z⁺ rules).
+The part inside the envelope is explained by the class and stops there. The forward pass is
+unchanged; only what flows backwards is gated.
+
+Gate points are early, spatially resolved layers: later ones see the whole image, so an
+envelope there cannot say where. Only families whose gate-point outputs are non-negative
+(post-ReLU) have gate points; other architectures get the plain OOD heatmap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import ResNet
+
+from nero.extract import make_loader, resolve_device
+
+ENVELOPE_FILE = "envelope.npz"
+# Architecture family → module names whose outputs are gated (post-ReLU, spatial).
+# For ResNets: the stem's max-pool and the first three stages (their last block ends in a
+# ReLU); layer4 is left out — at the input sizes used here its map is 2×2 to 7×7 and each
+# position sees the whole image. Chosen on the demo set (bench/heatmaps.py).
+GATE_POINTS: dict[type[nn.Module], tuple[str, ...]] = {
+    ResNet: ("maxpool", "layer1", "layer2", "layer3"),
+}
+
+
+def gate_points(model: nn.Module) -> tuple[str, ...]:
+    """The model's gate points; empty where the family has none."""
+    return next((p for cls, p in GATE_POINTS.items() if isinstance(model, cls)), ())
+
+
+class EnvelopeError(ValueError):
+    """An envelope that does not fit the model or run it is used with."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Per class, the maximum of each unit at each gate point over the training images."""
+
+    maxima: dict[str, np.ndarray]  # gate point → classes × channels × h × w (float32)
+    counts: np.ndarray  # training images per class
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        return tuple(self.maxima)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.counts)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``.npz`` atomically (plain arrays, no pickles)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        arrays = {f"max:{name}": value for name, value in self.maxima.items()}
+        meta = json.dumps({"points": list(self.maxima)})
+        with open(tmp, "wb") as f:
+            np.savez(f, counts=self.counts, meta=np.array(meta), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Envelope:
+        with np.load(path, allow_pickle=False) as z:
+            points = json.loads(str(z["meta"]))["points"]
+            maxima = {name: z[f"max:{name}"].astype(np.float32) for name in points}
+            return cls(maxima=maxima, counts=z["counts"].astype(np.int64))
+
+    def check(self, model: nn.Module, n_classes: int) -> None:
+        """Raise :class:`EnvelopeError` unless this envelope was made for such a model."""
+        if tuple(self.points) != gate_points(model):
+            raise EnvelopeError(
+                f"the envelope has gate points {list(self.points)}, the model "
+                f"{type(model).__name__} has {list(gate_points(model))}"
+            )
+        if self.n_classes != n_classes:
+            raise EnvelopeError(
+                f"the envelope has {self.n_classes} classes, the model has {n_classes} classes"
+            )
+
+
+@contextmanager
+def _record(model: nn.Module, points: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
+        )
+        for name in points
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def fit_envelope(
+    model: nn.Module,
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    n_classes: int,
+    img_size: int,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> Envelope:
+    """One streamed forward pass over the training images; running maxima per class.
+
+    Unreadable images are skipped (they were skipped when the run was made, too).
+    """
+    points = gate_points(model)
+    if not points:
+        raise EnvelopeError(f"{type(model).__name__} has no gate points for an envelope")
+    labels_t = torch.as_tensor(np.asarray(labels, np.int64))
+    if len(labels_t) != len(paths) or len(paths) == 0:
+        raise EnvelopeError(
+            f"need one label per training image, got {len(labels_t)} for {len(paths)} images"
+        )
+    if labels_t.min() < 0 or labels_t.max() >= n_classes:
+        raise EnvelopeError(f"training labels must lie in 0..{n_classes - 1}")
+    dev = resolve_device(device)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    maxima: dict[str, torch.Tensor] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with _record(model, points) as outputs:
+            for images, index, errors in make_loader(paths, img_size, batch_size):
+                ok = torch.tensor([not e for e in errors])
+                if not ok.any():
+                    continue
+                model(images[ok].to(dev))
+                rows = labels_t[index[ok]].to(dev)
+                for name in points:
+                    out = outputs[name].float()
+                    flat = out.reshape(len(out), -1)
+                    if name not in maxima:  # outputs are post-ReLU: 0 is the identity
+                        maxima[name] = torch.zeros(n_classes, flat.shape[1], device=dev)
+                        shapes[name] = tuple(out.shape[1:])
+                    maxima[name].scatter_reduce_(
+                        0, rows[:, None].expand_as(flat), flat, "amax", include_self=True
+                    )
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    if not maxima:
+        raise EnvelopeError("no training image could be read for the envelope")
+    counts = np.bincount(labels_t.numpy(), minlength=n_classes)
+    return Envelope(
+        maxima={n: maxima[n].reshape(n_classes, *shapes[n]).cpu().numpy() for n in points},
+        counts=counts,
+    )
+
+
+@contextmanager
+def envelope_gate(
+    model: nn.Module, envelope: Envelope, row_classes: Sequence[int | None]
+) -> Iterator[None]:
+    """Gate the backward pass at the envelope's points, row by row of the batch.
+
+    ``row_classes[b]`` is the class whose envelope gates row ``b``; ``None`` leaves the row
+    ungated (e.g. a class heatmap computed in the same batch).
+    """
+    gated = torch.tensor([c is not None for c in row_classes])
+    classes = torch.tensor([0 if c is None else int(c) for c in row_classes])
+
+    def hook(name: str):
+        def gate(_module: nn.Module, _inputs, out: torch.Tensor) -> torch.Tensor:
+            if out.shape[1:] != envelope.maxima[name].shape[1:]:
+                raise EnvelopeError(
+                    f"gate point {name} has shape {tuple(out.shape[1:])}, the envelope "
+                    f"{envelope.maxima[name].shape[1:]}: a different input size?"
+                )
+            limit = torch.as_tensor(envelope.maxima[name], device=out.device)[classes]
+            limit = torch.where(gated.view(-1, 1, 1, 1).to(out.device), limit, 0.0)
+            excess = (out - limit).clamp(min=0) / out.detach().clamp(min=1e-12)
+            share = torch.where(out.detach() > 0, excess, 0.0).detach()
+            # Value unchanged, bit for bit; the gradient (the relevance, under LRP rules)
+            # reaches the layer below scaled by the share.
+            scaled = out * share
+            return out.detach() + (scaled - scaled.detach())
+
+        return gate
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in envelope.points]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

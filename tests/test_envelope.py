@@ -1,0 +1,134 @@
+"""The training envelope and its gate: maxima, the gate's limits, bad envelopes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nero.envelope import Envelope, EnvelopeError, envelope_gate, fit_envelope, gate_points
+from nero.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
+from nero.models import build_model, find_head
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model_and_head():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2, SIZE).eval()
+    _, head = find_head(model, SIZE)
+    return model, head
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("envelope-images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        path = root / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    (root / "broken.png").write_bytes(b"not an image")
+    return paths + [root / "broken.png"], [0, 1, 0, 0, 1, 1, 0, 1]
+
+
+def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
+    model, _ = model_and_head
+    paths, labels = images
+    envelope = fit_envelope(model, paths, labels, 2, SIZE, batch_size=3)
+    assert envelope.points == gate_points(model) == ("maxpool", "layer1", "layer2", "layer3")
+    np.testing.assert_array_equal(envelope.counts, [4, 4])
+    # Independently: one forward pass per readable image, maxima by class (broken one left out).
+    from nero.data import eval_transform, read_image
+
+    outputs = {name: [] for name in envelope.points}
+    handles = [
+        model.get_submodule(n).register_forward_hook(
+            lambda _m, _i, o, n=n: outputs[n].append(o.detach())
+        )
+        for n in envelope.points
+    ]
+    with torch.no_grad():
+        for path in paths[:-1]:
+            model(eval_transform(SIZE)(read_image(path)).unsqueeze(0))
+    for handle in handles:
+        handle.remove()
+    for name in envelope.points:
+        stacked = torch.cat(outputs[name]).numpy()
+        for c in range(2):
+            rows = [k for k, label in enumerate(labels[:-1]) if label == c]
+            np.testing.assert_allclose(
+                envelope.maxima[name][c], stacked[rows].max(0), rtol=1e-4, atol=1e-5
+            )
+
+
+def test_envelope_round_trips_and_is_checked_against_the_model(model_and_head, images, tmp_path):
+    model, _ = model_and_head
+    envelope = fit_envelope(model, *images, 2, SIZE)
+    envelope.save(tmp_path / "envelope.npz")
+    again = Envelope.load(tmp_path / "envelope.npz")
+    assert again.points == envelope.points
+    for name in envelope.points:
+        np.testing.assert_array_equal(again.maxima[name], envelope.maxima[name])
+    with pytest.raises(EnvelopeError, match="3 classes"):
+        again.check(model, 3)
+    densenet = build_model("densenet121", 2, SIZE)
+    with pytest.raises(EnvelopeError, match="gate points"):
+        again.check(densenet, 2)
+    with pytest.raises(EnvelopeError, match="no gate points"):
+        fit_envelope(densenet, *images, 2, SIZE)
+    with pytest.raises(EnvelopeError, match="0..1"):
+        fit_envelope(model, images[0], [0, 1, 2, 0, 1, 1, 0, 1], 2, SIZE)
+    with pytest.raises(EnvelopeError, match="one label per"):
+        fit_envelope(model, images[0], [0, 1], 2, SIZE)
+
+
+def _constant_envelope(envelope: Envelope, value: float) -> Envelope:
+    return Envelope(
+        {n: np.full_like(m, value) for n, m in envelope.maxima.items()}, envelope.counts
+    )
+
+
+def test_the_gate_between_its_limits(model_and_head, images):
+    model, head = model_and_head
+    envelope = fit_envelope(model, *images, 2, SIZE)
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    deviation = np.random.default_rng(0).normal(0, 0.1, head.in_features)
+    args = (model, head, x, "resnet18", "ood", 0, deviation)
+    plain = compute_heatmap(*args)
+    # An envelope of zeros lets every activation through: the plain OOD heatmap.
+    open_gate = compute_heatmap(*args, envelope=_constant_envelope(envelope, 0.0))
+    np.testing.assert_allclose(open_gate.relevance, plain.relevance, rtol=1e-5, atol=1e-12)
+    # An envelope above everything stops all relevance at the first gate.
+    shut = compute_heatmap(*args, envelope=_constant_envelope(envelope, 1e9))
+    assert not shut.relevance.any() and shut.conservation == 0
+    gated = compute_heatmap(*args, envelope=envelope)
+    assert 0 <= gated.conservation <= plain.conservation + 1e-6
+    assert "envelope gate" in gated.rule_set and "envelope" in gated.note
+    # Rows in the same batch that are not OOD heatmaps are not gated.
+    cls_alone = compute_heatmap(model, head, x, "resnet18", "class")
+    cls, ood = compute_heatmaps(
+        model,
+        head,
+        x,
+        "resnet18",
+        [HeatmapRequest("class"), HeatmapRequest("ood", 0, deviation)],
+        envelope=envelope,
+    )
+    np.testing.assert_allclose(cls.relevance, cls_alone.relevance, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(ood.relevance, gated.relevance, rtol=1e-4, atol=1e-12)
+    # The forward pass is unchanged by the gate.
+    with torch.no_grad(), envelope_gate(model, envelope, [0]):
+        gated_logits = model(x)
+    with torch.no_grad():
+        np.testing.assert_array_equal(gated_logits.numpy(), model(x).numpy())
+
+
+def test_an_envelope_for_another_input_size_is_refused(model_and_head, images):
+    model, head = model_and_head
+    envelope = fit_envelope(model, *images, 2, SIZE)
+    x = torch.randn(1, 3, 2 * SIZE, 2 * SIZE)
+    deviation = np.ones(head.in_features)
+    with pytest.raises(EnvelopeError, match="input size"):
+        compute_heatmap(model, head, x, "resnet18", "ood", 0, deviation, envelope=envelope)
