@@ -33,6 +33,7 @@ from torchvision.models import ResNet
 
 from nero.extract import make_loader, resolve_device
 
+HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"
 # Architecture family → module names whose outputs are gated (post-ReLU, spatial).
 # For ResNets: the stem's max-pool and the first three stages (their last block ends in a
@@ -97,20 +98,68 @@ class Envelope:
             )
 
 
-@contextmanager
-def _record(model: nn.Module, points: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    outputs: dict[str, torch.Tensor] = {}
-    handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out, name=name: outputs.__setitem__(name, out)
-        )
-        for name in points
-    ]
-    try:
-        yield outputs
-    finally:
-        for handle in handles:
+class EnvelopeRecorder:
+    """Running per-class maxima at the gate points, fed by forward passes made elsewhere.
+
+    Use as a context manager around the forward passes (it hooks the gate points); after
+    each batch call :meth:`update` with the batch's labels (−1: not a training image).
+    """
+
+    def __init__(self, model: nn.Module, n_classes: int) -> None:
+        self.points = gate_points(model)
+        if not self.points:
+            raise EnvelopeError(f"{type(model).__name__} has no gate points for an envelope")
+        self.model = model
+        self.n_classes = n_classes
+        self.counts = np.zeros(n_classes, np.int64)
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._maxima: dict[str, torch.Tensor] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> EnvelopeRecorder:
+        self._handles = [
+            self.model.get_submodule(name).register_forward_hook(
+                lambda _m, _i, out, name=name: self._outputs.__setitem__(name, out)
+            )
+            for name in self.points
+        ]
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for handle in self._handles:
             handle.remove()
+        self._handles = []
+        self._outputs.clear()
+
+    def update(self, labels: torch.Tensor | np.ndarray) -> None:
+        """Fold in the last forward pass: row ``b`` counts for class ``labels[b]`` (≥ 0)."""
+        labels = torch.as_tensor(np.asarray(labels, np.int64))
+        if ((labels >= self.n_classes) | (labels < -1)).any():
+            raise EnvelopeError(f"training labels must lie in 0..{self.n_classes - 1} (or -1)")
+        rows = torch.nonzero(labels >= 0).flatten()
+        if rows.numel() == 0:
+            return
+        self.counts += np.bincount(labels[rows].numpy(), minlength=self.n_classes)
+        for name in self.points:
+            out = self._outputs[name]
+            flat = out[rows.to(out.device)].float().reshape(len(rows), -1)
+            if name not in self._maxima:  # outputs are post-ReLU: 0 is the identity
+                self._maxima[name] = torch.zeros(self.n_classes, flat.shape[1], device=out.device)
+                self._shapes[name] = tuple(out.shape[1:])
+            index = labels[rows].to(out.device)[:, None].expand_as(flat)
+            self._maxima[name].scatter_reduce_(0, index, flat, "amax", include_self=True)
+
+    def result(self) -> Envelope:
+        if not self._maxima:
+            raise EnvelopeError("no training image reached the envelope")
+        return Envelope(
+            maxima={
+                n: self._maxima[n].reshape(self.n_classes, *self._shapes[n]).cpu().numpy()
+                for n in self.points
+            },
+            counts=self.counts.copy(),
+        )
 
 
 @torch.no_grad()
@@ -127,9 +176,6 @@ def fit_envelope(
 
     Unreadable images are skipped (they were skipped when the run was made, too).
     """
-    points = gate_points(model)
-    if not points:
-        raise EnvelopeError(f"{type(model).__name__} has no gate points for an envelope")
     labels_t = torch.as_tensor(np.asarray(labels, np.int64))
     if len(labels_t) != len(paths) or len(paths) == 0:
         raise EnvelopeError(
@@ -138,37 +184,20 @@ def fit_envelope(
     if labels_t.min() < 0 or labels_t.max() >= n_classes:
         raise EnvelopeError(f"training labels must lie in 0..{n_classes - 1}")
     dev = resolve_device(device)
+    recorder = EnvelopeRecorder(model, n_classes)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
-    maxima: dict[str, torch.Tensor] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
     try:
-        with _record(model, points) as outputs:
+        with recorder:
             for images, index, errors in make_loader(paths, img_size, batch_size):
                 ok = torch.tensor([not e for e in errors])
-                if not ok.any():
-                    continue
-                model(images[ok].to(dev))
-                rows = labels_t[index[ok]].to(dev)
-                for name in points:
-                    out = outputs[name].float()
-                    flat = out.reshape(len(out), -1)
-                    if name not in maxima:  # outputs are post-ReLU: 0 is the identity
-                        maxima[name] = torch.zeros(n_classes, flat.shape[1], device=dev)
-                        shapes[name] = tuple(out.shape[1:])
-                    maxima[name].scatter_reduce_(
-                        0, rows[:, None].expand_as(flat), flat, "amax", include_self=True
-                    )
+                if ok.any():
+                    model(images[ok].to(dev))
+                    recorder.update(labels_t[index[ok]])
     finally:
         for module, flag in flags:
             module.training = flag
-    if not maxima:
-        raise EnvelopeError("no training image could be read for the envelope")
-    counts = np.bincount(labels_t.numpy(), minlength=n_classes)
-    return Envelope(
-        maxima={n: maxima[n].reshape(n_classes, *shapes[n]).cpu().numpy() for n in points},
-        counts=counts,
-    )
+    return recorder.result()
 
 
 @contextmanager

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +17,9 @@ from tqdm.auto import tqdm
 
 from nero.data import ImageListDataset, eval_transform
 from nero.models import capture_head_input
+
+if TYPE_CHECKING:
+    from nero.envelope import EnvelopeRecorder
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -67,11 +72,15 @@ def extract(
     device: str | None = None,
     progress: bool = True,
     workers: int | None = None,
+    envelope: EnvelopeRecorder | None = None,
+    envelope_labels: np.ndarray | None = None,
 ) -> Extraction:
     """Write ``features.npy`` (N×D) and ``logits.npy`` (N×C) to ``out_dir`` chunk by chunk.
 
     Memory stays flat: each batch goes straight into a memory-mapped file. Unreadable images
     are skipped and listed; rows of the output follow the readable paths in order.
+    ``envelope`` (with ``envelope_labels``, one per path, −1 for images that are not
+    training images) records the training envelope in the same pass (:mod:`nero.envelope`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,13 @@ def extract(
     ok = np.zeros(n, bool)
     failures: dict[str, str] = {}
     loader = make_loader(paths, img_size, batch_size, workers)
-    with capture_head_input(head) as captured, torch.inference_mode():
+    if envelope is not None and (envelope_labels is None or len(envelope_labels) != n):
+        raise ValueError("an envelope recorder needs one label per path (−1: not training)")
+    with (
+        capture_head_input(head) as captured,
+        torch.inference_mode(),
+        envelope if envelope is not None else nullcontext(),
+    ):
         bar = tqdm(total=n, desc="forward pass", unit="img", disable=not progress)
         for images, index, errors in loader:
             out = model(images.to(dev, non_blocking=True))
@@ -99,6 +114,8 @@ def extract(
             logits[idx] = out.float().cpu().numpy()
             good = np.array([not e for e in errors])
             ok[idx] = good
+            if envelope is not None:
+                envelope.update(np.where(good, envelope_labels[idx], -1))
             for i, err in zip(idx[~good], np.asarray(errors, object)[~good], strict=True):
                 failures[str(paths[i])] = err
             bar.update(len(idx))

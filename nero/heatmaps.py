@@ -59,6 +59,7 @@ from nero.canonizers import DenseNetCanonizer, TransformerCanonizer
 from nero.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, read_image
 from nero.envelope import (
     ENVELOPE_FILE,
+    HEATMAP_DIR,
     Envelope,
     EnvelopeError,
     envelope_gate,
@@ -71,7 +72,6 @@ from nero.run import Run, read_run
 KINDS = ("class", "nero", "ood", "distance")
 FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
 LRP, CP_LRP, GRADIENT_X_INPUT = "lrp", "cp-lrp", "gradient×input"
-HEATMAP_DIR = "heatmaps"
 CACHE_VERSION = 2  # part of every cached heatmap's name: bumped when a kind's meaning changes
 # Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
 # wash out the rest of the map (values beyond it are drawn at full colour).

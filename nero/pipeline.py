@@ -16,6 +16,7 @@ from numpy.lib.format import open_memmap
 
 from nero.data import Collection
 from nero.detector import NERO, PRESETS
+from nero.envelope import ENVELOPE_FILE, HEATMAP_DIR, EnvelopeRecorder, gate_points
 from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
@@ -110,6 +111,11 @@ def evaluate(
             failures = saved["failures"]
         else:
             say("forward pass", 0.0)
+            # The heatmaps' training envelope is recorded in the same pass (ResNets).
+            recorder = None
+            if gate_points(model.model):
+                recorder = EnvelopeRecorder(model.model, len(collection.class_names))
+            is_train = np.asarray(collection.split_names, object) == "id_train"
             ex = extract(
                 model.model,
                 model.head,
@@ -119,8 +125,13 @@ def evaluate(
                 config.batch_size,
                 config.device,
                 config.progress_bar,
+                envelope=recorder,
+                envelope_labels=np.where(is_train, collection.labels, -1),
             )
             features, logits, kept, failures = ex.features, ex.logits, ex.kept, ex.failures
+            if recorder is not None and recorder.counts.any():
+                (stage / HEATMAP_DIR).mkdir(exist_ok=True)
+                recorder.result().save(stage / HEATMAP_DIR / ENVELOPE_FILE)
             write_json(key_file, {"key": key, "kept": kept.tolist(), "failures": failures})
         if failures:
             warnings.warn(

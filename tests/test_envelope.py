@@ -38,7 +38,7 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     paths, labels = images
     envelope = fit_envelope(model, paths, labels, 2, SIZE, batch_size=3)
     assert envelope.points == gate_points(model) == ("maxpool", "layer1", "layer2", "layer3")
-    np.testing.assert_array_equal(envelope.counts, [4, 4])
+    np.testing.assert_array_equal(envelope.counts, [4, 3])  # the broken one left out
     # Independently: one forward pass per readable image, maxima by class (broken one left out).
     from nero.data import eval_transform, read_image
 

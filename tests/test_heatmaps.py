@@ -10,7 +10,7 @@ from torch import nn
 
 import nero.heatmaps as heatmaps
 from nero.cli import main
-from nero.envelope import Envelope, gate_points
+from nero.envelope import Envelope, fit_envelope, gate_points
 from nero.heatmaps import (
     CACHE_VERSION,
     CP_LRP,
@@ -252,6 +252,22 @@ def run_dir(tmp_path_factory):
     args = ["evaluate", "--arch", "resnet18", "--data", str(root), "--img-size", str(SIZE)]
     assert main([*args, "--out", str(out)]) == 0
     return out
+
+
+def test_evaluate_records_the_envelope_in_its_forward_pass(run_dir):
+    run = read_run(run_dir)
+    recorded = Envelope.load(run_dir / "heatmaps" / "envelope.npz")
+    train = run.samples[run.samples["split"] == "id_train"]
+    loaded = heatmaps.load_run_model(run)
+    refitted = fit_envelope(
+        loaded.model, list(train["path"]), list(train["label"]), 2, SIZE, batch_size=5
+    )
+    np.testing.assert_array_equal(recorded.counts, [8, 8])
+    assert recorded.points == refitted.points
+    for name in recorded.points:
+        np.testing.assert_allclose(
+            recorded.maxima[name], refitted.maxima[name], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
