@@ -5,7 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from nero.envelope import Envelope, EnvelopeError, envelope_gate, fit_envelope, gate_points
+from nero.envelope import (
+    Envelope,
+    EnvelopeError,
+    EnvelopeRecorder,
+    envelope_gate,
+    fit_envelope,
+    gate_points,
+)
 from nero.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.models import build_model, find_head
 
@@ -132,3 +139,20 @@ def test_an_envelope_for_another_input_size_is_refused(model_and_head, images):
     deviation = np.ones(head.in_features)
     with pytest.raises(EnvelopeError, match="input size"):
         compute_heatmap(model, head, x, "resnet18", "ood", 0, deviation, envelope=envelope)
+
+
+def test_recorder_skips_rows_that_are_not_training_images(model_and_head):
+    model, _ = model_and_head
+    images = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), EnvelopeRecorder(model, 2) as recorder:
+        model(images)
+        recorder.update([0, -1, 1, -1])  # rows 1 and 3: OOD or test images
+        with pytest.raises(EnvelopeError, match="0..1"):
+            recorder.update([0, 2, 1, 0])
+    with torch.no_grad(), EnvelopeRecorder(model, 2) as alone:
+        model(images[[0, 2]])
+        alone.update([0, 1])
+    np.testing.assert_array_equal(recorder.counts, [1, 1])
+    for name in recorder.points:
+        np.testing.assert_array_equal(recorder.result().maxima[name], alone.result().maxima[name])
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed on exit

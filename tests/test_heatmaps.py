@@ -10,7 +10,7 @@ from torch import nn
 
 import nero.heatmaps as heatmaps
 from nero.cli import main
-from nero.envelope import Envelope, fit_envelope, gate_points
+from nero.envelope import Envelope, EnvelopeRecorder, fit_envelope
 from nero.heatmaps import (
     CACHE_VERSION,
     CP_LRP,
@@ -86,19 +86,11 @@ def fingerprint(model: nn.Module) -> dict[str, tuple[int, float]]:
 
 
 def envelope_of(model: nn.Module, images: torch.Tensor) -> Envelope:
-    """An envelope whose class c is image c alone (recorded at the gate points)."""
-    outputs = {}
-    handles = [
-        model.get_submodule(n).register_forward_hook(
-            lambda _m, _i, o, n=n: outputs.__setitem__(n, o.detach().numpy())
-        )
-        for n in gate_points(model)
-    ]
-    with torch.no_grad():
-        model.eval()(images)
-    for handle in handles:
-        handle.remove()
-    return Envelope(outputs, np.ones(len(images), np.int64))
+    """An envelope whose class c is image c alone."""
+    with torch.no_grad(), EnvelopeRecorder(model.eval(), len(images)) as recorder:
+        model(images)
+        recorder.update(np.arange(len(images)))
+    return recorder.result()
 
 
 def image(seed: int = 0) -> torch.Tensor:
