@@ -380,7 +380,7 @@ def heatmap_panel(
     facts = [hm["method"], hm["rule_set"]]
     conservation = hm["conservation"]
     if isinstance(conservation, int | float) and np.isfinite(conservation):
-        facts.append(f"conservation {conservation:.2f}")
+        facts.append(f"conservation {conservation:.3g}")
     caption = " · ".join(f for f in facts if f)
     if hm["note"]:
         caption += f"  \n{hm['note']}"

@@ -250,7 +250,7 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     overlay_png(sample_image(run, args.sample), heat, out=args.out, class_names=run.class_names)
     print(
         f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
-        f"({heat.rule_set}), conservation {heat.conservation:.3f}"
+        f"({heat.rule_set}), conservation {heat.conservation:.3g}"
     )
     if heat.method == "gradient×input":
         print(f"note: {heat.note}")

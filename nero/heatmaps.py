@@ -724,13 +724,14 @@ def overlay_png(
     # Grey underneath, so the red/blue of the relevance cannot be confused with the image.
     right.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255, extent=extent)
     right.imshow(rgba, extent=extent, interpolation="nearest")
-    right.set_title(_title(heat, class_names), fontsize=8)
+    right.set_title(_title(heat, class_names), fontsize=8, pad=16)
     for ax in (left, right):
         ax.set_axis_off()
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=right, fraction=0.046, pad=0.04)
     bar.set_label(f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of |R|)", fontsize=7)
     bar.ax.tick_params(labelsize=7)
-    caption = f"conservation {heat.conservation:.2f}"
+    bar.ax.yaxis.get_offset_text().set_fontsize(7)  # the ×10ⁿ of tiny relevances
+    caption = f"conservation {heat.conservation:.3g}"
     if heat.note:
         caption += " · " + heat.note
     fig.text(0.02, 0.0, textwrap.fill(caption, 130), fontsize=7, va="top")
