@@ -45,15 +45,21 @@ from nero.run import read_run
 MAPS = ("ood", "ood, no gate", "distance", "class", "gradient×input")
 
 
-def latency(img_size: int, repeats: int) -> None:
+def _synchronised(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def latency(img_size: int, repeats: int, device: torch.device) -> None:
     torch.manual_seed(0)
     model = build_model("resnet18", 3, img_size).eval()
-    # As the product keeps a run's model for heatmaps (nero.heatmaps.load_run_model).
-    model.to(memory_format=torch.channels_last)
     _, head = find_head(model, img_size)
+    # As the product keeps a run's model for heatmaps (nero.heatmaps.load_run_model).
+    model.to(device, memory_format=torch.channels_last)
     x = torch.randn(1, 3, img_size, img_size)
     deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)
-    envelope = stand_in_envelope(model, torch.randn(3, 3, img_size, img_size))
+    envelope = stand_in_envelope(model, torch.randn(3, 3, img_size, img_size, device=device))
     both = [HeatmapRequest("class"), HeatmapRequest("ood", 0, deviation)]
     cases = {
         "class (LRP)": dict(kind="class"),
@@ -66,26 +72,32 @@ def latency(img_size: int, repeats: int) -> None:
         "class + ood in one pass": dict(requests=both, envelope=envelope),
     }
     with torch.no_grad():
-        model(x)
-    start = time.perf_counter()
+        model(x.to(device))
+    start = _synchronised(device)
     for _ in range(repeats):
         with torch.no_grad():
-            model(x)
-    forward = (time.perf_counter() - start) / repeats
+            model(x.to(device))
+    forward = (_synchronised(device) - start) / repeats
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     print(
-        f"(a) latency, ResNet-18 at {img_size} px, CPU, {torch.get_num_threads()} threads, "
+        f"(a) latency, ResNet-18 at {img_size} px, {where}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-        f"plain forward {forward * 1000:.0f} ms"
+        f"plain forward {forward * 1000:.1f} ms"
     )
     for name, kwargs in cases.items():
         compute = compute_heatmaps if "requests" in kwargs else compute_heatmap
         compute(model, head, x, "resnet18", **kwargs)  # warm-up
         times = []
         for _ in range(repeats):
-            t = time.perf_counter()
+            t = _synchronised(device)
             compute(model, head, x, "resnet18", **kwargs)
-            times.append(time.perf_counter() - t)
-        print(f"    {name:<24} median {statistics.median(times):.3f} s   best {min(times):.3f} s")
+            times.append(_synchronised(device) - t)
+        med, best = statistics.median(times) * 1000, min(times) * 1000
+        print(f"    {name:<24} median {med:7.1f} ms   best {best:7.1f} ms")
 
 
 def stand_in_envelope(model: torch.nn.Module, images: torch.Tensor) -> Envelope:
@@ -186,11 +198,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-per-set", type=int, help="near-OOD samples per OOD set (default: all)")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--device", default="cpu", help="device for the latency part (e.g. cuda)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_latency:
-        latency(args.img_size, args.repeats)
+        latency(args.img_size, args.repeats, torch.device(args.device))
     if (args.run / "manifest.json").is_file():
         localisation(args.run, args.max_per_set)
     else:

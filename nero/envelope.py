@@ -210,7 +210,7 @@ def envelope_gate(
     ungated (e.g. a class heatmap computed in the same batch).
     """
     gated = torch.tensor([c is not None for c in row_classes])
-    classes = torch.tensor([0 if c is None else int(c) for c in row_classes])
+    classes = np.array([0 if c is None else int(c) for c in row_classes])
 
     def hook(name: str):
         def gate(_module: nn.Module, _inputs, out: torch.Tensor) -> torch.Tensor:
@@ -219,7 +219,8 @@ def envelope_gate(
                     f"gate point {name} has shape {tuple(out.shape[1:])}, the envelope "
                     f"{envelope.maxima[name].shape[1:]}: a different input size?"
                 )
-            limit = torch.as_tensor(envelope.maxima[name], device=out.device)[classes]
+            # Only the rows' classes travel to the device (the whole envelope can be MBs).
+            limit = torch.as_tensor(envelope.maxima[name][classes], device=out.device)
             limit = torch.where(gated.view(-1, 1, 1, 1).to(out.device), limit, 0.0)
             excess = (out - limit).clamp(min=0) / out.detach().clamp(min=1e-12)
             share = torch.where(out.detach() > 0, excess, 0.0).detach()
