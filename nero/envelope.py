@@ -183,7 +183,8 @@ def fit_envelope(
         )
     if labels_t.min() < 0 or labels_t.max() >= n_classes:
         raise EnvelopeError(f"training labels must lie in 0..{n_classes - 1}")
-    dev = resolve_device(device)
+    # Where the model already is, unless told: a CPU model on a GPU machine stays on the CPU.
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
     recorder = EnvelopeRecorder(model, n_classes)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
