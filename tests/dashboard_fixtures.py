@@ -58,7 +58,12 @@ def build_tiny_run(data: Path, out: Path, embedding: str = "pca") -> Path:
     collection = prepared_collection(data)
     model = load_classifier("resnet18", None, len(collection.class_names), IMG_SIZE)
     config = EvaluateConfig(
-        arch="resnet18", img_size=IMG_SIZE, methods=METHODS, progress_bar=False, batch_size=64
+        arch="resnet18",
+        img_size=IMG_SIZE,
+        methods=METHODS,
+        progress_bar=False,
+        batch_size=64,
+        device="cpu",  # rescored on the CPU by the tests: the same arithmetic on any machine
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -220,3 +220,14 @@ def test_reference_method_equals_a_reference_preset_run(folders, tmp_path):
     assert main(evaluate_args(folders, out, *args)) == 0
     scores = read_run(out).scores
     np.testing.assert_allclose(scores["nero_reference"], scores["nero"], rtol=1e-5)
+
+
+def test_extraction_on_cuda_uses_true_float32_and_restores_the_setting():
+    from nero.extract import exact_float32
+
+    before = torch.backends.cudnn.allow_tf32
+    with exact_float32(torch.device("cuda")):  # a flag only: checkable without a GPU
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before
+    with exact_float32(torch.device("cpu")):
+        assert torch.backends.cudnn.allow_tf32 == before

@@ -242,6 +242,7 @@ def run_dir(tmp_path_factory):
         Image.fromarray(arr).save(noise / f"{i}.png")
     out = tmp_path_factory.mktemp("runs") / "run"
     args = ["evaluate", "--arch", "resnet18", "--data", str(root), "--img-size", str(SIZE)]
+    args += ["--device", "cpu"]  # compared with CPU recomputations below, on any machine
     assert main([*args, "--out", str(out)]) == 0
     return out
 
