@@ -14,7 +14,9 @@ unchanged; only what flows backwards is gated.
 
 Gate points are early, spatially resolved layers: later ones see the whole image, so an
 envelope there cannot say where. Only families whose gate-point outputs are non-negative
-(post-ReLU) have gate points; other architectures get the plain OOD heatmap.
+(post-ReLU) have gate points — ResNet, VGG, DenseNet (its stem only); the others, and the
+Gradient×Input fallbacks, get the plain OOD heatmap, and the result says so. The gate
+points were chosen, and the gain measured, on ResNet-18 only.
 """
 
 from __future__ import annotations
@@ -29,24 +31,34 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import ResNet
+from torchvision.models import VGG, DenseNet, ResNet
 
 from nero.extract import make_loader, resolve_device
 
 HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"
-# Architecture family → module names whose outputs are gated (post-ReLU, spatial).
-# For ResNets: the stem's max-pool and the first three stages (their last block ends in a
-# ReLU); layer4 is left out — at the input sizes used here its map is 2×2 to 7×7 and each
-# position sees the whole image. Chosen on the demo set (bench/heatmaps.py).
-GATE_POINTS: dict[type[nn.Module], tuple[str, ...]] = {
-    ResNet: ("maxpool", "layer1", "layer2", "layer3"),
-}
+# How many early stages are gated: later ones see the whole image, so an envelope there
+# cannot say where. For ResNets: the stem's max-pool and the first three stages (their last
+# block ends in a ReLU); layer4 is left out — at the input sizes used here its map is 2×2 to
+# 7×7 and each position sees the whole image. Chosen on the demo set (bench/heatmaps.py).
+RESNET_POINTS = ("maxpool", "layer1", "layer2", "layer3")
+VGG_POOLS = 3  # VGG: the outputs of the first three max-pools (after a ReLU)
 
 
 def gate_points(model: nn.Module) -> tuple[str, ...]:
-    """The model's gate points; empty where the family has none."""
-    return next((p for cls, p in GATE_POINTS.items() if isinstance(model, cls)), ())
+    """Names of the modules whose (non-negative) outputs are gated; empty: none known.
+
+    DenseNet has one: the stem's max-pool (inside its blocks, concatenated convolution
+    outputs can be negative, which the excess share ``(a − m)⁺ / a`` does not cover).
+    """
+    if isinstance(model, ResNet):
+        return RESNET_POINTS
+    if isinstance(model, VGG):
+        pools = [n for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
+        return tuple(f"features.{n}" for n in pools[:VGG_POOLS])
+    if isinstance(model, DenseNet):
+        return ("features.pool0",)
+    return ()
 
 
 class EnvelopeError(ValueError):

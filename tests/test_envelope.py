@@ -83,8 +83,9 @@ def test_envelope_round_trips_and_is_checked_against_the_model(model_and_head, i
     densenet = build_model("densenet121", 2, SIZE)
     with pytest.raises(EnvelopeError, match="gate points"):
         again.check(densenet, 2)
+    efficientnet = build_model("efficientnet_b0", 2, SIZE)
     with pytest.raises(EnvelopeError, match="no gate points"):
-        fit_envelope(densenet, *images, 2, SIZE)
+        fit_envelope(efficientnet, *images, 2, SIZE)
     with pytest.raises(EnvelopeError, match="0..1"):
         fit_envelope(model, images[0], [0, 1, 2, 0, 1, 1, 0, 1], 2, SIZE)
     with pytest.raises(EnvelopeError, match="one label per"):
@@ -156,3 +157,29 @@ def test_recorder_skips_rows_that_are_not_training_images(model_and_head):
     for name in recorder.points:
         np.testing.assert_array_equal(recorder.result().maxima[name], alone.result().maxima[name])
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed on exit
+
+
+@pytest.mark.parametrize(
+    ("arch", "gated"),
+    [("vgg11_bn", True), ("densenet121", True), ("efficientnet_b0", False)],
+)
+def test_every_family_with_gate_points_gets_a_gated_ood_heatmap(arch, gated):
+    torch.manual_seed(0)
+    model = build_model(arch, 2, SIZE).eval()
+    _, head = find_head(model, SIZE)
+    assert bool(gate_points(model)) == gated
+    images = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    deviation = np.random.default_rng(0).normal(0, 0.1, head.in_features)
+    if not gated:
+        heat = compute_heatmap(model, head, images[:1], arch, "ood", 0, deviation)
+        assert "envelope" not in heat.rule_set and "no training envelope" in heat.note
+        return
+    with torch.no_grad(), EnvelopeRecorder(model, 2) as recorder:
+        model(images[1:])
+        recorder.update([0, 1])
+    envelope = recorder.result()
+    plain = compute_heatmap(model, head, images[:1], arch, "ood", 0, deviation)
+    heat = compute_heatmap(model, head, images[:1], arch, "ood", 0, deviation, envelope=envelope)
+    assert heat.rule_set.endswith("+ envelope gate") and heat.relevance.shape == (SIZE, SIZE)
+    assert 0 <= heat.conservation <= plain.conservation + 1e-6
+    assert not np.allclose(heat.relevance, plain.relevance)
