@@ -18,6 +18,7 @@ from nero.extract import make_loader
 from nero.methods import Evidence, available_methods, create_method
 from nero.metrics import ood_metrics
 from nero.relevance import Head, head_relevance
+from tests.helpers import random_pngs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -347,12 +348,7 @@ class _TinyNet(nn.Module):
 
 
 def test_odin_runs_batched_on_image_files(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(10):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
+    paths = random_pngs(tmp_path, 10, 20)
     torch.manual_seed(0)
     model = _TinyNet()
     odin = create_method("odin")

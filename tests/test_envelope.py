@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from nero.envelope import (
     Envelope,
@@ -15,6 +14,7 @@ from nero.envelope import (
 )
 from nero.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.models import build_model, find_head
+from tests.helpers import random_pngs
 
 SIZE = 32
 
@@ -30,12 +30,7 @@ def model_and_head():
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("envelope-images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(7):
-        path = root / f"{i}.png"
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
+    paths = random_pngs(root, 7, 40)
     (root / "broken.png").write_bytes(b"not an image")
     return paths + [root / "broken.png"], [0, 1, 0, 0, 1, 1, 0, 1]
 
