@@ -1,17 +1,20 @@
 """Heatmap latency and localisation.
 
     python bench/heatmaps.py [--run runs/demo] [--img-size 224] [--repeats 5] [--threads N]
+                             [--device cuda] [--native] [--max-per-set N] [--skip-per-set N]
+                             [--skip-latency]
 
 Prints, measured in this one run on this machine:
   (a) latency of one heatmap (warm), ResNet-18 at --img-size px, for each kind — target ≤ 0.5 s
       for the class heatmap at 224 px on CPU.
   (b) when the run exists and its samples.csv has a ``mask`` column (near-OOD samples with an
       inserted artefact): the share of positive relevance inside the artefact mask, averaged
-      over those samples, for the OOD heatmaps (deviation; share of NERO's distance), the
-      class heatmap (LRP, predicted class) and plain Gradient×Input of the predicted class,
-      and the OOD heatmap without the envelope gate (to show what the gate does);
-      plus the pointing game (is the
-      most relevant pixel inside the mask?) and the mask's area share (= chance level).
+      over those samples, for the OOD heatmap, the OOD heatmap without the envelope gate (to
+      show what the gate does), the distance-share variant, the class heatmap (LRP,
+      predicted class) and plain Gradient×Input of the predicted class; plus the pointing
+      game (is the most relevant pixel inside the mask?) and the mask's area (= chance).
+  (c) with --native: (b) again for a ResNet-18 trained the demo's way at the images' own
+      128 px instead of 64 px (built once into runs/.heatmaps-native/).
 """
 
 from __future__ import annotations
@@ -115,12 +118,14 @@ def positive_share(relevance: np.ndarray, mask: np.ndarray) -> float:
     return float(positive[mask].sum() / total) if total > 0 else 0.0
 
 
-def localisation(run_dir: Path, max_per_set: int | None) -> None:
+def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) -> None:
     run = read_run(run_dir)
     if "mask" not in run.samples.columns:
         print(f"(b) {run_dir}/samples.csv has no mask column: nothing to localise")
         return
     near = run.samples[run.samples["mask"].astype(str) != ""]
+    if skip_per_set:  # e.g. the images the gate points were chosen on
+        near = near.groupby("split", group_keys=False).apply(lambda g: g.iloc[skip_per_set:])
     if max_per_set is not None:
         near = near.groupby("split", group_keys=False).head(max_per_set)
     loaded = load_run_model(run)
@@ -197,7 +202,20 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-per-set", type=int, help="near-OOD samples per OOD set (default: all)")
+    p.add_argument(
+        "--skip-per-set",
+        type=int,
+        default=0,
+        help="leave out the first N near-OOD images of each set (the gate points of "
+        "nero.envelope were chosen on the first 20: --skip-per-set 20 reports the rest)",
+    )
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="also localise with a ResNet-18 trained at the demo images' own 128 px (built "
+        "once into runs/.heatmaps-native/, ~4 min on 2 cores; needs the demo data)",
+    )
     p.add_argument("--device", default="cpu", help="device for the latency part (e.g. cuda)")
     args = p.parse_args()
     if args.threads:
@@ -205,9 +223,21 @@ def main() -> None:
     if not args.skip_latency:
         latency(args.img_size, args.repeats, torch.device(args.device))
     if (args.run / "manifest.json").is_file():
-        localisation(args.run, args.max_per_set)
+        localisation(args.run, args.max_per_set, args.skip_per_set)
     else:
         print(f"(b) no run at {args.run}: localisation not measured (build it with `nero demo`)")
+    if args.native:
+        from nero.demo import NATIVE, build_demo
+
+        data = args.run.parent / f".{args.run.name}-data"
+        native = args.run.parent / ".heatmaps-native" / "demo-128"
+        start = time.perf_counter()
+        build_demo(native, data_dir=data, recipe=NATIVE, verbose=False)
+        print(
+            f"(c) the demo data at {NATIVE.train.img_size} px: {native} "
+            f"({time.perf_counter() - start:.0f} s to build or reuse)"
+        )
+        localisation(native, args.max_per_set, args.skip_per_set)
 
 
 if __name__ == "__main__":

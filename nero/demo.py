@@ -7,6 +7,7 @@ what already exists, so a second call costs only the checks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import warnings
 from collections.abc import Callable
@@ -65,6 +66,12 @@ QUICK = DemoRecipe(
 )
 
 
+# The same data and training recipe at the images' own resolution (128 px). Not the demo
+# run: the artefact scale was calibrated on the 64-px model (MSP's AUROC in 60–90), which
+# this one does not keep. bench/heatmaps.py --native measures localisation on it.
+NATIVE = DemoRecipe(FULL.data, dataclasses.replace(FULL.train, img_size=FULL.data.size))
+
+
 def _run_is_valid(path: Path) -> bool:
     try:
         read_run(path)
@@ -79,10 +86,14 @@ def build_demo(
     quick: bool = False,
     progress: Progress | None = None,
     verbose: bool = True,
+    recipe: DemoRecipe | None = None,
 ) -> Path:
-    """Generate data, train, evaluate every feature-level method, embed; reuse what exists."""
+    """Generate data, train, evaluate every feature-level method, embed; reuse what exists.
+
+    ``recipe`` overrides the one ``quick`` picks (e.g. :data:`NATIVE`).
+    """
     say = progress or (lambda _msg, _frac: None)
-    recipe = QUICK if quick else FULL
+    recipe = recipe or (QUICK if quick else FULL)
     out = Path(out)
     # Hidden folders next to the run: run pickers skip names starting with a dot.
     data_dir = Path(data_dir) if data_dir else out.parent / f".{out.name}-data"
@@ -102,7 +113,11 @@ def build_demo(
 
         generate_demo_data(data_dir, recipe.data, progress=generated)
     sidecar = read_sidecar(model_path) if model_path.is_file() else {}
-    if sidecar.get("train", {}).get("epochs") != recipe.train.epochs:
+    trained = sidecar.get("train", {})
+    if (trained.get("epochs"), trained.get("img_size")) != (
+        recipe.train.epochs,
+        recipe.train.img_size,
+    ):
         say("training the demo classifier", 0.2)
         train_classifier(
             data_dir,

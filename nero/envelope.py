@@ -12,9 +12,10 @@ travels further down (``a`` carries relevance in proportion to itself under the 
 The part inside the envelope is explained by the class and stops there. The forward pass is
 unchanged; only what flows backwards is gated.
 
-Gate points are early, spatially resolved layers: later ones see the whole image, so an
-envelope there cannot say where. Only families whose gate-point outputs are non-negative
-(post-ReLU) have gate points — ResNet, VGG, DenseNet (its stem only); the others, and the
+Gate points are spatially resolved layers: a map smaller than 4×4 is left out, since each
+of its positions sees the whole image and an envelope there cannot say where. Only families
+whose gate-point outputs are non-negative (post-ReLU) have gate points — ResNet (stem and
+every residual block), VGG (first max-pools), DenseNet (its stem only); the others, and the
 Gradient×Input fallbacks, get the plain OOD heatmap, and the result says so. The gate
 points were chosen, and the gain measured, on ResNet-18 only.
 """
@@ -37,22 +38,29 @@ from nero.extract import make_loader, resolve_device
 
 HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"
-# How many early stages are gated: later ones see the whole image, so an envelope there
-# cannot say where. For ResNets: the stem's max-pool and the first three stages (their last
-# block ends in a ReLU); layer4 is left out — at the input sizes used here its map is 2×2 to
-# 7×7 and each position sees the whole image. Chosen on the demo set (bench/heatmaps.py).
-RESNET_POINTS = ("maxpool", "layer1", "layer2", "layer3")
+# A gate point whose map is smaller than this on either side is left out: there every
+# position sees (nearly) the whole image, so exceeding the envelope cannot say where.
+# (ResNet-18's last stage: 2×2 at 64 px — left out; 4×4 at 128 px, 7×7 at 224 px — kept.)
+MIN_GATE_SIDE = 4
 VGG_POOLS = 3  # VGG: the outputs of the first three max-pools (after a ReLU)
 
 
 def gate_points(model: nn.Module) -> tuple[str, ...]:
-    """Names of the modules whose (non-negative) outputs are gated; empty: none known.
+    """Candidate modules whose (non-negative) outputs are gated; empty: none known.
 
-    DenseNet has one: the stem's max-pool (inside its blocks, concatenated convolution
-    outputs can be negative, which the excess share ``(a − m)⁺ / a`` does not cover).
+    ResNet: the stem's max-pool and every residual block (each ends in a ReLU). VGG: its
+    first max-pools. DenseNet: the stem's max-pool only (inside its blocks, concatenated
+    convolution outputs can be negative, which the excess share ``(a − m)⁺ / a`` does not
+    cover). Chosen on the first 20 near-OOD demo images of each kind, at 64 and 128 px
+    (``bench/heatmaps.py --skip-per-set 20`` reports the other 80).
     """
     if isinstance(model, ResNet):
-        return RESNET_POINTS
+        blocks = [
+            f"{stage}.{i}"
+            for stage in ("layer1", "layer2", "layer3", "layer4")
+            for i in range(len(model.get_submodule(stage)))
+        ]
+        return ("maxpool", *blocks)
     if isinstance(model, VGG):
         pools = [n for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
         return tuple(f"features.{n}" for n in pools[:VGG_POOLS])
@@ -99,7 +107,7 @@ class Envelope:
 
     def check(self, model: nn.Module, n_classes: int) -> None:
         """Raise :class:`EnvelopeError` unless this envelope was made for such a model."""
-        if tuple(self.points) != gate_points(model):
+        if not self.points or not set(self.points) <= set(gate_points(model)):
             raise EnvelopeError(
                 f"the envelope has gate points {list(self.points)}, the model "
                 f"{type(model).__name__} has {list(gate_points(model))}"
@@ -163,12 +171,19 @@ class EnvelopeRecorder:
             self._maxima[name].scatter_reduce_(0, index, flat, "amax", include_self=True)
 
     def result(self) -> Envelope:
+        """The envelope at the gate points whose maps are at least MIN_GATE_SIDE a side."""
         if not self._maxima:
             raise EnvelopeError("no training image reached the envelope")
+        kept = [n for n in self.points if min(self._shapes[n][-2:]) >= MIN_GATE_SIDE]
+        if not kept:
+            raise EnvelopeError(
+                f"every gate point's map is smaller than {MIN_GATE_SIDE}×{MIN_GATE_SIDE}: "
+                "the input is too small for an envelope"
+            )
         return Envelope(
             maxima={
                 n: self._maxima[n].reshape(self.n_classes, *self._shapes[n]).cpu().numpy()
-                for n in self.points
+                for n in kept
             },
             counts=self.counts.copy(),
         )

@@ -72,7 +72,7 @@ from nero.run import Run, read_run
 KINDS = ("class", "nero", "ood", "distance")
 FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
 LRP, CP_LRP, GRADIENT_X_INPUT = "lrp", "cp-lrp", "gradient×input"
-CACHE_VERSION = 2  # part of every cached heatmap's name: bumped when a kind's meaning changes
+CACHE_VERSION = 3  # part of every cached heatmap's name: bumped when a kind's meaning changes
 # Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
 # wash out the rest of the map (values beyond it are drawn at full colour).
 OVERLAY_PERCENTILE = 99.5

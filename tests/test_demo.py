@@ -1,6 +1,9 @@
 """`nero demo --quick` end to end: data, model, run with masks; a second call reuses it."""
 
+import dataclasses
+
 from nero.cli import main
+from nero.demo import QUICK, build_demo
 from nero.run import read_run
 
 
@@ -20,4 +23,14 @@ def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys):
     stamp = (out / "manifest.json").stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert "already built" in capsys.readouterr().out
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+    # Another recipe on the same data (as bench/heatmaps.py --native does): a new model at
+    # its own input size, the data reused, the demo run untouched.
+    data = tmp_path / "runs" / ".demo-data"
+    data_stamp = (data / "manifest.json").stat().st_mtime_ns
+    other = dataclasses.replace(QUICK, train=dataclasses.replace(QUICK.train, img_size=48))
+    native = build_demo(tmp_path / "native" / "run", data_dir=data, recipe=other, verbose=False)
+    assert read_run(native).manifest["img_size"] == 48
+    assert (tmp_path / "native" / ".run-model" / "resnet18.pt").is_file()
+    assert (data / "manifest.json").stat().st_mtime_ns == data_stamp
     assert (out / "manifest.json").stat().st_mtime_ns == stamp

@@ -39,7 +39,9 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     model, _ = model_and_head
     paths, labels = images
     envelope = fit_envelope(model, paths, labels, 2, SIZE, batch_size=3)
-    assert envelope.points == gate_points(model) == ("maxpool", "layer1", "layer2", "layer3")
+    assert len(gate_points(model)) == 9  # the stem's max-pool and the 8 residual blocks
+    # At 32 px layer3 (2×2) and layer4 (1×1) are too small to say where: left out.
+    assert envelope.points == ("maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1")
     np.testing.assert_array_equal(envelope.counts, [4, 3])  # the broken one left out
     # Independently: one forward pass per readable image, maxima by class (broken one left out).
     from nero.data import eval_transform, read_image
@@ -149,8 +151,10 @@ def test_recorder_skips_rows_that_are_not_training_images(model_and_head):
         model(images[[0, 2]])
         alone.update([0, 1])
     np.testing.assert_array_equal(recorder.counts, [1, 1])
-    for name in recorder.points:
-        np.testing.assert_array_equal(recorder.result().maxima[name], alone.result().maxima[name])
+    mixed, separate = recorder.result(), alone.result()
+    assert mixed.points == separate.points
+    for name in mixed.points:
+        np.testing.assert_array_equal(mixed.maxima[name], separate.maxima[name])
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed on exit
 
 
@@ -178,3 +182,12 @@ def test_every_family_with_gate_points_gets_a_gated_ood_heatmap(arch, gated):
     assert heat.rule_set.endswith("+ envelope gate") and heat.relevance.shape == (SIZE, SIZE)
     assert 0 <= heat.conservation <= plain.conservation + 1e-6
     assert not np.allclose(heat.relevance, plain.relevance)
+
+
+def test_an_input_too_small_to_localise_gets_no_envelope(model_and_head):
+    model, _ = model_and_head
+    with torch.no_grad(), EnvelopeRecorder(model, 2) as recorder:
+        model(torch.randn(2, 3, 8, 8))  # the stem's max-pool is 2×2 already
+        recorder.update([0, 1])
+    with pytest.raises(EnvelopeError, match="too small"):
+        recorder.result()

@@ -263,6 +263,20 @@ def test_evaluate_records_the_envelope_in_its_forward_pass(run_dir):
         )
 
 
+def test_a_stale_envelope_file_is_refitted_with_a_warning(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    envelope = Envelope.load(copy / "heatmaps" / "envelope.npz")
+    stale = Envelope({"layer1": envelope.maxima["maxpool"]}, envelope.counts)  # old layout
+    stale.save(copy / "heatmaps" / "envelope.npz")
+    with pytest.warns(UserWarning, match="refitting"):
+        fresh = heatmaps.run_envelope(read_run(copy))
+    assert fresh.points == envelope.points
+    assert Envelope.load(copy / "heatmaps" / "envelope.npz").points == envelope.points
+
+
 def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
     run = read_run(run_dir)
     index = int(run.rows("ood:noise")[0])
