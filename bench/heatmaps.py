@@ -125,7 +125,7 @@ def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) 
         return
     near = run.samples[run.samples["mask"].astype(str) != ""]
     if skip_per_set:  # e.g. the images the gate points were chosen on
-        near = near.groupby("split", group_keys=False).apply(lambda g: g.iloc[skip_per_set:])
+        near = near[near.groupby("split").cumcount() >= skip_per_set]
     if max_per_set is not None:
         near = near.groupby("split", group_keys=False).head(max_per_set)
     loaded = load_run_model(run)

@@ -296,9 +296,9 @@ HEATMAP_KINDS = (
         "ood",
         "OOD evidence",
         "the neurons' deviation from the nearest class centroid, traced back to the pixels "
-        "through what exceeds anything the class showed in training. On the demo benchmark "
-        "60 % of its positive evidence falls on the inserted artefact (bleeding, dye, "
-        "instruments 66–74 %, polyps 31 %): read it as a pointer, not a segmentation.",
+        "through what exceeds anything the class showed in training. On the demo data "
+        "60–71 % of its positive evidence falls on the inserted artefact (bleeding, dye and "
+        "instruments 66–90 %, polyps about 30 %): read it as a pointer, not a segmentation.",
     ),
 )
 
