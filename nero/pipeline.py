@@ -16,7 +16,13 @@ from numpy.lib.format import open_memmap
 
 from nero.data import Collection
 from nero.detector import NERO, PRESETS
-from nero.envelope import ENVELOPE_FILE, HEATMAP_DIR, EnvelopeRecorder, gate_points
+from nero.envelope import (
+    ENVELOPE_FILE,
+    HEATMAP_DIR,
+    EnvelopeError,
+    EnvelopeRecorder,
+    gate_points,
+)
 from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
@@ -130,8 +136,13 @@ def evaluate(
             )
             features, logits, kept, failures = ex.features, ex.logits, ex.kept, ex.failures
             if recorder is not None and recorder.counts.any():
-                (stage / HEATMAP_DIR).mkdir(exist_ok=True)
-                recorder.result().save(stage / HEATMAP_DIR / ENVELOPE_FILE)
+                try:
+                    envelope = recorder.result()
+                except EnvelopeError as exc:  # e.g. inputs too small: heatmaps go ungated
+                    warnings.warn(f"no training envelope for the OOD heatmap: {exc}", stacklevel=2)
+                else:
+                    (stage / HEATMAP_DIR).mkdir(exist_ok=True)
+                    envelope.save(stage / HEATMAP_DIR / ENVELOPE_FILE)
             write_json(key_file, {"key": key, "kept": kept.tolist(), "failures": failures})
         if failures:
             warnings.warn(

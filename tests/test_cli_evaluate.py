@@ -231,3 +231,11 @@ def test_extraction_on_cuda_uses_true_float32_and_restores_the_setting():
     assert torch.backends.cudnn.allow_tf32 == before
     with exact_float32(torch.device("cpu")):
         assert torch.backends.cudnn.allow_tf32 == before
+
+
+def test_inputs_too_small_for_an_envelope_still_give_a_run(folders, tmp_path):
+    out = tmp_path / "run7"
+    with pytest.warns(UserWarning, match="no training envelope"):
+        assert main(evaluate_args(folders, out, "--img-size", "8", "--methods", "msp")) == 0
+    assert read_run(out).manifest["img_size"] == 8
+    assert not (out / "heatmaps" / "envelope.npz").exists()
