@@ -402,6 +402,11 @@ def compute_heatmaps(
     gate = envelope is not None and rules.carries_relevance and rules.composite is not None
     if gate:
         envelope.check(model, head.out_features)
+        if any(req.kind == "ood" and req.target is None for req in requests):
+            raise ValueError(
+                "an OOD heatmap through the envelope needs its centroid's class as target "
+                "(ood_deviation returns it)"
+            )
     device = next(model.parameters()).device
     batch = sum(req.rows for req in requests)
     x = image.to(device, torch.float32).expand(batch, -1, -1, -1).clone().requires_grad_(True)

@@ -137,6 +137,10 @@ def test_an_envelope_for_another_input_size_is_refused(model_and_head, images):
     deviation = np.ones(head.in_features)
     with pytest.raises(EnvelopeError, match="input size"):
         compute_heatmap(model, head, x, "resnet18", "ood", 0, deviation, envelope=envelope)
+    with pytest.raises(ValueError, match="centroid's class"):
+        compute_heatmap(
+            model, head, x[..., :SIZE, :SIZE], "resnet18", "ood", None, deviation, envelope=envelope
+        )
 
 
 def test_recorder_skips_rows_that_are_not_training_images(model_and_head):
