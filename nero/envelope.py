@@ -1,11 +1,11 @@
-"""The training envelope of early layers, and the gate that lets only what exceeds it explain.
+"""The training envelope of spatial layers, and the gate that lets only what exceeds it explain.
 
 The OOD heatmap asks *where* an image is unlike its class. Plain LRP answers "which pixels
 support these neurons", and the pixels that support a deviating neuron are mostly ordinary
 tissue: every activation carries relevance in proportion to its size, typical or not.
 
-The **envelope** of a class is, at a few early layers (the *gate points*), the largest value
-each unit (channel × position) takes over that class's training images. The **envelope
+The **envelope** of a class is, at the *gate points* (layers with a spatial map), the largest
+value each unit (channel × position) takes over that class's training images. The **envelope
 gate** splits an activation ``a`` into the part inside the envelope ``m`` and the excess
 ``(a − m)⁺``; of the relevance reaching the unit, only the excess share ``(a − m)⁺ / a``
 travels further down (``a`` carries relevance in proportion to itself under the z⁺ rules).

@@ -9,8 +9,9 @@ Three kinds of starting relevance ``R0``, all propagated to the pixels with the 
 - ``"ood"``: at the feature layer (the head's input), each neuron's deviation from the
   nearest class centroid, ``NERO.explain(...).deviation``, as a magnitude (``|deviation|``:
   a neuron is unlike its class whether it has too much relevance or too little), propagated
-  through the **envelope gate** (:mod:`nero.envelope`): at the early layers only the part of
-  an activation beyond anything the class showed in training passes relevance further down.
+  through the **envelope gate** (:mod:`nero.envelope`): at every layer with a spatial map
+  only the part of an activation beyond anything the class showed in training passes
+  relevance further down.
   *Which part of this image makes it unlike its class.*
 - ``"distance"``: at the feature layer, each neuron's exact share of NERO's distance term,
   ``deviation_j · ∂d/∂R_j`` (the distance is piecewise linear in the deviation, so the
@@ -72,13 +73,13 @@ from nero.run import Run, read_run
 KINDS = ("class", "nero", "ood", "distance")
 FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
 LRP, CP_LRP, GRADIENT_X_INPUT = "lrp", "cp-lrp", "gradient×input"
-CACHE_VERSION = 3  # part of every cached heatmap's name: bumped when a kind's meaning changes
+CACHE_VERSION = 4  # part of every cached heatmap's name: bumped when a kind's meaning changes
 # Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
 # wash out the rest of the map (values beyond it are drawn at full colour).
 OVERLAY_PERCENTILE = 99.5
 ENVELOPE_NOTE = (
-    "envelope gate: only activations beyond the class's training maximum pass relevance "
-    "below the early layers; conservation = the share that does"
+    "envelope gate: at each spatial layer only what exceeds the class's training maximum "
+    "passes relevance down; conservation = the share that reaches the pixels"
 )
 NO_ENVELOPE_NOTE = "no training envelope for this model: plain LRP of |deviation|"
 # Denominator stabiliser where a gradient seed is divided by an activation (Gradient×Input).
