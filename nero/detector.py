@@ -45,6 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         class_calibration=True,
     ),
 }
+# A whitened component whose variance is below this share of the largest is a null direction.
+NULL_VARIANCE = 1e-10
 DISTANCES = ("l1", "l2")
 BIAS_TERMS = ("release", "pca", "none")
 
@@ -199,9 +201,23 @@ class NERO:
         self.pca_mean_ = pca.mean_.astype(np.float64)
         self.pca_components_ = pca.components_.astype(np.float64)
         variance = pca.explained_variance_.astype(np.float64)
-        # Whitening divides by each component's spread; a floor keeps null directions finite.
-        floor = max(float(variance.max()) * 1e-12, np.finfo(np.float64).tiny)
-        self.pca_scale_ = np.sqrt(np.maximum(variance, floor)) if self.whiten else np.ones(n_comp)
+        if self.whiten:
+            # Whitening divides by each component's spread: a direction the training data do
+            # not vary along (n ≤ k leaves at least one) would magnify rounding noise ~1e6×.
+            null = variance <= variance.max() * NULL_VARIANCE
+            null[0] = False  # keep at least the leading component
+            if null.any():
+                warnings.warn(
+                    f"dropping {int(null.sum())} of {n_comp} PCA components along which the "
+                    f"{n} training samples do not vary (whitening would magnify noise there)",
+                    stacklevel=2,
+                )
+                self.pca_components_ = self.pca_components_[~null]
+                variance, n_comp = variance[~null], int((~null).sum())
+            floor = np.finfo(np.float64).tiny  # an all-constant training set
+            self.pca_scale_ = np.sqrt(np.maximum(variance, floor))
+        else:
+            self.pca_scale_ = np.ones(n_comp)
         projected = self._project(neuron_rel)
 
         classes = np.unique(labels)

@@ -150,3 +150,22 @@ def test_options_survive_save_load(tmp_path):
     back = NERO.load(tmp_path / "d.npz")
     assert back.get_params() == det.get_params()
     np.testing.assert_array_equal(back.score(f, r), det.score(f, r))
+
+
+def test_whitening_drops_directions_the_training_data_do_not_vary_along():
+    """n ≤ k leaves a null PCA direction; whitening it would magnify rounding noise ~1e6×."""
+    rng = np.random.default_rng(0)
+    features = rng.gamma(2.0, 1.0, (12, 40))
+    head = Head(weight=rng.normal(size=(3, 40)), bias=np.zeros(3))
+    relevance = head_relevance(features, head, 0.1)
+    labels = np.repeat([0, 1, 2], 4)
+    with pytest.warns(UserWarning, match="dropping 1 of 12 PCA components"):
+        detector = NERO.from_preset("default").fit(features, relevance, labels)
+    assert detector.pca_components_.shape[0] == 11 == detector.centroids_.shape[1]
+    # A float32 round trip (what a run stores) barely moves the scores.
+    scores = detector.score(features, relevance)
+    again = detector.score(
+        features.astype(np.float32).astype(np.float64),
+        relevance.astype(np.float32).astype(np.float64),
+    )
+    np.testing.assert_allclose(again, scores, rtol=1e-4)
