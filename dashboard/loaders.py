@@ -214,6 +214,10 @@ _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nero-heatmaps")
 _STARTED: dict[tuple, Future] = {}
 _STARTED_LOCK = threading.Lock()
 _MAX_STARTED = 32  # started but never collected (the user moved on): forget the oldest
+# Keys whose heatmaps went into the page cache: a rerun of the page (any widget) must not
+# start them again. As many as that cache holds.
+_COLLECTED: dict[tuple, None] = {}
+_MAX_COLLECTED = 256
 
 
 def _heatmap_pair(run: Run, index: int, target: int | None) -> tuple[Any, Any]:
@@ -232,7 +236,7 @@ def start_heatmaps(r: Run, index: int, target: int | None) -> None:
     """
     key = (str(r.path), stamp(r.path), int(index), target)
     with _STARTED_LOCK:
-        if key in _STARTED:
+        if key in _STARTED or key in _COLLECTED:  # running, or already in the page cache
             return
         while len(_STARTED) >= _MAX_STARTED:
             _STARTED.pop(next(iter(_STARTED)))
@@ -245,6 +249,9 @@ def _heatmaps(
 ) -> dict[str, dict[str, Any]]:
     with _STARTED_LOCK:
         started = _STARTED.pop((path, key, index, target), None)
+        _COLLECTED[(path, key, index, target)] = None
+        while len(_COLLECTED) > _MAX_COLLECTED:
+            _COLLECTED.pop(next(iter(_COLLECTED)))
     if started is not None:
         cls, ood = started.result()
     else:

@@ -345,3 +345,26 @@ def test_url_names_runs_it_never_uses_as_paths(runs_root: Path) -> None:  # noqa
     at = open_app(runs_root, "inspector", sample="not-a-number")
     ok(at)
     assert at.title[0].value == "Sample inspector"
+
+
+def test_a_page_rerun_does_not_start_the_heatmaps_again(
+    runs_root: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dashboard import loaders
+
+    submitted = []
+    real_submit = loaders._WORKER.submit
+
+    def counting(fn, *args):
+        submitted.append(args[1:])
+        return real_submit(fn, *args)
+
+    monkeypatch.setattr(loaders._WORKER, "submit", counting)
+    at = open_app(runs_root, "inspector", sample="9")
+    ok(at)
+    first = len(submitted)
+    assert first >= 1 and submitted[-1][0] == 9
+    at.slider[0].set_value(5).run()  # any widget reruns the page
+    ok(at)
+    assert len(submitted) == first
