@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from nero.corruptions import CORRUPTIONS, corrupt
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, prepared_collection, read_image
+from nero.data import IMAGENET_MEAN, IMAGENET_STD, prepared_collection
 from nero.demo import FULL
 from nero.demo_data import generate_demo_data
 from nero.detector import NERO
+from nero.images import read_image
 from nero.methods import Evidence, available_methods, create_method
 from nero.metrics import ood_metrics
 from nero.models import capture_head_input, head_arrays, load_classifier

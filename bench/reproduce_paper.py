@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nero.data import prepared_collection
 from nero.methods import available_methods
-from nero.models import load_classifier
-from nero.pipeline import EvaluateConfig, evaluate
+from nero.pipeline import Folders, evaluate_folders
 from nero.prepare import KVASIR_CLASSES, prepare
 from nero.run import read_run
 from nero.train import TrainConfig, train_classifier
@@ -143,21 +141,18 @@ def main() -> None:
         init_weights=args.init_weights,
     )
     timings["train"] = time.perf_counter() - t
-    collection = prepared_collection(prepared)
-    model = load_classifier(args.arch, ckpt, len(collection.class_names), args.img_size)
     t = time.perf_counter()
-    out = evaluate(
-        collection,
-        model,
-        EvaluateConfig(
-            arch=args.arch,
-            img_size=args.img_size,
-            device=args.device,
-            methods=available_methods(),
-            preset="reference",
-            checkpoint=str(ckpt),
-        ),
+    out = evaluate_folders(
+        Folders(prepared),
         args.work / "run",
+        checkpoint=ckpt,
+        arch=args.arch,
+        img_size=args.img_size,
+        embedding=None,
+        device=args.device,
+        methods=available_methods(),
+        preset="reference",
+        overwrite=True,
     )
     timings["evaluate (all methods)"] = time.perf_counter() - t
     run = read_run(out)

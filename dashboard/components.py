@@ -229,6 +229,10 @@ def run_summary(name: str, r: Run) -> None:
         f"{int(counts.get('id_test', 0))} test / {ood} OOD images · "
         f"ID accuracy {r.report.get('id_accuracy', float('nan')):.1f} %"
     )
+    if r.warnings:
+        with st.expander(f":material/warning: {len(r.warnings)} warning(s) from this run"):
+            for warning in r.warnings:
+                st.caption(warning)
 
 
 def demo_builder(root: Path, where=st) -> None:

@@ -21,6 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from nero.embedding import INFO_FILE, load_embedding, relevance_space
+from nero.images import ImageReadError, read_image
 from nero.methods import REGISTRY, available_methods
 from nero.metrics import fpr_at_95_tpr_threshold
 from nero.run import Run, read_run
@@ -152,11 +153,9 @@ def train_space(r: Run) -> np.ndarray:
 @st.cache_data(show_spinner=False, max_entries=2048)
 def thumbnail(path: str, px: int = THUMB_PX) -> np.ndarray | None:
     """A small RGB copy of a sample's image, or None when the file cannot be read."""
-    from nero.data import read_image
-
     try:
         img = read_image(path)
-    except (OSError, ValueError, SyntaxError):
+    except ImageReadError:
         return None
     img.thumbnail((px, px))
     return np.asarray(img)
@@ -165,11 +164,9 @@ def thumbnail(path: str, px: int = THUMB_PX) -> np.ndarray | None:
 @st.cache_data(show_spinner=False, max_entries=256)
 def image(path: str) -> np.ndarray | None:
     """A sample's full image as RGB, or None when the file cannot be read."""
-    from nero.data import read_image
-
     try:
         return np.asarray(read_image(path))
-    except (OSError, ValueError, SyntaxError):
+    except ImageReadError:
         return None
 
 

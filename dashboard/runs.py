@@ -1,7 +1,7 @@
 """Creating a run from the "New run" form: validation with actionable messages, then the engine.
 
-The same steps as ``nero evaluate`` (sidecar defaults, data collection, model, evaluate), with
-every input checked first so the page can say exactly which field is wrong.
+The same entry point as ``nero evaluate`` (:func:`nero.pipeline.evaluate_folders`), with every
+input checked first so the page can say exactly which field is wrong.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ COMMON_ARCHS = (
     "vit_b_16",
 )
 Progress = Callable[[str, float], None]
-DEFAULT_IMG_SIZE = 224
 
 
 class FormError(ValueError):
@@ -126,10 +125,9 @@ def validate(request: RunRequest, runs_root: Path) -> Path:
 
 
 def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path:
-    """Validate, build the collection and model, evaluate; engine errors pass through."""
-    from nero.data import explicit_collection, prepared_collection
-    from nero.models import load_classifier
-    from nero.pipeline import EvaluateConfig, evaluate
+    """Validate, then the engine's one evaluation entry point; engine errors pass through."""
+    from nero.pipeline import Folders, evaluate_folders
+    from nero.run import OutputError
     from nero.sidecar import read_sidecar
 
     out = validate(request, runs_root)
@@ -146,31 +144,28 @@ def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path
             f"the checkpoint's sidecar JSON says it is a {sidecar['arch']}, not a "
             f"{request.arch}; choose {sidecar['arch']}",
         )
-    img_size = int(request.img_size or sidecar.get("img_size") or DEFAULT_IMG_SIZE)
-    methods = sorted(dict.fromkeys(request.methods), key=lambda m: m != "nero")
-    progress("reading the image folders", 0.0)
-    masks_root = data_root = None
     if request.data.strip():
-        data = Path(request.data.strip()).expanduser()
-        collection = prepared_collection(data)
-        if (data / "masks").is_dir():
-            masks_root, data_root = data / "masks", data
+        folders = Folders(data=Path(request.data.strip()).expanduser())
     else:
-        collection = explicit_collection(
-            Path(request.id_train.strip()).expanduser(),
-            Path(request.id_test.strip()).expanduser(),
-            {k: Path(v).expanduser() for k, v in parse_ood(request.ood).items()},
-            sidecar.get("class_names"),
+        folders = Folders(
+            id_train=Path(request.id_train.strip()).expanduser(),
+            id_test=Path(request.id_test.strip()).expanduser(),
+            ood={k: Path(v).expanduser() for k, v in parse_ood(request.ood).items()},
         )
-    progress("loading the model", 0.02)
-    model = load_classifier(request.arch, checkpoint, len(collection.class_names), img_size)
-    config = EvaluateConfig(
-        arch=request.arch,
-        img_size=img_size,
-        methods=methods,
-        preset=request.preset,
-        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
-        progress_bar=False,
-        masks_root=masks_root,
-    )
-    return evaluate(collection, model, config, out, progress=progress, data_root=data_root)
+    progress("reading the image folders and the model", 0.0)
+    try:
+        return evaluate_folders(
+            folders,
+            out,
+            checkpoint=checkpoint,
+            arch=request.arch,
+            img_size=request.img_size or None,
+            embedding=None,  # the page computes the map with its own spinner
+            progress=progress,
+            methods=sorted(dict.fromkeys(request.methods), key=lambda m: m != "nero"),
+            preset=request.preset,
+            progress_bar=False,
+            overwrite=request.overwrite,
+        )
+    except OutputError as exc:  # e.g. the run name's folder is not a run, or holds the data
+        raise FormError("name", str(exc)) from exc

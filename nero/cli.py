@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the UMAP relevance map (the dashboard can compute it later)",
     )
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run at --out (removed only once the new one is complete)",
+    )
+
+    rn = sub.add_parser("runs", help="list the runs and abandoned .incomplete folders in a folder")
+    rn.add_argument("root", nargs="?", type=Path, default=DEFAULT_RUNS_ROOT)
+    rn.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the abandoned .incomplete folders (never one a process is writing)",
+    )
+
+    rb = sub.add_parser("rebind", help="point a run at its model file after the file moved")
+    rb.add_argument("run", type=Path)
+    rb.add_argument("--model", type=Path, required=True)
+    rb.add_argument(
+        "--different-weights",
+        action="store_true",
+        help="accept a checkpoint whose weights differ from the run's (recorded as a warning)",
+    )
 
     rp = sub.add_parser("report", help="print the comparison of all methods in a run")
     rp.add_argument("run", type=Path)
@@ -111,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
     db.add_argument("run", nargs="?", type=Path, help="open this run (default: the demo run)")
     db.add_argument("--port", type=int, default=DEFAULT_PORT)
+    db.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to listen on (default: loopback only; see README: exposing the dashboard)",
+    )
+    db.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name browsers may use besides localhost (needed with --address)",
+    )
     db.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT)
     db.add_argument(
         "--no-demo",
@@ -139,61 +175,82 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from nero.data import explicit_collection, prepared_collection
     from nero.methods import parse_methods
-    from nero.models import load_classifier
-    from nero.pipeline import EvaluateConfig, evaluate
+    from nero.pipeline import Folders, evaluate_folders
     from nero.report import format_report
     from nero.run import read_run
-    from nero.sidecar import read_sidecar
 
-    sidecar = read_sidecar(args.model) if args.model else {}
-    arch = args.arch or sidecar.get("arch")
-    if not arch:
-        raise SystemExit("nero evaluate: --arch is required (no sidecar JSON next to the model)")
-    img_size = args.img_size or sidecar.get("img_size") or 224
-    if args.data:
-        if args.id_train or args.id_test or args.ood:
-            raise SystemExit("nero evaluate: use either --data or --id-train/--id-test/--ood")
-        collection = prepared_collection(args.data)
-        masks = args.data / "masks"
-        masks_root, data_root = (masks, args.data) if masks.is_dir() else (None, None)
-    else:
-        if not (args.id_train and args.id_test and args.ood):
-            raise SystemExit(
-                "nero evaluate: give --data DIR, or --id-train, --id-test and "
-                "at least one --ood NAME=DIR"
-            )
-        collection = explicit_collection(
-            args.id_train, args.id_test, dict(args.ood), sidecar.get("class_names")
+    if args.data and (args.id_train or args.id_test or args.ood):
+        raise ValueError("use either --data or --id-train/--id-test/--ood")
+    if not args.data and not (args.id_train and args.id_test and args.ood):
+        raise ValueError(
+            "give --data DIR, or --id-train, --id-test and at least one --ood NAME=DIR"
         )
-        masks_root = data_root = None
-    torch.manual_seed(args.seed)  # a model without a checkpoint is random: make it repeatable
-    model = load_classifier(
-        arch, args.model, len(collection.class_names), img_size, args.trust_pickle
-    )
-    config = EvaluateConfig(
-        arch=arch,
-        img_size=img_size,
-        batch_size=args.batch_size,
-        device=args.device,
+    folders = Folders(args.data, args.id_train, args.id_test, {k: Path(v) for k, v in args.ood})
+    out = evaluate_folders(
+        folders,
+        args.out,
+        checkpoint=args.model,
+        arch=args.arch,
+        img_size=args.img_size,
+        trust_pickle=args.trust_pickle,
+        embedding=None if args.no_embedding else "umap",
+        progress=lambda msg, _f: print(msg, flush=True) if msg.startswith("computing") else None,
         methods=parse_methods(args.methods),
         preset=args.preset,
         nero_params=dict(args.nero_param),
         seed=args.seed,
-        checkpoint=str(args.model) if args.model else None,
-        masks_root=masks_root,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
     )
-    out = evaluate(collection, model, config, args.out, data_root=data_root)
-    if not args.no_embedding:
-        from nero.embedding import ensure_embedding
-
-        print("computing the relevance map (UMAP) for the dashboard", flush=True)
-        ensure_embedding(out)
-    print(format_report(read_run(out), "table"))
+    run = read_run(out)
+    print(format_report(run, "table"))
+    for warning in run.warnings:
+        print(f"warning: {warning}")
     print(f"\nrun written to {out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nero.run import (
+        OutputError,
+        RunLockedError,
+        abandoned_stages,
+        list_runs,
+        read_run,
+        remove_stage,
+    )
+
+    for path in list_runs(args.root):
+        try:
+            run = read_run(path)
+            print(
+                f"{path.name:30s} {run.manifest['model']['arch']:16s} {len(run.samples):7d} "
+                f"samples  {run.manifest.get('created', '?')}"
+            )
+        except ValueError as exc:
+            print(f"{path.name:30s} unreadable: {exc}")
+    stages = abandoned_stages(args.root)
+    for stage in stages:
+        state = "being written now" if stage.locked else "abandoned"
+        line = f"{stage.path.name:30s} {state}, {stage.size_bytes / 2**20:.1f} MiB"
+        if args.clean and not stage.locked:
+            try:
+                remove_stage(stage)
+                line += " — removed"
+            except (OutputError, RunLockedError) as exc:
+                line += f" — left in place: {exc}"
+        print(line)
+    if stages and not args.clean:
+        print("(nero runs --clean removes the abandoned .incomplete folders)")
+    return 0
+
+
+def cmd_rebind(args: argparse.Namespace) -> int:
+    from nero.run_model import rebind_model
+
+    print(rebind_model(args.run, args.model, args.different_weights))
     return 0
 
 
@@ -238,6 +295,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"saved {args.out} (best epoch {info['best_epoch']}, "
         f"validation accuracy {info['val_accuracy']:.2f} %) and its sidecar JSON"
     )
+    if info["unreadable"]:
+        print(f"skipped {len(info['unreadable'])} unreadable images (listed in the sidecar JSON)")
     return 0
 
 
@@ -272,19 +331,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from nero.serve import serve_dashboard
+    from nero.serve import check_exposure, serve_dashboard
 
+    check_exposure(args.address, args.allow_host)
     demo = args.runs_root / "demo"
     if args.run is None and not args.no_demo and not (demo / "manifest.json").is_file():
         from nero.demo import build_demo
 
         print("first start: building the demo run (a few minutes, once)", flush=True)
         build_demo(demo, progress=lambda msg, _f: print(f"[demo] {msg}", flush=True))
-    return serve_dashboard(args.run, args.runs_root, args.port)
+    return serve_dashboard(args.run, args.runs_root, args.port, args.address, args.allow_host)
 
 
 COMMANDS = {
     "evaluate": cmd_evaluate,
+    "runs": cmd_runs,
+    "rebind": cmd_rebind,
     "report": cmd_report,
     "demo": cmd_demo,
     "train": cmd_train,
@@ -295,12 +357,41 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input ends in one line on stderr and exit code 2, never a traceback.
+
+    An unexpected failure (a bug) ends in one line and exit code 1; ``NERO_DEBUG=1`` shows the
+    traceback.
+    """
     args = build_parser().parse_args(argv)
+    format_before = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_a, **_k: (
+        f"nero {args.command}: warning: {_one_line(message)}\n"
+    )
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"nero {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"nero {args.command}: interrupted (computed arrays are kept)", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, LookupError) as exc:
+        if os.environ.get("NERO_DEBUG"):
+            raise
+        print(f"nero {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 — a bug: still one line, not a traceback
+        if os.environ.get("NERO_DEBUG"):
+            raise
+        print(
+            f"nero {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(run again with NERO_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        warnings.formatwarning = format_before
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

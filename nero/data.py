@@ -1,4 +1,4 @@
-"""Class-folder data sets, the evaluation transform, and tolerant image decoding."""
+"""Class-folder data sets and the evaluation transform (images decode in :mod:`nero.images`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from nero.images import ImageReadError, decode_image, is_image
+
 # ImageNet statistics: the paper's evaluation transform (spec §7).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,12 +51,6 @@ class Collection:
     @property
     def split_names(self) -> list[str]:
         return [s.name for s in self.splits for _ in s.paths]
-
-
-def is_image(path: Path) -> bool:
-    return (
-        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-    )
 
 
 def list_images(root: Path) -> list[Path]:
@@ -139,31 +133,6 @@ def explicit_collection(
 
 
 # ------------------------------------------------------------------ decoding
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB from any mode: 16-bit and 32-bit integer images are rescaled, alpha is dropped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        image = Image.fromarray(arr, mode="L")
-    if (
-        image.mode == "RGBA"
-        or image.mode == "LA"
-        or (image.mode == "P" and "transparency" in image.info)
-    ):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """Decode fully (so truncation is caught here) and convert to RGB."""
-    with Image.open(path) as img:
-        img.load()
-        return to_rgb(img)
-
-
 def eval_transform(img_size: int = DEFAULT_IMG_SIZE) -> transforms.Compose:
     """Square resize (no crop), tensor, ImageNet normalisation: the paper's evaluation."""
     return transforms.Compose(
@@ -176,7 +145,11 @@ def eval_transform(img_size: int = DEFAULT_IMG_SIZE) -> transforms.Compose:
 
 
 class ImageListDataset(Dataset):
-    """Images by path; an unreadable file yields a zero tensor and its error, not an exception."""
+    """Images by path; an unreadable file yields a zero tensor and its error, not an exception.
+
+    Items are ``(tensor, index, error, note)``: ``error`` is empty for a readable image,
+    ``note`` says what decoding changed (:class:`nero.images.DecodedImage`).
+    """
 
     def __init__(self, paths: Sequence[Path], transform, img_size: int) -> None:
         self.paths = list(paths)
@@ -186,10 +159,10 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str, str]:
         try:
-            image = read_image(self.paths[index])
-            return self.transform(image), index, ""
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            decoded = decode_image(self.paths[index])
+            return self.transform(decoded.image), index, "", decoded.note
+        except ImageReadError as exc:
             blank = torch.zeros(3, self.img_size, self.img_size)
-            return blank, index, f"{type(exc).__name__}: {exc}"
+            return blank, index, str(exc), ""

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nero.data import prepared_collection
 from nero.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
-from nero.methods import available_methods
-from nero.models import load_classifier
-from nero.pipeline import EvaluateConfig, evaluate
+from nero.methods import REGISTRY, available_methods
+from nero.pipeline import Folders, evaluate_folders
 from nero.run import RunFormatError, read_run
 from nero.sidecar import read_sidecar
 from nero.train import TrainConfig, train_classifier
@@ -129,40 +127,26 @@ def build_demo(
                 0.2 + 0.5 * e / n,
             ),
         )
-    collection = prepared_collection(data_dir)
-    model = load_classifier(
-        recipe.train.arch, model_path, len(collection.class_names), recipe.train.img_size
-    )
-    methods = [m for m in available_methods() if not _needs_inputs(m)]
-    config = EvaluateConfig(
-        arch=recipe.train.arch,
-        img_size=recipe.train.img_size,
-        methods=methods,
-        checkpoint=str(model_path.resolve()),
-        masks_root=data_dir / "masks",
-        progress_bar=verbose,
-        seed=recipe.train.seed,
-    )
+    methods = [m for m in available_methods() if not REGISTRY[m].needs_inputs]
     say("scoring every sample with every method", 0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tiny quick sets clip n_components
-        evaluate(
-            collection,
-            model,
-            config,
+        evaluate_folders(
+            Folders(data_dir),
             out,
+            checkpoint=model_path,
+            arch=recipe.train.arch,
+            img_size=recipe.train.img_size,
+            embedding=None,  # below, with numba's compile messages kept off the terminal
             progress=lambda msg, f: say(msg, 0.7 + 0.25 * f),
-            data_root=data_dir,
+            methods=methods,
+            progress_bar=verbose,
+            seed=recipe.train.seed,
+            overwrite=True,  # the demo's own folder: an invalid old run is rebuilt
         )
     _ensure_embedding(out, say)
     say("demo run ready", 1.0)
     return out
-
-
-def _needs_inputs(name: str) -> bool:
-    from nero.methods import REGISTRY
-
-    return REGISTRY[name].needs_inputs
 
 
 def _ensure_embedding(run: Path, say: Progress) -> None:

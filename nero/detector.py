@@ -7,6 +7,7 @@ ending in ``_``, ``score`` returns one number per sample (higher = more out-of-d
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from dataclasses import dataclass
@@ -53,6 +54,31 @@ BIAS_TERMS = ("release", "pca", "none")
 
 class NotFittedError(RuntimeError):
     """The detector was used before ``fit``."""
+
+
+class DegenerateFitError(ValueError):
+    """The training data cannot define a detector (e.g. every image gives the same relevance)."""
+
+
+class DegenerateFitWarning(UserWarning):
+    """The fit worked around thin training data (a run records these warnings)."""
+
+
+# Training relevance whose total variance is below this share of its mean square is constant
+# up to float rounding: whitening it would turn rounding noise into astronomically large scores.
+MIN_RELATIVE_SPREAD = 1e-12
+
+
+def _check_spread(neuron_rel: np.ndarray) -> None:
+    """Refuse training relevance that does not vary (identical images, a constant model)."""
+    total = float(neuron_rel.var(axis=0).sum())
+    power = float((neuron_rel**2).sum(axis=1).mean())
+    if total <= MIN_RELATIVE_SPREAD * power or total == 0.0:
+        raise DegenerateFitError(
+            f"the {neuron_rel.shape[0]} training samples have (nearly) identical relevance "
+            f"vectors (total variance {total:.3g}): NERO cannot learn what normal variation "
+            "looks like. Are the training images copies of one image, or is the model constant?"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,39 +180,76 @@ class NERO:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> NERO:
+        """A preset's parameters with ``overrides``, validated (unknown names are refused)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        unknown = sorted(set(overrides) - set(cls.param_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown NERO parameter(s) {unknown}; NERO's parameters are "
+                f"{', '.join(cls.param_names())}"
+            )
+        return cls(**{**PRESETS[name], **overrides}).check_params()
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The constructor's arguments, as scikit-learn derives them."""
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     def get_params(self) -> dict[str, Any]:
-        return dict(
-            n_components=self.n_components,
-            norm_neurons=self.norm_neurons,
-            centroids_per_class=self.centroids_per_class,
-            epsilon=self.epsilon,
-            distance=self.distance,
-            whiten=self.whiten,
-            bias_term=self.bias_term,
-            norm_ratio=self.norm_ratio,
-            class_calibration=self.class_calibration,
-            random_state=self.random_state,
-        )
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def check_params(self) -> NERO:
+        """Raise a ValueError naming the first parameter outside its range; returns self."""
+
+        def bad(name: str, want: str) -> ValueError:
+            return ValueError(f"NERO parameter {name}={getattr(self, name)!r}: {want}")
+
+        spec = self.n_components
+        if isinstance(spec, str):
+            num, sep, den = spec.partition("/")
+            if not (num.isdigit() and (not sep or den.isdigit()) and int(num) > 0):
+                raise bad("n_components", 'expected a count or a fraction like "2/3"')
+            if sep and int(den) == 0:
+                raise bad("n_components", "the denominator must not be 0")
+        elif isinstance(spec, bool) or not isinstance(spec, int | np.integer) or spec < 1:
+            raise bad("n_components", 'expected a count ≥ 1 or a fraction like "2/3"')
+        norm = self.norm_neurons
+        if isinstance(norm, bool) or not isinstance(norm, int | float | np.number):
+            raise bad("norm_neurons", "expected a count ≥ 1 or a fraction in (0, 1)")
+        if not (0 < norm < 1 or (norm >= 1 and float(norm) == int(norm))):
+            raise bad("norm_neurons", "expected a count ≥ 1 or a fraction in (0, 1)")
+        k = self.centroids_per_class
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise bad("centroids_per_class", "expected an integer ≥ 1")
+        eps = self.epsilon
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < np.inf:
+            raise bad("epsilon", "expected a finite number ≥ 0 (0 = LRP-0)")
+        if self.distance not in DISTANCES:
+            raise bad("distance", f"expected one of {DISTANCES}")
+        if self.bias_term not in BIAS_TERMS:
+            raise bad("bias_term", f"expected one of {BIAS_TERMS}")
+        for flag in ("whiten", "norm_ratio", "class_calibration"):
+            if not isinstance(getattr(self, flag), bool):
+                raise bad(flag, "expected true or false")
+        seed = self.random_state
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise bad("random_state", "expected an integer")
+        return self
 
     # ------------------------------------------------------------------ fit
     def fit(self, features: np.ndarray, relevance: np.ndarray, labels: np.ndarray) -> NERO:
         """Learn PCA, class centroids and the bias scale λ from in-distribution training data."""
+        self.check_params()
         features, relevance = self._check(features, relevance)
         labels = np.asarray(labels)
         if labels.shape != (relevance.shape[0],):
             raise ValueError(f"labels have shape {labels.shape}, expected ({relevance.shape[0]},)")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
-        if self.bias_term not in BIAS_TERMS:
-            raise ValueError(f"bias_term must be one of {BIAS_TERMS}, got {self.bias_term!r}")
         n, d = features.shape
         if n < 2:
             raise ValueError(f"NERO needs at least 2 training samples, got {n}")
         neuron_rel = relevance[:, :d]
+        _check_spread(neuron_rel)
 
         wanted = n_components_for(self.n_components, d)
         n_comp = min(wanted, n, d)
@@ -247,7 +310,18 @@ class NERO:
             diff = projected - self.centroids_[cluster]
             own = np.abs(diff).sum(1) if self.distance == "l1" else np.sqrt((diff * diff).sum(1))
             spread = np.bincount(cluster, weights=own, minlength=n_centroids) / counts[:, 0]
-            self.centroid_scale_ = np.where(spread > 0, spread, 1.0)
+            alone = spread <= 0  # one member (or identical ones): no spread of its own
+            if alone.any():
+                warnings.warn(
+                    f"{int(alone.sum())} centroid(s) (classes "
+                    f"{sorted({int(c) for c in self.centroid_classes_[alone]})}) have a single "
+                    "distinct training sample, so no spread of their own: they use the median "
+                    "spread of the others. Add training images of those classes.",
+                    DegenerateFitWarning,
+                    stacklevel=2,
+                )
+            fallback = float(np.median(spread[~alone])) if (~alone).any() else 1.0
+            self.centroid_scale_ = np.where(alone, fallback, spread)
 
         mean_bias = np.abs(relevance[:, d]).mean()
         if self.bias_term == "release":

@@ -217,7 +217,7 @@ def fit_envelope(
     model.eval()
     try:
         with recorder:
-            for images, index, errors in make_loader(paths, img_size, batch_size):
+            for images, index, errors, _notes in make_loader(paths, img_size, batch_size):
                 ok = torch.tensor([not e for e in errors])
                 if ok.any():
                     model(images[ok].to(dev))

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from nero.data import ImageListDataset, eval_transform
+from nero.files import allocate_npy
 from nero.models import capture_head_input
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class Extraction:
     logits: np.ndarray
     kept: np.ndarray
     failures: dict[str, str]  # path → error of every unreadable image
+    notes: dict[str, str]  # path → what decoding changed (EXIF rotation, first frame, …)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -110,6 +111,7 @@ def extract(
     features = logits = None
     ok = np.zeros(n, bool)
     failures: dict[str, str] = {}
+    notes: dict[str, str] = {}
     loader = make_loader(paths, img_size, batch_size, workers)
     if envelope is not None and (envelope_labels is None or len(envelope_labels) != n):
         raise ValueError("an envelope recorder needs one label per path (−1: not training)")
@@ -120,14 +122,12 @@ def extract(
         envelope if envelope is not None else nullcontext(),
     ):
         bar = tqdm(total=n, desc="forward pass", unit="img", disable=not progress)
-        for images, index, errors in loader:
+        for images, index, errors, changed in loader:
             out = model(images.to(dev, non_blocking=True))
             feats = captured["features"].flatten(1).float().cpu().numpy()
             if features is None:  # shapes are known after the first batch
-                features = open_memmap(
-                    out_dir / "features.npy", "w+", np.float32, (n, feats.shape[1])
-                )
-                logits = open_memmap(out_dir / "logits.npy", "w+", np.float32, (n, out.shape[1]))
+                features = allocate_npy(out_dir / "features.npy", np.float32, (n, feats.shape[1]))
+                logits = allocate_npy(out_dir / "logits.npy", np.float32, (n, out.shape[1]))
             idx = index.numpy()
             features[idx] = feats
             logits[idx] = out.float().cpu().numpy()
@@ -135,8 +135,11 @@ def extract(
             ok[idx] = good
             if envelope is not None:
                 envelope.update(np.where(good, envelope_labels[idx], -1))
-            for i, err in zip(idx[~good], np.asarray(errors, object)[~good], strict=True):
-                failures[str(paths[i])] = err
+            for i, err, note in zip(idx, errors, changed, strict=True):
+                if err:
+                    failures[str(paths[i])] = err
+                elif note:
+                    notes[str(paths[i])] = note
             bar.update(len(idx))
         bar.close()
     kept = np.flatnonzero(ok)
@@ -148,7 +151,7 @@ def extract(
     logits.flush()
     if kept.size < n:  # compact: rows must follow the readable samples only
         features, logits = _compact(out_dir, features, logits, kept)
-    return Extraction(np.asarray(features), np.asarray(logits), kept, failures)
+    return Extraction(np.asarray(features), np.asarray(logits), kept, failures, notes)
 
 
 def _compact(
@@ -157,7 +160,7 @@ def _compact(
     result = []
     for name, arr in (("features", features), ("logits", logits)):
         tmp = out_dir / f"{name}.compact.npy"
-        dst = open_memmap(tmp, "w+", np.float32, (kept.size, arr.shape[1]))
+        dst = allocate_npy(tmp, np.float32, (kept.size, arr.shape[1]))
         for start in range(0, kept.size, chunk):
             dst[start : start + chunk] = arr[kept[start : start + chunk]]
         dst.flush()

@@ -56,8 +56,9 @@ from zennit.rules import ClampMod
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 from zennit.types import Convolution
 
+from nero import run_model
 from nero.canonizers import DenseNetCanonizer, TransformerCanonizer
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, read_image
+from nero.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from nero.envelope import (
     ENVELOPE_FILE,
     HEATMAP_DIR,
@@ -67,7 +68,8 @@ from nero.envelope import (
     fit_envelope,
     gate_points,
 )
-from nero.models import LoadedModel, capture_head_input, load_classifier
+from nero.images import read_image
+from nero.models import LoadedModel, capture_head_input
 from nero.run import Run, read_run
 
 KINDS = ("class", "nero", "ood", "distance")
@@ -485,26 +487,9 @@ def compute_heatmap(
 
 
 # ------------------------------------------------------------------ runs
-@functools.lru_cache(maxsize=4)
-def _run_model(run_path: str, checkpoint_sha256: str | None) -> LoadedModel:
-    """The run's classifier, loaded once per run (the sha keys a rewritten run anew)."""
-    manifest = json.loads((Path(run_path) / "manifest.json").read_text())
-    model = manifest["model"]
-    checkpoint = Path(model["checkpoint"])
-    if not checkpoint.is_absolute() and (Path(run_path) / checkpoint).is_file():
-        checkpoint = Path(run_path) / checkpoint
-    loaded = load_classifier(
-        model["arch"], checkpoint, len(model["class_names"]), manifest["img_size"]
-    )
-    # Convolutions on CPU run ~20 % faster on channels-last weights (oneDNN); the same
-    # numbers up to float rounding. Only this kept, attribution-side copy is converted.
-    loaded.model.to(memory_format=torch.channels_last)
-    return loaded
-
-
 def load_run_model(run: Run) -> LoadedModel:
-    """The run's classifier in eval mode (loaded once per run and kept)."""
-    return _run_model(str(run.path.resolve()), run.manifest["model"].get("checkpoint_sha256"))
+    """The run's classifier for attribution (checked against its sha256, kept loaded)."""
+    return run_model.load_run_model(run, channels_last=True)
 
 
 def _sample_path(run: Run, index: int) -> Path:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from nero.data import eval_transform, to_rgb
+from nero.data import eval_transform
 from nero.detector import Explanation
 from nero.embedding import relevance_space
 from nero.methods import (
@@ -27,9 +27,10 @@ from nero.methods import (
     available_methods,
     create_method,
 )
-from nero.models import capture_head_input, head_arrays, load_classifier
+from nero.models import capture_head_input, head_arrays
 from nero.relevance import head_relevance, softmax
 from nero.run import Run
+from nero.run_model import load_run_model, run_img_size
 
 # Images pushed through the model at once when scoring uploads.
 SCORE_BATCH = 16
@@ -63,11 +64,8 @@ class RunScorer:
     def __init__(self, run: Run, device: str = "cpu", methods: Sequence[str] | None = None) -> None:
         self.run = run
         self.device = torch.device(device)
-        model = run.manifest["model"]
-        self.img_size = int(run.manifest.get("img_size", 224))
-        loaded = load_classifier(
-            model["arch"], run.checkpoint_path, len(run.class_names), self.img_size
-        )
+        self.img_size = run_img_size(run)
+        loaded = load_run_model(run)
         self.model = loaded.model.to(self.device).eval()
         self.head = loaded.head
         self.head_arrays = head_arrays(loaded.head)
@@ -104,7 +102,10 @@ class RunScorer:
         with capture_head_input(self.head) as captured, torch.inference_mode():
             for start in range(0, len(images), SCORE_BATCH):
                 batch = torch.stack(
-                    [self.transform(to_rgb(im)) for im in images[start : start + SCORE_BATCH]]
+                    [
+                        self.transform(im.convert("RGB"))
+                        for im in images[start : start + SCORE_BATCH]
+                    ]
                 )
                 out = self.model(batch.to(self.device))
                 feats.append(captured["features"].flatten(1).float().cpu().numpy())

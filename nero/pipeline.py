@@ -5,17 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.format import open_memmap
 
-from nero.data import Collection
-from nero.detector import NERO, PRESETS
+from nero.data import (
+    DEFAULT_IMG_SIZE,
+    Collection,
+    DataError,
+    explicit_collection,
+    prepared_collection,
+)
+from nero.detector import NERO, PRESETS, DegenerateFitError
 from nero.envelope import (
     ENVELOPE_FILE,
     HEATMAP_DIR,
@@ -24,11 +31,12 @@ from nero.envelope import (
     gate_points,
 )
 from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
+from nero.files import allocate_npy, write_json
 from nero.methods import Evidence, NeroMethod, create_method
 from nero.metrics import accuracy, ood_metrics
 from nero.models import LoadedModel, head_arrays, sha256_of
 from nero.relevance import head_relevance_chunked
-from nero.run import FORMAT_VERSION, library_versions, staged_run, write_json, write_samples
+from nero.run import FORMAT_VERSION, library_versions, staged_run, write_samples
 
 Progress = Callable[[str, float], None]
 RELEVANCE_CHUNK = 8192
@@ -49,6 +57,7 @@ class EvaluateConfig:
     checkpoint: str | None = None
     progress_bar: bool = True
     masks_root: Path | None = None  # prepared data's masks/ folder, if any
+    overwrite: bool = False  # replace an existing run at ``out`` (only once the new one is done)
 
 
 def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path]) -> str:
@@ -66,8 +75,8 @@ def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path
 def _write_relevance(
     stage: Path, features: np.ndarray, model: LoadedModel, epsilon: float
 ) -> np.ndarray:
-    relevance = open_memmap(
-        stage / "relevance.npy", "w+", np.float32, (features.shape[0], features.shape[1] + 1)
+    relevance = allocate_npy(
+        stage / "relevance.npy", np.float32, (features.shape[0], features.shape[1] + 1)
     )
     head_relevance_chunked(features, head_arrays(model.head), epsilon, RELEVANCE_CHUNK, relevance)
     relevance.flush()
@@ -86,6 +95,86 @@ def mask_for(path: Path, data_root: Path | None, masks_root: Path | None) -> str
     return str(mask) if mask.is_file() else ""
 
 
+@contextmanager
+def recorded_warnings() -> Iterator[list[str]]:
+    """Collect the engine's warnings (to store in the run) and still show them afterwards."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages: list[str] = []
+        yield messages
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            messages.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    messages[:] = list(dict.fromkeys(messages))
+
+
+def check_training_evidence(train: Evidence, class_names: list[str]) -> None:
+    """Refuse training data no detector can be fitted on; warn about thin classes."""
+    n = train.features.shape[0]
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    empty = [class_names[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"no readable training image is left for class(es) {empty}")
+    if n >= 2 and float(np.asarray(train.features, np.float64).var(axis=0).sum()) == 0.0:
+        raise DegenerateFitError(
+            f"all {n} training images give identical features: no detector can learn what "
+            "normal variation looks like (are they copies of one image?)"
+        )
+    if not np.asarray(train.logits).any():
+        raise DegenerateFitError(
+            "every training logit is exactly 0: the model's output carries no information "
+            "(and relevance, a share of the logits, is undefined)"
+        )
+    thin = [class_names[c] for c in np.flatnonzero(counts < 2)]
+    if thin:
+        warnings.warn(
+            f"class(es) {thin} have a single training image: their centroid and spread rest on "
+            "one sample",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _score_methods(
+    config: EvaluateConfig,
+    detector: NERO,
+    train: Evidence,
+    evidence: Evidence,
+    head: Any,
+    model: LoadedModel,
+    kept_paths: list[Path],
+    say: Progress,
+) -> dict[str, np.ndarray]:
+    """Fit every method on the training evidence and score all samples; drop non-finite ones."""
+    scores: dict[str, np.ndarray] = {}
+    for i, name in enumerate(config.methods):
+        say(f"fitting {name}", 0.7 + 0.25 * i / len(config.methods))
+        method = NeroMethod(detector) if name == "nero" else create_method(name)
+        method.fit(train, head)
+        if method.needs_inputs:  # ODIN: a batched gradient pass over the kept images
+            loader = make_loader(kept_paths, config.img_size, config.batch_size)
+            device = resolve_device(config.device)
+            values = method.score_inputs(model.model, model.head, loader, device)
+        else:
+            values = method.score(evidence)
+        values = np.asarray(values, np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            message = (
+                f"{name} gave {int(bad.sum())} non-finite scores (first rows "
+                f"{np.flatnonzero(bad)[:5].tolist()})"
+            )
+            if name == "nero":
+                raise DegenerateFitError(message)
+            warnings.warn(f"{message}: it is left out of the run", UserWarning, stacklevel=2)
+            continue
+        scores[name] = values
+    if "nero" not in config.methods:  # the run always holds the fitted detector
+        NeroMethod(detector).fit(train, head)
+    return scores
+
+
 def evaluate(
     collection: Collection,
     model: LoadedModel,
@@ -94,7 +183,12 @@ def evaluate(
     progress: Progress | None = None,
     data_root: Path | None = None,
 ) -> Path:
-    """Run the whole engine and write ``out`` atomically; returns its path."""
+    """Run the whole engine and write ``out`` atomically; returns its path.
+
+    ``out`` is checked before anything is computed (see :func:`nero.run.staged_run`): it
+    must not overlap the input folders or the checkpoint, and an existing run is replaced
+    only with ``config.overwrite``.
+    """
     say = progress or (lambda _stage, _frac: None)
     if model.num_classes != len(collection.class_names):
         raise ValueError(
@@ -105,103 +199,80 @@ def evaluate(
         raise ValueError(f"unknown preset {config.preset!r}; choose from {sorted(PRESETS)}")
     detector = NERO.from_preset(config.preset, random_state=config.seed, **config.nero_params)
     paths = collection.paths
-    with staged_run(out) as stage:
-        key = _extraction_key(config, model, paths)
-        key_file = stage / "extraction.json"
-        if key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
-            say("reusing the forward pass of an interrupted run", 0.5)
-            saved = json.loads(key_file.read_text())
-            features = np.load(stage / "features.npy", mmap_mode="r")
-            logits = np.load(stage / "logits.npy", mmap_mode="r")
-            kept = np.asarray(saved["kept"], np.int64)
-            failures = saved["failures"]
-        else:
-            say("forward pass", 0.0)
-            # The heatmaps' training envelope is recorded in the same pass (ResNets).
-            recorder = None
-            if gate_points(model.model):
-                recorder = EnvelopeRecorder(model.model, len(collection.class_names))
-            is_train = np.asarray(collection.split_names, object) == "id_train"
-            ex = extract(
-                model.model,
-                model.head,
-                paths,
-                stage,
-                config.img_size,
-                config.batch_size,
-                config.device,
-                config.progress_bar,
-                envelope=recorder,
-                envelope_labels=np.where(is_train, collection.labels, -1),
-            )
-            features, logits, kept, failures = ex.features, ex.logits, ex.kept, ex.failures
-            if recorder is not None and recorder.counts.any():
-                try:
-                    envelope = recorder.result()
-                except EnvelopeError as exc:  # e.g. inputs too small: heatmaps go ungated
-                    warnings.warn(f"no training envelope for the OOD heatmap: {exc}", stacklevel=2)
-                else:
-                    (stage / HEATMAP_DIR).mkdir(exist_ok=True)
-                    envelope.save(stage / HEATMAP_DIR / ENVELOPE_FILE)
-            write_json(key_file, {"key": key, "kept": kept.tolist(), "failures": failures})
-        if failures:
-            warnings.warn(
-                f"skipped {len(failures)} unreadable images (listed in manifest.json)", stacklevel=2
-            )
-        say("relevance", 0.6)
-        relevance = _write_relevance(stage, features, model, detector.epsilon)
-
-        labels = collection.labels[kept]
-        splits = np.asarray(collection.split_names, object)[kept]
-        kept_paths = [paths[i] for i in kept]
-        preds = np.asarray(logits).argmax(axis=1)
-        masks_root = config.masks_root
-        samples = pd.DataFrame(
-            {
-                "index": np.arange(kept.size),
-                "path": [str(p.absolute()) for p in kept_paths],
-                "split": splits,
-                "label": labels,
-                "pred": preds,
-            }
-        )
-        if masks_root is not None:
-            samples["mask"] = [mask_for(p, data_root, masks_root) for p in kept_paths]
-
-        train_rows = np.flatnonzero(splits == "id_train")
-        test_rows = np.flatnonzero(splits == "id_test")
-        if train_rows.size == 0 or test_rows.size == 0:
-            raise ValueError("no readable id_train or id_test images are left to fit and test on")
-        evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
-        train = Evidence(
-            evidence.features[train_rows],
-            evidence.logits[train_rows],
-            evidence.relevance[train_rows],
-            labels[train_rows],
-        )
-        head = head_arrays(model.head)
-        scores = {"index": np.arange(kept.size)}
-        for i, name in enumerate(config.methods):
-            say(f"fitting {name}", 0.7 + 0.25 * i / len(config.methods))
-            method = NeroMethod(detector) if name == "nero" else create_method(name)
-            method.fit(train, head)
-            if method.needs_inputs:  # ODIN: a batched gradient pass over the kept images
-                loader = make_loader(kept_paths, config.img_size, config.batch_size)
-                device = resolve_device(config.device)
-                scores[name] = method.score_inputs(model.model, model.head, loader, device)
+    data_roots = [s.root for s in collection.splits] + ([data_root] if data_root else [])
+    keep = [Path(config.checkpoint)] if config.checkpoint else []
+    with staged_run(out, data_roots, keep, config.overwrite) as stage:
+        with recorded_warnings() as engine_warnings:
+            key = _extraction_key(config, model, paths)
+            key_file = stage / "extraction.json"
+            if key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
+                say("reusing the forward pass of an interrupted run", 0.5)
+                saved = json.loads(key_file.read_text())
+                features = np.load(stage / "features.npy", mmap_mode="r")
+                logits = np.load(stage / "logits.npy", mmap_mode="r")
+                kept = np.asarray(saved["kept"], np.int64)
+                failures, notes = saved["failures"], saved.get("notes", {})
             else:
-                scores[name] = method.score(evidence)
-        if "nero" not in config.methods:  # the run always holds the fitted detector
-            NeroMethod(detector).fit(train, head)
-        scores_df = pd.DataFrame(scores)
+                say("forward pass", 0.0)
+                features, logits, kept, failures, notes = _forward_pass(
+                    collection, model, config, stage
+                )
+                write_json(
+                    key_file,
+                    {"key": key, "kept": kept.tolist(), "failures": failures, "notes": notes},
+                )
+            if failures:
+                warnings.warn(
+                    f"skipped {len(failures)} unreadable images (listed in manifest.json)",
+                    stacklevel=2,
+                )
+            if notes:
+                warnings.warn(
+                    f"{len(notes)} images were changed while decoding (EXIF rotation, first "
+                    "frame of an animation, transparency, grey or 16-bit; see the notes column "
+                    "of samples.csv)",
+                    stacklevel=2,
+                )
+            say("relevance", 0.6)
+            relevance = _write_relevance(stage, features, model, detector.epsilon)
 
-        report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
-        for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
-            rows = splits == split
-            report["results"][split.split(":", 1)[1]] = {
-                m: ood_metrics(scores_df[m].to_numpy()[test_rows], scores_df[m].to_numpy()[rows])
-                for m in config.methods
-            }
+            labels = collection.labels[kept]
+            splits = np.asarray(collection.split_names, object)[kept]
+            kept_paths = [paths[i] for i in kept]
+            preds = np.asarray(logits).argmax(axis=1)
+            samples = pd.DataFrame(
+                {
+                    "index": np.arange(kept.size),
+                    "path": [str(p.absolute()) for p in kept_paths],
+                    "split": splits,
+                    "label": labels,
+                    "pred": preds,
+                    "notes": [notes.get(str(p), "") for p in kept_paths],
+                }
+            )
+            if config.masks_root is not None:
+                samples["mask"] = [mask_for(p, data_root, config.masks_root) for p in kept_paths]
+
+            train_rows = np.flatnonzero(splits == "id_train")
+            test_rows = np.flatnonzero(splits == "id_test")
+            if train_rows.size == 0 or test_rows.size == 0:
+                raise DataError(
+                    "no readable id_train or id_test images are left to fit and test on"
+                )
+            evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
+            train = evidence.rows(train_rows)
+            train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
+            check_training_evidence(train, collection.class_names)
+            head = head_arrays(model.head)
+            scores = _score_methods(config, detector, train, evidence, head, model, kept_paths, say)
+            scores_df = pd.DataFrame({"index": np.arange(kept.size), **scores})
+
+            report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
+            for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
+                rows = splits == split
+                report["results"][split.split(":", 1)[1]] = {
+                    m: ood_metrics(scores[m][test_rows], scores[m][rows]) for m in scores
+                }
 
         say("writing the run", 0.97)
         checkpoint, digest = config.checkpoint, model.checkpoint_sha256
@@ -210,44 +281,176 @@ def evaluate(
 
             save_model(model.model, str(stage / RANDOM_WEIGHTS))
             checkpoint, digest = RANDOM_WEIGHTS, sha256_of(stage / RANDOM_WEIGHTS)
+        else:  # absolute: the run loads it the same way from any working directory
+            checkpoint = str(Path(checkpoint).expanduser().resolve())
         write_samples(stage / "samples.csv", samples)
         scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
         write_json(stage / "report.json", report)
         detector.save(stage / "detector.npz")
-        head_shape = [model.head.out_features, model.head.in_features]
-        write_json(
-            stage / "manifest.json",
-            {
-                "format_version": FORMAT_VERSION,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "model": {
-                    "arch": config.arch,
-                    "checkpoint": checkpoint,
-                    "checkpoint_sha256": digest,
-                    "class_names": collection.class_names,
-                    "head": {"name": model.head_name, "shape": head_shape},
-                },
-                "data": {
-                    "splits": {
-                        s.name: {"root": str(s.root), "size": int((splits == s.name).sum())}
-                        for s in collection.splits
-                    },
-                    "unreadable": failures,
-                },
-                "preset": config.preset,
-                "nero": {
-                    **detector.get_params(),
-                    "bias_scale": detector.bias_scale_,
-                    "norm_neurons_used": detector.norm_neurons_,
-                    "n_components_used": int(detector.pca_components_.shape[0]),
-                },
-                "methods": config.methods,
-                "img_size": config.img_size,
-                "batch_size": config.batch_size,
-                "seed": config.seed,
-                "versions": library_versions(),
-            },
-        )
+        manifest = _manifest(config, model, collection, detector, splits, failures, list(scores))
+        manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
+        manifest["warnings"] = engine_warnings
         key_file.unlink()
+        write_json(stage / "manifest.json", manifest)
     say("done", 1.0)
     return Path(out)
+
+
+def _forward_pass(
+    collection: Collection, model: LoadedModel, config: EvaluateConfig, stage: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str], dict[str, str]]:
+    """Features and logits of every readable image; the heatmaps' envelope in the same pass."""
+    recorder = None
+    if gate_points(model.model):
+        recorder = EnvelopeRecorder(model.model, len(collection.class_names))
+    is_train = np.asarray(collection.split_names, object) == "id_train"
+    ex = extract(
+        model.model,
+        model.head,
+        collection.paths,
+        stage,
+        config.img_size,
+        config.batch_size,
+        config.device,
+        config.progress_bar,
+        envelope=recorder,
+        envelope_labels=np.where(is_train, collection.labels, -1),
+    )
+    if recorder is not None and recorder.counts.any():
+        try:
+            envelope = recorder.result()
+        except EnvelopeError as exc:  # e.g. inputs too small: heatmaps go ungated
+            warnings.warn(f"no training envelope for the OOD heatmap: {exc}", stacklevel=2)
+        else:
+            (stage / HEATMAP_DIR).mkdir(exist_ok=True)
+            envelope.save(stage / HEATMAP_DIR / ENVELOPE_FILE)
+    return ex.features, ex.logits, ex.kept, ex.failures, ex.notes
+
+
+def _manifest(
+    config: EvaluateConfig,
+    model: LoadedModel,
+    collection: Collection,
+    detector: NERO,
+    splits: np.ndarray,
+    failures: dict[str, str],
+    methods: list[str],
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "arch": config.arch,
+            "checkpoint": None,
+            "checkpoint_sha256": None,
+            "class_names": collection.class_names,
+            "head": {
+                "name": model.head_name,
+                "shape": [model.head.out_features, model.head.in_features],
+            },
+        },
+        "data": {
+            "splits": {
+                s.name: {"root": str(s.root), "size": int((splits == s.name).sum())}
+                for s in collection.splits
+            },
+            "unreadable": failures,
+        },
+        "preset": config.preset,
+        "nero": {
+            **detector.get_params(),
+            "bias_scale": detector.bias_scale_,
+            "norm_neurons_used": detector.norm_neurons_,
+            "n_components_used": int(detector.pca_components_.shape[0]),
+        },
+        "methods": methods,
+        "img_size": config.img_size,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "versions": library_versions(),
+    }
+
+
+# ------------------------------------------------------------------ the one front door
+@dataclass(frozen=True)
+class Folders:
+    """Where the images are: one prepared folder, or ID train/test folders and OOD sets."""
+
+    data: Path | None = None  # id_train/<class>/, id_test/<class>/, ood/<set>/ (+ masks/)
+    id_train: Path | None = None
+    id_test: Path | None = None
+    ood: dict[str, Path] = field(default_factory=dict)
+
+    def collection(self, class_names: list[str] | None = None) -> Collection:
+        if self.data is not None:
+            if self.id_train or self.id_test or self.ood:
+                raise DataError("give either a prepared folder or ID train/test and OOD folders")
+            return prepared_collection(self.data)
+        if not (self.id_train and self.id_test and self.ood):
+            raise DataError(
+                "give a prepared folder, or an ID training folder, an ID test folder and at "
+                "least one OOD folder"
+            )
+        return explicit_collection(self.id_train, self.id_test, self.ood, class_names)
+
+    @property
+    def masks(self) -> Path | None:
+        """The prepared folder's ground-truth masks, if it has them."""
+        if self.data is not None and (self.data / "masks").is_dir():
+            return self.data / "masks"
+        return None
+
+
+def evaluate_folders(
+    folders: Folders,
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    arch: str | None = None,
+    img_size: int | None = None,
+    trust_pickle: bool = False,
+    embedding: str | None = "umap",
+    progress: Progress | None = None,
+    **settings: Any,
+) -> Path:
+    """Image folders and a checkpoint → a complete run: what every front door calls.
+
+    ``nero evaluate``, the dashboard's New-run page, the demo and the benches all come
+    here, so defaults (architecture and image size from the checkpoint's sidecar, else
+    :data:`nero.data.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
+    random weights for the same ``seed``) and model loading are the same everywhere.
+    ``settings`` are the remaining :class:`EvaluateConfig` fields (methods, preset, seed, …);
+    ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none).
+    """
+    import torch
+
+    from nero.models import load_classifier
+    from nero.sidecar import read_sidecar
+
+    checkpoint = Path(checkpoint).expanduser() if checkpoint else None
+    sidecar = read_sidecar(checkpoint) if checkpoint else {}
+    arch = arch or sidecar.get("arch")
+    if not arch:
+        raise ValueError("the architecture is needed (no sidecar JSON next to the checkpoint)")
+    if sidecar.get("arch") and sidecar["arch"] != arch:
+        raise ValueError(
+            f"the checkpoint's sidecar JSON says it is a {sidecar['arch']}, not a {arch}"
+        )
+    img_size = int(img_size or sidecar.get("img_size") or DEFAULT_IMG_SIZE)
+    collection = folders.collection(sidecar.get("class_names"))
+    seed = int(settings.get("seed", EvaluateConfig.seed))
+    torch.manual_seed(seed)  # a model without a checkpoint is random: make it repeatable
+    model = load_classifier(arch, checkpoint, len(collection.class_names), img_size, trust_pickle)
+    config = EvaluateConfig(
+        arch=arch,
+        img_size=img_size,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+        masks_root=folders.masks,
+        **settings,
+    )
+    run = evaluate(collection, model, config, out, progress=progress, data_root=folders.data)
+    if embedding is not None:
+        from nero.embedding import ensure_embedding
+
+        (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
+        ensure_embedding(run, method=embedding)
+    return run

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nero.data import IMAGE_SUFFIXES, DataError
+from nero.data import DataError
+from nero.images import IMAGE_SUFFIXES
 
 KVASIR_CLASSES = (
     "dyed-lifted-polyps",

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nero.files import write_json
+
 
 def sidecar_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".json")
@@ -27,5 +29,5 @@ def read_sidecar(checkpoint: str | Path) -> dict[str, Any]:
 
 def write_sidecar(checkpoint: str | Path, info: dict[str, Any]) -> Path:
     path = sidecar_path(checkpoint)
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(path, info)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from nero import __version__
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, class_folders, read_image
+from nero.data import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, class_folders
 from nero.extract import resolve_device
+from nero.files import atomic_path
+from nero.images import ImageReadError, decode_image
 from nero.models import build_model, find_head, read_state_dict
 from nero.sidecar import write_sidecar
 
@@ -64,11 +67,21 @@ def augmentation(name: str, img_size: int) -> transforms.Compose:
 
 
 class DecodedImages(Dataset):
-    """Images decoded once and kept resized in memory (training reads each many times)."""
+    """Images decoded once and kept resized in memory (training reads each many times).
+
+    Unreadable files are left out and listed in ``failures`` (path → reason).
+    """
 
     def __init__(self, paths: list[Path], labels: np.ndarray, img_size: int, transform) -> None:
-        self.images = [read_image(p).resize((img_size, img_size)) for p in paths]
-        self.labels = torch.as_tensor(labels)
+        self.images, kept = [], []
+        self.failures: dict[str, str] = {}
+        for i, path in enumerate(paths):
+            try:
+                self.images.append(decode_image(path).image.resize((img_size, img_size)))
+                kept.append(i)
+            except ImageReadError as exc:
+                self.failures[str(path)] = str(exc)
+        self.labels = torch.as_tensor(np.asarray(labels)[kept])
         self.transform = transform
 
     def __len__(self) -> int:
@@ -127,6 +140,15 @@ def train_classifier(
         config.img_size,
         augmentation("none", config.img_size),
     )
+    unreadable = {**train_set.failures, **val_set.failures}
+    if unreadable:
+        warnings.warn(
+            f"skipped {len(unreadable)} unreadable training images (listed in the sidecar "
+            f"JSON), e.g. {next(iter(unreadable.values()))}",
+            stacklevel=2,
+        )
+    if len(train_set) == 0:
+        raise ValueError(f"none of the training images under {train_root} could be read")
     gen = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_set,
@@ -168,9 +190,8 @@ def train_classifier(
     model.load_state_dict(best_state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     info = {
         "arch": config.arch,
         "class_names": classes,
@@ -182,6 +203,7 @@ def train_classifier(
         "train": asdict(config),
         "history": history,
         "init_weights": str(init_weights) if init_weights else None,
+        "unreadable": unreadable,
         "nero_version": __version__,
     }
     write_sidecar(out, info)

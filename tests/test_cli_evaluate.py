@@ -6,53 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from nero.cli import main
 from nero.models import build_model, head_arrays, load_classifier
 from nero.relevance import head_relevance
 from nero.run import RunFormatError, read_run
-
-
-def make_folders(root, n_train=10, n_test=5, size=24):
-    rng = np.random.default_rng(0)
-    colours = {"alpha": (200, 60, 60), "beta": (60, 200, 60)}
-    for split, n in (("id_train", n_train), ("id_test", n_test)):
-        for cls, col in colours.items():
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(n):
-                arr = np.clip(rng.normal(col, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(arr).save(d / f"{i}.png")
-    noise = root / "ood" / "noise"
-    noise.mkdir(parents=True)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-            noise / f"{i}.png"
-        )
-    gray = root / "ood" / "gray"
-    gray.mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(np.full((size, size), 40 * i, np.uint16)).save(gray / f"{i}.png")
-    (noise / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    return root
-
-
-def evaluate_args(data, out, *extra: str) -> list[str]:
-    """`nero evaluate` on a prepared folder with a random ResNet-18 at 32 px, no UMAP."""
-    return [
-        "evaluate",
-        "--no-embedding",
-        "--arch",
-        "resnet18",
-        "--data",
-        str(data),
-        "--img-size",
-        "32",
-        "--out",
-        str(out),
-        *extra,
-    ]
+from tests.helpers import evaluate_args, make_folders
 
 
 @pytest.fixture(scope="module")

@@ -234,6 +234,30 @@ def test_score_page_bad_uploads_get_a_message_not_a_traceback(
     assert not at.dataframe  # nothing scored
 
 
+def test_score_page_refuses_a_replaced_model_naming_both_hashes(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from safetensors.torch import save_model
+
+    from nero.models import build_model
+
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_run, root / "swapped")
+    recorded = read_run(root / "swapped").checkpoint_sha256
+    torch.manual_seed(99)
+    save_model(build_model("resnet18", 2, 32), str(root / "swapped" / "model.safetensors"))
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    at = open_app(root, "score")
+    at.file_uploader[0].set_value(("red.png", png((200, 60, 60)), "image/png")).run()
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "has changed since the run was made" in message and recorded in message
+    assert not at.dataframe  # no verdict from the wrong weights
+
+
 # ---------------------------------------------------------------- new run
 def new_run_form(at: AppTest, name: str, data: str) -> AppTest:
     at.text_input(key="nr-name").set_value(name)

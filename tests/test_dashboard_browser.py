@@ -287,3 +287,28 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     settle(page)
     no_exception(page)
     shoot(page, "new_run")
+
+
+def websocket_status(base: str, host: str) -> str:
+    """The status line the server answers a websocket upgrade sent with ``Host: host``."""
+    import base64
+
+    port = int(base.rsplit(":", 1)[1])
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: streamlit\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request.encode())
+        return conn.recv(1024).decode(errors="replace").split("\r\n", 1)[0]
+
+
+def test_websocket_refuses_foreign_host_names(server) -> None:
+    """DNS rebinding: a foreign name resolving to 127.0.0.1 must not reach the app."""
+    base, _name, _root = server
+    port = base.rsplit(":", 1)[1]
+    assert " 101 " in websocket_status(base, f"localhost:{port}")
+    assert " 101 " in websocket_status(base, f"127.0.0.1:{port}")
+    assert " 101 " not in websocket_status(base, f"attacker.example:{port}")

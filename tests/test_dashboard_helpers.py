@@ -55,8 +55,8 @@ def encoded(fmt: str = "PNG") -> bytes:
 
 
 def test_decode_reads_images_as_rgb() -> None:
-    img, error = uploads.decode("a.png", encoded())
-    assert error is None and img.mode == "RGB" and img.size == (12, 12)
+    decoded, error = uploads.decode("a.png", encoded())
+    assert error is None and decoded.image.mode == "RGB" and decoded.image.size == (12, 12)
 
 
 @pytest.mark.parametrize(

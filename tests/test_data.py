@@ -1,10 +1,11 @@
-"""Class-folder data sets and tolerant image decoding."""
+"""Class-folder data sets and the dataset that never raises on a bad image."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nero.data import DataError, ImageListDataset, eval_transform, prepared_collection, read_image
+from nero.data import DataError, ImageListDataset, eval_transform, prepared_collection
+from nero.images import read_image
 
 
 def test_odd_image_modes_become_rgb(tmp_path):
@@ -31,8 +32,9 @@ def test_truncated_and_fake_images_are_reported_not_raised(tmp_path):
     )
     assert ds[0][2] == ""
     for i in (1, 2):
-        tensor, index, err = ds[i]
-        assert err and index == i and tensor.shape == (3, 16, 16)
+        tensor, index, err, note = ds[i]
+        assert err and not note and index == i and tensor.shape == (3, 16, 16)
+    assert "cut.jpg" in ds[1][2] and "fake.png" in ds[2][2]
 
 
 def _tree(root, classes=("a", "b"), per=2):

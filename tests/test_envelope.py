@@ -44,7 +44,8 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     assert envelope.points == ("maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1")
     np.testing.assert_array_equal(envelope.counts, [4, 3])  # the broken one left out
     # Independently: one forward pass per readable image, maxima by class (broken one left out).
-    from nero.data import eval_transform, read_image
+    from nero.data import eval_transform
+    from nero.images import read_image
 
     outputs = {name: [] for name in envelope.points}
     handles = [

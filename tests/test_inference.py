@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nero.data import read_image
 from nero.embedding import relevance_space
+from nero.images import read_image
 from nero.inference import (
     RunScorer,
     feature_methods,

@@ -7,7 +7,7 @@ import numpy as np
 from nero.cli import main
 from nero.run import read_run
 from nero.train import stratified_split
-from tests.test_cli_evaluate import make_folders
+from tests.helpers import make_folders
 
 
 def test_stratified_split_is_seeded_disjoint_and_per_class():

@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard import charts, components, imaging, loaders, uploads
 from nero.inference import feature_methods, nearest_train
 from nero.metrics import fpr_at_95_tpr_threshold
+from nero.run_model import run_img_size
 
 NEIGHBOURS = 6
 
@@ -43,11 +44,18 @@ if len(files) > uploads.MAX_FILES:
 images, names, digests = [], [], []
 for f in files[: uploads.MAX_FILES]:
     data = f.getvalue()
-    img, error = uploads.decode(f.name, data)
+    decoded, error = uploads.decode(f.name, data)
     if error:
         st.error(error)
         continue
-    images.append(img)
+    changes = [*decoded.notes, uploads.resize_note(decoded, run_img_size(r))]
+    changes = [c for c in changes if c]
+    if changes:
+        st.info(
+            f"**{f.name}**: " + "; ".join(changes) + ".",
+            icon=":material/info:",
+        )
+    images.append(decoded.image)
     names.append(f.name)
     digests.append(hashlib.sha256(data).hexdigest())
 if not images:
@@ -56,12 +64,8 @@ if not images:
 try:
     with st.spinner("Loading the model (once per run)…"):
         scorer = loaders.scorer(r)
-except Exception as exc:  # a moved or damaged checkpoint: say what to do
-    st.error(
-        f"The run's model could not be loaded: {exc}\n\nWhat to do: the run points to its "
-        f"checkpoint `{r.manifest['model'].get('checkpoint')}`; put the file back there or "
-        "rebuild the run with `nero evaluate`."
-    )
+except Exception as exc:  # a moved, replaced or damaged checkpoint: say what to do
+    st.error(f"The run's model could not be loaded: {exc}")
     st.stop()
 result = scorer.score_images(images)
 expl = result.explanation
