@@ -18,6 +18,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from nero.files import save_npz
+
 # The release keeps the 175 most negative-relevance neurons: 175/512 of ResNet-18's width.
 RELEASE_NORM_NEURONS = 175
 RELEASE_NORM_FRACTION = RELEASE_NORM_NEURONS / 512
@@ -395,7 +397,7 @@ class NERO:
     def save(self, path: str | Path) -> None:
         """Write the fitted state to ``detector.npz`` (no pickles)."""
         self._check_fitted()
-        np.savez(
+        save_npz(
             path,
             params=np.array(json.dumps(self.get_params())),
             pca_mean=self.pca_mean_,

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from nero.detector import NERO
+from nero.files import atomic_path, save_npy, write_json
 from nero.run import Run, read_run
 
 POINTS_FILE = "embedding.npy"
@@ -59,19 +59,6 @@ def relevance_space(detector: NERO, relevance: np.ndarray) -> np.ndarray:
 
 def _detector_digest(run: Run) -> str:
     return hashlib.sha256((run.path / "detector.npz").read_bytes()).hexdigest()
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array, np.float32))
-    tmp.replace(path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _pca_2d(space: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,18 +132,17 @@ def compute_embedding(run_path: str | Path, seed: int = 42, method: str = "umap"
         "detector_sha256": _detector_digest(run),
     }
     out = run.path
-    _save_npy(out / POINTS_FILE, points)
-    _save_npy(out / CENTROIDS_FILE, placed)
+    save_npy(out / POINTS_FILE, np.asarray(points, np.float32))
+    save_npy(out / CENTROIDS_FILE, np.asarray(placed, np.float32))
     reducer_path = out / REDUCER_FILE
     if reducer is not None:
         import joblib
 
-        tmp = reducer_path.with_name(f".{REDUCER_FILE}.tmp-{os.getpid()}")
-        joblib.dump(reducer, tmp)
-        tmp.replace(reducer_path)
+        with atomic_path(reducer_path) as tmp:
+            joblib.dump(reducer, tmp)
     elif reducer_path.exists():
         reducer_path.unlink()  # a PCA map must not be paired with an older UMAP reducer
-    _write_text(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    write_json(out / INFO_FILE, info)
     return Embedding(np.asarray(points, np.float32), np.asarray(placed, np.float32), used, info)
 
 

@@ -23,7 +23,6 @@ points were chosen, and the gain measured, on ResNet-18 only.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from torch import nn
 from torchvision.models import VGG, DenseNet, ResNet
 
 from nero.extract import make_loader, resolve_device
+from nero.files import save_npz
 
 HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"
@@ -90,13 +90,9 @@ class Envelope:
 
     def save(self, path: str | Path) -> None:
         """Write ``.npz`` atomically (plain arrays, no pickles)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         arrays = {f"max:{name}": value for name, value in self.maxima.items()}
         meta = json.dumps({"points": list(self.maxima)})
-        with open(tmp, "wb") as f:
-            np.savez(f, counts=self.counts, meta=np.array(meta), **arrays)
-        tmp.replace(path)
+        save_npz(path, counts=self.counts, meta=np.array(meta), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Envelope:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import textwrap
 import threading
 import warnings
@@ -68,6 +67,7 @@ from nero.envelope import (
     fit_envelope,
     gate_points,
 )
+from nero.files import save_npz
 from nero.images import read_image
 from nero.models import LoadedModel, capture_head_input
 from nero.run import Run, read_run
@@ -114,11 +114,7 @@ class Heatmap:
 
     def save(self, path: str | Path) -> None:
         """Write ``.npz`` atomically: the map plus its metadata as JSON (no pickles)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, relevance=self.relevance, meta=np.array(json.dumps(self.metadata())))
-        tmp.replace(path)
+        save_npz(path, relevance=self.relevance, meta=np.array(json.dumps(self.metadata())))
 
     @classmethod
     def load(cls, path: str | Path) -> Heatmap:
