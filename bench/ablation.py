@@ -4,7 +4,7 @@
 
 For every architecture × seed: train the demo classifier from scratch, extract features of
 id_train (80 % fit / 20 % validation), id_test and every OOD kind of the demo, plus
-*synthetic* OOD made from the validation ID images (nero.corruptions: generic corruptions,
+*synthetic* OOD made from the validation ID images (nero.data.corruptions: generic corruptions,
 no lesion-like artefacts). Every combination of NERO's options is fitted on the 80 %,
 **selected on validation AUROC (ID-val vs corrupted ID-val) only**, then reported on the demo's
 real OOD kinds next to the `reference` preset and the best baseline. Mean ± std over models.
@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nero.corruptions import CORRUPTIONS, corrupt
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, prepared_collection
+from nero.data.corruptions import CORRUPTIONS, corrupt
+from nero.data.demo_data import generate_demo_data
+from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, prepared_collection
+from nero.data.images import read_image
 from nero.demo import FULL
-from nero.demo_data import generate_demo_data
-from nero.detector import NERO
-from nero.images import read_image
-from nero.methods import Evidence, available_methods, create_method
-from nero.metrics import ood_metrics
-from nero.models import capture_head_input, head_arrays, load_classifier
-from nero.relevance import head_relevance
-from nero.train import TrainConfig, train_classifier
+from nero.detect.detector import NERO
+from nero.detect.metrics import ood_metrics
+from nero.detect.registry import Evidence, available_methods, create_method
+from nero.detect.relevance import head_relevance
+from nero.model.classifier import capture_head_input, head_arrays, load_classifier
+from nero.model.train import TrainConfig, train_classifier
 
 OPTIONS = {  # option → values; the first is the release's
     "epsilon": [0.0, 0.1],

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nero.demo_data import (
+from nero.data.demo_data import (
     FAR_OOD_KINDS,
     ID_CLASSES,
     NEAR_OOD_KINDS,

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nero.data import eval_transform
-from nero.envelope import Envelope, EnvelopeRecorder
-from nero.heatmaps import (
+from nero.data.folders import eval_transform
+from nero.explain.envelope import Envelope, EnvelopeRecorder
+from nero.explain.heatmaps import (
     PLAIN_GRADIENT_X_INPUT,
     HeatmapRequest,
     compute_heatmap,
@@ -42,8 +42,8 @@ from nero.heatmaps import (
     run_envelope,
     sample_image,
 )
-from nero.models import build_model, find_head
-from nero.run import read_run
+from nero.model.classifier import build_model, find_head
+from nero.run.directory import read_run
 
 MAPS = ("ood", "ood, no gate", "distance", "class", "gradient×input")
 
@@ -58,7 +58,7 @@ def latency(img_size: int, repeats: int, device: torch.device) -> None:
     torch.manual_seed(0)
     model = build_model("resnet18", 3, img_size).eval()
     _, head = find_head(model, img_size)
-    # As the product keeps a run's model for heatmaps (nero.heatmaps.load_run_model).
+    # As the product keeps a run's model for heatmaps (nero.explain.heatmaps.load_run_model).
     model.to(device, memory_format=torch.channels_last)
     x = torch.randn(1, 3, img_size, img_size)
     deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)
@@ -207,7 +207,7 @@ def main() -> None:
         type=int,
         default=0,
         help="leave out the first N near-OOD images of each set (the gate points of "
-        "nero.envelope were chosen on the first 20: --skip-per-set 20 reports the rest)",
+        "nero.explain.envelope were chosen on the first 20: --skip-per-set 20 reports the rest)",
     )
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument(

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from nero.detector import NERO
-from nero.models import build_model, capture_head_input, find_head, head_arrays
-from nero.relevance import head_relevance
+from nero.detect.detector import NERO
+from nero.detect.relevance import head_relevance
+from nero.model.classifier import build_model, capture_head_input, find_head, head_arrays
 
 
 def timed(fn, repeats: int = 3) -> float:

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nero.methods import available_methods
-from nero.pipeline import Folders, evaluate_folders
-from nero.prepare import KVASIR_CLASSES, prepare
-from nero.run import read_run
-from nero.train import TrainConfig, train_classifier
+from nero.data.prepare import KVASIR_CLASSES, prepare
+from nero.detect.registry import available_methods
+from nero.model.train import TrainConfig, train_classifier
+from nero.run.directory import read_run
+from nero.run.pipeline import Folders, evaluate_folders
 
 # Spec §6, ResNet-18 columns (AUROC, FPR95).
 PUBLISHED = {
@@ -69,7 +69,7 @@ STANDIN = {
 
 
 def _standin_image(job: tuple[str, int, int, int, Path]) -> None:
-    from nero.demo_data import insert_artefact, render_scene
+    from nero.data.demo_data import insert_artefact, render_scene
 
     cls, i, size, seed, path = job
     rng = np.random.default_rng([seed, KVASIR_CLASSES.index(cls), i])

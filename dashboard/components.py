@@ -11,7 +11,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import charts, imaging, loaders, state
-from nero.run import Run, RunFormatError
+from nero.run.directory import Run, RunFormatError
 
 LOG = logging.getLogger("nero.dashboard")
 # Page scripts, relative to app.py (what st.switch_page and st.page_link take).

@@ -20,11 +20,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from nero.embedding import INFO_FILE, load_embedding, relevance_space
-from nero.images import ImageReadError, read_image
-from nero.methods import REGISTRY, available_methods
-from nero.metrics import fpr_at_95_tpr_threshold
-from nero.run import Run, read_run
+from nero.data.images import ImageReadError, read_image
+from nero.detect.metrics import fpr_at_95_tpr_threshold
+from nero.detect.registry import REGISTRY, available_methods
+from nero.explain.embedding import INFO_FILE, load_embedding, relevance_space
+from nero.run.directory import Run, read_run
 
 THUMB_PX = 160  # thumbnails in grids: enough to recognise the image, small to send
 
@@ -186,7 +186,7 @@ def mask(path: str, size: tuple[int, int]) -> np.ndarray | None:
 # ------------------------------------------------------------------ heavier resources
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _scorer(path: str, key: tuple[int, ...], methods: tuple[str, ...] | None):
-    from nero.inference import RunScorer
+    from nero.run.scoring import RunScorer
 
     return RunScorer(read_run(path), methods=list(methods) if methods is not None else None)
 
@@ -197,9 +197,9 @@ def scorer(r: Run, methods: tuple[str, ...] | None = ("nero",)):
 
 
 def heatmaps_module():
-    """``nero.heatmaps`` when it can be imported, else None (the views say so)."""
+    """``nero.explain.heatmaps`` when it can be imported, else None (the views say so)."""
     try:
-        from nero import heatmaps
+        from nero.explain import heatmaps
     except Exception:  # any import failure just disables the heatmap views
         return None
     return heatmaps if hasattr(heatmaps, "run_heatmaps") else None

@@ -1,6 +1,6 @@
 """Creating a run from the "New run" form: validation with actionable messages, then the engine.
 
-The same entry point as ``nero evaluate`` (:func:`nero.pipeline.evaluate_folders`), with every
+The same entry point as ``nero evaluate`` (:func:`nero.run.pipeline.evaluate_folders`), with every
 input checked first so the page can say exactly which field is wrong.
 """
 
@@ -81,8 +81,8 @@ def _folder(field_name: str, text: str, what: str) -> Path:
 
 def validate(request: RunRequest, runs_root: Path) -> Path:
     """Check the cheap things first; returns the run folder to write."""
-    from nero.methods import available_methods
-    from nero.models import available_architectures
+    from nero.detect.registry import available_methods
+    from nero.model.classifier import available_architectures
 
     if not RUN_NAME.match(request.name):
         raise FormError(
@@ -126,9 +126,9 @@ def validate(request: RunRequest, runs_root: Path) -> Path:
 
 def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path:
     """Validate, then the engine's one evaluation entry point; engine errors pass through."""
-    from nero.pipeline import Folders, evaluate_folders
-    from nero.run import OutputError
-    from nero.sidecar import read_sidecar
+    from nero.model.sidecar import read_sidecar
+    from nero.run.directory import OutputError
+    from nero.run.pipeline import Folders, evaluate_folders
 
     out = validate(request, runs_root)
     checkpoint = (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from nero.run import list_runs
+from nero.run.directory import list_runs
 
 DEFAULT_RUNS_ROOT = "runs"
 DEMO_RUN = "demo"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nero.images import DecodedImage, ImageReadError, decode_image
+from nero.data.images import DecodedImage, ImageReadError, decode_image
 
 MAX_UPLOAD_MB = 20  # per file: a large clinical photo fits, a video or archive does not
 MAX_FILES = 12  # scored together; more belongs in a new run

@@ -175,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nero.methods import parse_methods
-    from nero.pipeline import Folders, evaluate_folders
-    from nero.report import format_report
-    from nero.run import read_run
+    from nero.detect.registry import parse_methods
+    from nero.run.directory import read_run
+    from nero.run.pipeline import Folders, evaluate_folders
+    from nero.run.report import format_report
 
     if args.data and (args.id_train or args.id_test or args.ood):
         raise ValueError("use either --data or --id-train/--id-test/--ood")
@@ -213,7 +213,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nero.run import (
+    from nero.run.directory import (
         OutputError,
         RunLockedError,
         abandoned_stages,
@@ -248,15 +248,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_rebind(args: argparse.Namespace) -> int:
-    from nero.run_model import rebind_model
+    from nero.run.checkpoint import rebind_model
 
     print(rebind_model(args.run, args.model, args.different_weights))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nero.report import format_report
-    from nero.run import read_run
+    from nero.run.directory import read_run
+    from nero.run.report import format_report
 
     print(format_report(read_run(args.run), args.format))
     return 0
@@ -266,8 +266,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from nero.demo import build_demo
-    from nero.report import format_report
-    from nero.run import read_run
+    from nero.run.directory import read_run
+    from nero.run.report import format_report
 
     start = time.perf_counter()
     out = build_demo(args.out, quick=args.quick, progress=lambda msg, _f: print(f"[demo] {msg}"))
@@ -277,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nero.train import TrainConfig, train_classifier
+    from nero.model.train import TrainConfig, train_classifier
 
     config = TrainConfig(
         arch=args.arch,
@@ -301,8 +301,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
-    from nero.heatmaps import overlay_png, run_heatmap, sample_image
-    from nero.run import read_run
+    from nero.explain.heatmaps import overlay_png, run_heatmap, sample_image
+    from nero.run.directory import read_run
 
     run = read_run(args.run)
     heat = run_heatmap(run, args.sample, args.kind, args.target)
@@ -317,7 +317,7 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from nero.prepare import prepare
+    from nero.data.prepare import prepare
 
     id_classes = [c.strip() for c in args.id_classes.split(",")] if args.id_classes else None
     out = prepare(args.dataset, args.root, args.out, args.test_fraction, args.seed, id_classes)

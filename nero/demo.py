@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nero.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
-from nero.methods import REGISTRY, available_methods
-from nero.pipeline import Folders, evaluate_folders
-from nero.run import RunFormatError, read_run
-from nero.sidecar import read_sidecar
-from nero.train import TrainConfig, train_classifier
+from nero.data.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
+from nero.detect.registry import REGISTRY, available_methods
+from nero.model.sidecar import read_sidecar
+from nero.model.train import TrainConfig, train_classifier
+from nero.run.directory import RunFormatError, read_run
+from nero.run.pipeline import Folders, evaluate_folders
 
 Progress = Callable[[str, float], None]
 
@@ -152,7 +152,7 @@ def build_demo(
 def _ensure_embedding(run: Path, say: Progress) -> None:
     """UMAP of the relevance vectors, stored in the run (numba compiles once: 30–40 s)."""
     try:
-        from nero.embedding import ensure_embedding
+        from nero.explain.embedding import ensure_embedding
     except ImportError:  # the embedding module is optional for the engine
         return
     say("computing the relevance map (UMAP)", 0.95)

@@ -49,10 +49,10 @@ def build_tiny_run(data: Path, out: Path, embedding: str = "pca") -> Path:
     """resnet18 at 32 px with random weights, a few methods, a PCA map (no numba compile)."""
     import torch
 
-    from nero.data import prepared_collection
-    from nero.embedding import ensure_embedding
-    from nero.models import load_classifier
-    from nero.pipeline import EvaluateConfig, evaluate
+    from nero.data.folders import prepared_collection
+    from nero.explain.embedding import ensure_embedding
+    from nero.model.classifier import load_classifier
+    from nero.run.pipeline import EvaluateConfig, evaluate
 
     torch.manual_seed(0)  # random weights, but the same ones every time
     collection = prepared_collection(data)

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nero import baselines
-from nero.baselines import vim_principal_dim
-from nero.extract import make_loader
-from nero.methods import Evidence, available_methods, create_method
-from nero.metrics import ood_metrics
-from nero.relevance import Head, head_relevance
+from nero.detect import baselines
+from nero.detect.baselines import vim_principal_dim
+from nero.detect.metrics import ood_metrics
+from nero.detect.registry import Evidence, available_methods, create_method
+from nero.detect.relevance import Head, head_relevance
+from nero.model.extract import make_loader
 from tests.helpers import random_pngs
 
 
@@ -371,9 +371,9 @@ def test_pipeline_scores_odin_from_the_images(tmp_path):
     """``nero evaluate`` runs input-gradient methods in a batched pass over the kept images."""
     import pandas as pd
 
-    from nero.data import prepared_collection
-    from nero.models import LoadedModel
-    from nero.pipeline import EvaluateConfig, evaluate
+    from nero.data.folders import prepared_collection
+    from nero.model.classifier import LoadedModel
+    from nero.run.pipeline import EvaluateConfig, evaluate
 
     rng = np.random.default_rng(0)
     for split, per_class in (("id_train", 6), ("id_test", 3)):

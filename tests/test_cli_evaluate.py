@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from nero.cli import main
-from nero.models import build_model, head_arrays, load_classifier
-from nero.relevance import head_relevance
-from nero.run import RunFormatError, read_run
+from nero.detect.relevance import head_relevance
+from nero.model.classifier import build_model, head_arrays, load_classifier
+from nero.run.directory import RunFormatError, read_run
 from tests.helpers import evaluate_args, make_folders
 
 
@@ -143,7 +143,7 @@ def test_reader_names_what_is_wrong(folders, tmp_path):
 def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
     folders, tmp_path, capsys, monkeypatch
 ):
-    import nero.pipeline as pipeline
+    import nero.run.pipeline as pipeline
 
     out = tmp_path / "run4"
     args = evaluate_args(folders, out)
@@ -182,7 +182,7 @@ def test_reference_method_equals_a_reference_preset_run(folders, tmp_path):
 
 
 def test_extraction_on_cuda_uses_true_float32_and_restores_the_setting():
-    from nero.extract import exact_float32
+    from nero.model.extract import exact_float32
 
     before = torch.backends.cudnn.allow_tf32
     with exact_float32(torch.device("cuda")):  # a flag only: checkable without a GPU

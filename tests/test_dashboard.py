@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from nero.run import read_run
+from nero.run.directory import read_run
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -121,10 +121,10 @@ def test_map_without_embedding_offers_to_compute_it(
     for name in ("embedding.npy", "embedding_centroids.npy", "embedding.json"):
         (root / "bare" / name).unlink()
     monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
-    import nero.embedding
+    import nero.explain.embedding
 
-    real = nero.embedding.ensure_embedding
-    monkeypatch.setattr(nero.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    real = nero.explain.embedding.ensure_embedding
+    monkeypatch.setattr(nero.explain.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
     at = open_app(root, "map")
     ok(at)
     assert "not been computed" in texts(at)
@@ -153,7 +153,7 @@ def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
     runs_root: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nero import heatmaps
+    from nero.explain import heatmaps
 
     def broken(*_args, **_kwargs):
         raise OSError("disk on fire")
@@ -242,7 +242,7 @@ def test_score_page_refuses_a_replaced_model_naming_both_hashes(
     import torch
     from safetensors.torch import save_model
 
-    from nero.models import build_model
+    from nero.model.classifier import build_model
 
     root = tmp_path / "runs"
     shutil.copytree(tiny_run, root / "swapped")
@@ -301,10 +301,10 @@ def test_new_run_creates_a_run_and_opens_it(
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
-    import nero.embedding
+    import nero.explain.embedding
 
-    real = nero.embedding.ensure_embedding
-    monkeypatch.setattr(nero.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    real = nero.explain.embedding.ensure_embedding
+    monkeypatch.setattr(nero.explain.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
     at = open_app(root, "new-run")
     new_run_form(at, "mine", str(tiny_data))
     at.number_input(key="nr-img-size").set_value(32)

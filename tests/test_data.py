@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nero.data import DataError, ImageListDataset, eval_transform, prepared_collection
-from nero.images import read_image
+from nero.data.folders import DataError, ImageListDataset, eval_transform, prepared_collection
+from nero.data.images import read_image
 
 
 def test_odd_image_modes_become_rgb(tmp_path):

@@ -4,7 +4,7 @@ import dataclasses
 
 from nero.cli import main
 from nero.demo import QUICK, build_demo
-from nero.run import read_run
+from nero.run.directory import read_run
 
 
 def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys):

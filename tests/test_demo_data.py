@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nero.demo_data import (
+from nero.data.demo_data import (
     FAR_OOD_KINDS,
     FOV_RADIUS_FRAC,
     ID_CLASSES,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from nero.detector import NERO, NotFittedError, norm_neuron_count
-from nero.relevance import Head, head_relevance
+from nero.detect.detector import NERO, NotFittedError, norm_neuron_count
+from nero.detect.relevance import Head, head_relevance
 
 
 def make_data(n=120, d=24, c=3, seed=0):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nero import embedding as emb
-from nero.run import read_run
+from nero.explain import embedding as emb
+from nero.run.directory import read_run
 from tests.dashboard_fixtures import runs_root, tiny_data, tiny_run  # noqa: F401
 
 

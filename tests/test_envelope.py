@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nero.envelope import (
+from nero.explain.envelope import (
     Envelope,
     EnvelopeError,
     EnvelopeRecorder,
@@ -12,8 +12,8 @@ from nero.envelope import (
     fit_envelope,
     gate_points,
 )
-from nero.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
-from nero.models import build_model, find_head
+from nero.explain.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
+from nero.model.classifier import build_model, find_head
 from tests.helpers import random_pngs
 
 SIZE = 32
@@ -44,8 +44,8 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     assert envelope.points == ("maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1")
     np.testing.assert_array_equal(envelope.counts, [4, 3])  # the broken one left out
     # Independently: one forward pass per readable image, maxima by class (broken one left out).
-    from nero.data import eval_transform
-    from nero.images import read_image
+    from nero.data.folders import eval_transform
+    from nero.data.images import read_image
 
     outputs = {name: [] for name in envelope.points}
     handles = [

@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from nero.cli import main
-from nero.models import build_model
-from nero.run import read_run
+from nero.model.classifier import build_model
+from nero.run.directory import read_run
 from tests.helpers import evaluate_args, make_folders
 
 
@@ -177,7 +177,7 @@ def existing_run_with_overwrite_is_replaced(b, tmp):
 
 
 def overwrite_that_fails_keeps_the_old_run(b, tmp, monkeypatch):
-    import nero.pipeline as pipeline
+    import nero.run.pipeline as pipeline
 
     run = copy_run(b, tmp)
 
@@ -200,8 +200,8 @@ def checkpoint_replaced_after_the_run(b, tmp):
     argv = ["heatmap", "--run", str(run), "--sample", "0", "--out", str(tmp / "h.png")]
 
     def scorer_refuses_too() -> None:
-        from nero.inference import RunScorer
-        from nero.run_model import ModelChangedError
+        from nero.run.checkpoint import ModelChangedError
+        from nero.run.scoring import RunScorer
 
         with pytest.raises(ModelChangedError, match=now):
             RunScorer(read_run(run))
@@ -230,7 +230,7 @@ def relative_model_path_loads_from_anywhere(b, tmp, monkeypatch):
     monkeypatch.chdir(tmp)  # the dashboard and `nero heatmap` run from elsewhere
 
     def scorer_loads() -> None:
-        from nero.inference import RunScorer
+        from nero.run.scoring import RunScorer
 
         assert RunScorer(read_run(run)).model is not None
 

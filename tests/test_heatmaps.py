@@ -8,10 +8,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-import nero.heatmaps as heatmaps
+import nero.explain.heatmaps as heatmaps
 from nero.cli import main
-from nero.envelope import Envelope, EnvelopeRecorder, fit_envelope
-from nero.heatmaps import (
+from nero.detect.relevance import head_relevance
+from nero.explain.envelope import Envelope, EnvelopeRecorder, fit_envelope
+from nero.explain.heatmaps import (
     CACHE_VERSION,
     CP_LRP,
     GRADIENT_X_INPUT,
@@ -28,9 +29,8 @@ from nero.heatmaps import (
     run_heatmaps,
     sample_image,
 )
-from nero.models import build_model, find_head, head_arrays
-from nero.relevance import head_relevance
-from nero.run import read_run
+from nero.model.classifier import build_model, find_head, head_arrays
+from nero.run.directory import read_run
 
 SIZE = 32
 # What each architecture the engine supports must be attributed with.
@@ -327,7 +327,7 @@ def test_run_heatmap_of_a_class_and_its_overlay(run_dir):
     heat = run_heatmap(run, 0, "class", target=1)
     assert heat.target == 1 and heat.relevance.shape == (SIZE, SIZE)
     # The run's kept model is channels-last (faster); a plain copy gives the same map.
-    from nero.data import eval_transform
+    from nero.data.folders import eval_transform
 
     loaded = heatmaps.load_run_model(run)
     plain = build_model("resnet18", 2, SIZE)

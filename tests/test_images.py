@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dashboard import uploads
-from nero.images import ImageReadError, decode_image
+from nero.data.images import ImageReadError, decode_image
 from tests.test_faults import bomb_png
 
 

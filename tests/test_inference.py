@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nero.embedding import relevance_space
-from nero.images import read_image
-from nero.inference import (
+from nero.data.images import read_image
+from nero.explain.embedding import relevance_space
+from nero.run.directory import read_run
+from nero.run.scoring import (
     RunScorer,
     feature_methods,
     nearest_train,
     neuron_prototypes,
 )
-from nero.run import read_run
 from tests.dashboard_fixtures import METHODS, runs_root, tiny_data, tiny_run  # noqa: F401
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from nero.metrics import accuracy, fpr95, ood_metrics, rates_at_threshold
+from nero.detect.metrics import accuracy, fpr95, ood_metrics, rates_at_threshold
 
 
 def test_metrics_equal_sklearn():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nero.models import (
+from nero.model.classifier import (
     CheckpointError,
     build_model,
     capture_head_input,

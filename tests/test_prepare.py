@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from nero.cli import main
-from nero.data import DataError, prepared_collection
-from nero.prepare import GASTROVISION_CLASSES, KVASIR_CLASSES, KVASIR_ID, prepare
+from nero.data.folders import DataError, prepared_collection
+from nero.data.prepare import GASTROVISION_CLASSES, KVASIR_CLASSES, KVASIR_ID, prepare
 
 
 def fake_tree(root, classes, per=10, nest=None):

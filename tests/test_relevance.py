@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nero.relevance import Head, ZeroLogitWarning, head_relevance
+from nero.detect.relevance import Head, ZeroLogitWarning, head_relevance
 
 
 def slow_relevance(a: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 0.0) -> np.ndarray:

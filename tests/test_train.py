@@ -5,8 +5,8 @@ import json
 import numpy as np
 
 from nero.cli import main
-from nero.run import read_run
-from nero.train import stratified_split
+from nero.model.train import stratified_split
+from nero.run.directory import read_run
 from tests.helpers import make_folders
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import streamlit as st
 
 from dashboard import charts, components, imaging, loaders, state
-from nero.inference import nearest_train, neuron_prototypes
-from nero.relevance import softmax
+from nero.detect.relevance import softmax
+from nero.run.scoring import nearest_train, neuron_prototypes
 
 NEIGHBOURS = 6
 PROTOTYPES = 6

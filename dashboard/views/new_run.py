@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import components, state
 from dashboard.runs import COMMON_ARCHS, FormError, RunRequest, create_run
-from nero.methods import REGISTRY, available_methods
+from nero.detect.registry import REGISTRY, available_methods
 
 PREPARED = "One prepared folder"
 SEPARATE = "Separate folders"
@@ -126,7 +126,7 @@ if submitted:
         st.stop()
     bar.progress(1.0, text="placing the samples on the relevance map")
     try:
-        from nero.embedding import ensure_embedding
+        from nero.explain.embedding import ensure_embedding
 
         with st.spinner("Computing the relevance map (UMAP; about a minute the first time)…"):
             ensure_embedding(out)

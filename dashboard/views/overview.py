@@ -10,8 +10,8 @@ import streamlit as st
 from sklearn.metrics import roc_auc_score
 
 from dashboard import charts, components, loaders, state
-from nero.metrics import rates_at_threshold
-from nero.report import best_mask, comparison_frame
+from nero.detect.metrics import rates_at_threshold
+from nero.run.report import best_mask, comparison_frame
 
 ALL_SETS = "__all__"
 # Resolution of the threshold slider: steps across the score range.

@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, components, imaging, loaders, uploads
-from nero.inference import feature_methods, nearest_train
-from nero.metrics import fpr_at_95_tpr_threshold
-from nero.run_model import run_img_size
+from nero.detect.metrics import fpr_at_95_tpr_threshold
+from nero.run.checkpoint import run_img_size
+from nero.run.scoring import feature_methods, nearest_train
 
 NEIGHBOURS = 6
 

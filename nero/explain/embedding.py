@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from nero.detector import NERO
+from nero.detect.detector import NERO
 from nero.files import atomic_path, save_npy, write_json
-from nero.run import Run, read_run
+from nero.run.directory import Run, read_run
 
 POINTS_FILE = "embedding.npy"
 CENTROIDS_FILE = "embedding_centroids.npy"

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from nero.detector import NERO
-from nero.relevance import Head, head_relevance_chunked
+from nero.detect.detector import NERO
+from nero.detect.relevance import Head, head_relevance_chunked
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def register(name: str, label: str | None = None) -> Callable[[M], M]:
 
 def _load_plugins() -> None:
     # Baselines register themselves on import; importing here keeps one table.
-    import nero.baselines  # noqa: F401
+    import nero.detect.baselines  # noqa: F401
 
 
 def available_methods() -> list[str]:

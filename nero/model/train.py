@@ -21,12 +21,12 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from nero import __version__
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, class_folders
-from nero.extract import resolve_device
+from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, class_folders
+from nero.data.images import ImageReadError, decode_image
 from nero.files import atomic_path
-from nero.images import ImageReadError, decode_image
-from nero.models import build_model, find_head, read_state_dict
-from nero.sidecar import write_sidecar
+from nero.model.classifier import build_model, find_head, read_state_dict
+from nero.model.extract import resolve_device
+from nero.model.sidecar import write_sidecar
 
 # Augmentation recipes: "paper" is spec §7; "light" keeps colour semantics (the demo's
 # OOD kinds are partly colour cues, which invert/equalize would teach the model to ignore).

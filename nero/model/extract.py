@@ -14,12 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from nero.data import ImageListDataset, eval_transform
+from nero.data.folders import ImageListDataset, eval_transform
 from nero.files import allocate_npy
-from nero.models import capture_head_input
+from nero.model.classifier import capture_head_input
 
 if TYPE_CHECKING:
-    from nero.envelope import EnvelopeRecorder
+    from nero.explain.envelope import EnvelopeRecorder
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -99,7 +99,7 @@ def extract(
     Memory stays flat: each batch goes straight into a memory-mapped file. Unreadable images
     are skipped and listed; rows of the output follow the readable paths in order.
     ``envelope`` (with ``envelope_labels``, one per path, −1 for images that are not
-    training images) records the training envelope in the same pass (:mod:`nero.envelope`).
+    training images) records the training envelope in the same pass (:mod:`nero.explain.envelope`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

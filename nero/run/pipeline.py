@@ -15,28 +15,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nero.data import (
+from nero.data.folders import (
     DEFAULT_IMG_SIZE,
     Collection,
     DataError,
     explicit_collection,
     prepared_collection,
 )
-from nero.detector import NERO, PRESETS, DegenerateFitError
-from nero.envelope import (
+from nero.detect.detector import NERO, PRESETS, DegenerateFitError
+from nero.detect.metrics import accuracy, ood_metrics
+from nero.detect.registry import Evidence, NeroMethod, create_method
+from nero.detect.relevance import head_relevance_chunked
+from nero.explain.envelope import (
     ENVELOPE_FILE,
     HEATMAP_DIR,
     EnvelopeError,
     EnvelopeRecorder,
     gate_points,
 )
-from nero.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
 from nero.files import allocate_npy, write_json
-from nero.methods import Evidence, NeroMethod, create_method
-from nero.metrics import accuracy, ood_metrics
-from nero.models import LoadedModel, head_arrays, sha256_of
-from nero.relevance import head_relevance_chunked
-from nero.run import FORMAT_VERSION, library_versions, staged_run, write_samples
+from nero.model.classifier import LoadedModel, head_arrays, sha256_of
+from nero.model.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
+from nero.run.directory import FORMAT_VERSION, library_versions, staged_run, write_samples
 
 Progress = Callable[[str, float], None]
 RELEVANCE_CHUNK = 8192
@@ -185,7 +185,7 @@ def evaluate(
 ) -> Path:
     """Run the whole engine and write ``out`` atomically; returns its path.
 
-    ``out`` is checked before anything is computed (see :func:`nero.run.staged_run`): it
+    ``out`` is checked before anything is computed (see :func:`nero.run.directory.staged_run`): it
     must not overlap the input folders or the checkpoint, and an existing run is replaced
     only with ``config.overwrite``.
     """
@@ -416,15 +416,15 @@ def evaluate_folders(
 
     ``nero evaluate``, the dashboard's New-run page, the demo and the benches all come
     here, so defaults (architecture and image size from the checkpoint's sidecar, else
-    :data:`nero.data.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
+    :data:`nero.data.folders.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
     random weights for the same ``seed``) and model loading are the same everywhere.
     ``settings`` are the remaining :class:`EvaluateConfig` fields (methods, preset, seed, …);
     ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none).
     """
     import torch
 
-    from nero.models import load_classifier
-    from nero.sidecar import read_sidecar
+    from nero.model.classifier import load_classifier
+    from nero.model.sidecar import read_sidecar
 
     checkpoint = Path(checkpoint).expanduser() if checkpoint else None
     sidecar = read_sidecar(checkpoint) if checkpoint else {}
@@ -449,7 +449,7 @@ def evaluate_folders(
     )
     run = evaluate(collection, model, config, out, progress=progress, data_root=folders.data)
     if embedding is not None:
-        from nero.embedding import ensure_embedding
+        from nero.explain.embedding import ensure_embedding
 
         (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
         ensure_embedding(run, method=embedding)

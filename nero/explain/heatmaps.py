@@ -9,7 +9,7 @@ Three kinds of starting relevance ``R0``, all propagated to the pixels with the 
 - ``"ood"``: at the feature layer (the head's input), each neuron's deviation from the
   nearest class centroid, ``NERO.explain(...).deviation``, as a magnitude (``|deviation|``:
   a neuron is unlike its class whether it has too much relevance or too little), propagated
-  through the **envelope gate** (:mod:`nero.envelope`): at every layer with a spatial map
+  through the **envelope gate** (:mod:`nero.explain.envelope`): at every layer with a spatial map
   only the part of an activation beyond anything the class showed in training passes
   relevance further down.
   *Which part of this image makes it unlike its class.*
@@ -55,10 +55,10 @@ from zennit.rules import ClampMod
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 from zennit.types import Convolution
 
-from nero import run_model
-from nero.canonizers import DenseNetCanonizer, TransformerCanonizer
-from nero.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from nero.envelope import (
+from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from nero.data.images import read_image
+from nero.explain.canonizers import DenseNetCanonizer, TransformerCanonizer
+from nero.explain.envelope import (
     ENVELOPE_FILE,
     HEATMAP_DIR,
     Envelope,
@@ -68,9 +68,9 @@ from nero.envelope import (
     gate_points,
 )
 from nero.files import save_npz
-from nero.images import read_image
-from nero.models import LoadedModel, capture_head_input
-from nero.run import Run, read_run
+from nero.model.classifier import LoadedModel, capture_head_input
+from nero.run import checkpoint as run_model
+from nero.run.directory import Run, read_run
 
 KINDS = ("class", "nero", "ood", "distance")
 FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
@@ -384,7 +384,8 @@ def compute_heatmaps(
 
     Rows seeded at the logits and rows seeded at the features share the pass: the seeds go
     into one ``autograd.grad`` over both tensors (LRP is linear in its starting relevance).
-    ``envelope`` gates the ``"ood"`` rows (:mod:`nero.envelope`) under LRP rules; without one
+    ``envelope`` gates the ``"ood"`` rows (:mod:`nero.explain.envelope`) under LRP rules;
+    without one
     the OOD heatmap is plain LRP of ``|deviation|``.
     ``zero_bias=True`` leaves biases out of the LRP denominators (LRP rules only), so
     relevance is conserved layer by layer; the default keeps them, as zennit does, and

@@ -16,10 +16,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from nero.data import eval_transform
-from nero.detector import Explanation
-from nero.embedding import relevance_space
-from nero.methods import (
+from nero.data.folders import eval_transform
+from nero.detect.detector import Explanation
+from nero.detect.registry import (
     REGISTRY,
     Evidence,
     NeroMethod,
@@ -27,10 +26,11 @@ from nero.methods import (
     available_methods,
     create_method,
 )
-from nero.models import capture_head_input, head_arrays
-from nero.relevance import head_relevance, softmax
-from nero.run import Run
-from nero.run_model import load_run_model, run_img_size
+from nero.detect.relevance import head_relevance, softmax
+from nero.explain.embedding import relevance_space
+from nero.model.classifier import capture_head_input, head_arrays
+from nero.run.checkpoint import load_run_model, run_img_size
+from nero.run.directory import Run
 
 # Images pushed through the model at once when scoring uploads.
 SCORE_BATCH = 16

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from nero.data import DEFAULT_IMG_SIZE
+from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.files import write_json
-from nero.models import CheckpointError, LoadedModel, load_classifier, sha256_of
-from nero.run import Run, read_run
+from nero.model.classifier import CheckpointError, LoadedModel, load_classifier, sha256_of
+from nero.run.directory import Run, read_run
 
 
 class ModelChangedError(CheckpointError):

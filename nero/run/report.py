@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nero.run import Run
+from nero.run.directory import Run
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 # Which direction is better for each metric (FPR95: lower).

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nero.data import DataError
-from nero.images import IMAGE_SUFFIXES
+from nero.data.folders import DataError
+from nero.data.images import IMAGE_SUFFIXES
 
 KVASIR_CLASSES = (
     "dyed-lifted-polyps",

@@ -1,4 +1,4 @@
-"""Class-folder data sets and the evaluation transform (images decode in :mod:`nero.images`)."""
+"""Class-folder data sets and the evaluation transform (images decode in :mod:`nero.data.images`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from nero.images import ImageReadError, decode_image, is_image
+from nero.data.images import ImageReadError, decode_image, is_image
 
 # ImageNet statistics: the paper's evaluation transform (spec §7).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -148,7 +148,7 @@ class ImageListDataset(Dataset):
     """Images by path; an unreadable file yields a zero tensor and its error, not an exception.
 
     Items are ``(tensor, index, error, note)``: ``error`` is empty for a readable image,
-    ``note`` says what decoding changed (:class:`nero.images.DecodedImage`).
+    ``note`` says what decoding changed (:class:`nero.data.images.DecodedImage`).
     """
 
     def __init__(self, paths: Sequence[Path], transform, img_size: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nero.detector import NERO
+from nero.detect.detector import NERO
 
 FORMAT_VERSION = 1
 SAMPLE_COLUMNS = ["index", "path", "split", "label", "pred"]

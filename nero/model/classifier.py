@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from nero.relevance import Head
+from nero.detect.relevance import Head
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 # Keys under which training scripts commonly nest the state_dict.

@@ -26,8 +26,8 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from threadpoolctl import ThreadpoolController
 
-from nero.methods import Evidence, OODMethod, register
-from nero.relevance import Head, softmax
+from nero.detect.registry import Evidence, OODMethod, register
+from nero.detect.relevance import Head, softmax
 
 # Rows scored at once: bounds the per-row temporaries (a few × chunk × D floats).
 SCORE_CHUNK = 4096
@@ -738,7 +738,7 @@ class ODIN(OODMethod):
     ) -> np.ndarray:
         """Scores of every sample the loader yields, in the order of its ``index``.
 
-        ``loader`` yields ``(images, index, ...)`` batches (``nero.extract.make_loader``).
+        ``loader`` yields ``(images, index, ...)`` batches (``nero.model.extract.make_loader``).
         """
         model = model.to(device).eval()
         detector = _pood().ODIN(

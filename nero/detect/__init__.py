@@ -1,0 +1,1 @@
+"""Scores: head relevance, the NERO detector, the method registry and baselines, metrics."""
