@@ -24,10 +24,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nero.data.folders import make_loader  # noqa: E402
 from nero.detect.registry import Evidence, available_methods, create_method  # noqa: E402
 from nero.detect.relevance import head_relevance_chunked  # noqa: E402
 from nero.model.classifier import head_arrays, load_classifier  # noqa: E402
-from nero.model.extract import extract, make_loader, resolve_device  # noqa: E402
+from nero.model.device import resolve_device  # noqa: E402
+from nero.model.extract import extract  # noqa: E402
 from nero.run.directory import read_run  # noqa: E402
 
 TARGET = 0.10  # baselines together may cost at most a tenth of the forward pass

@@ -30,18 +30,16 @@ import torch
 from PIL import Image
 
 from nero.data.folders import eval_transform
+from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import Envelope, EnvelopeRecorder
 from nero.explain.heatmaps import (
-    PLAIN_GRADIENT_X_INPUT,
-    HeatmapRequest,
-    compute_heatmap,
-    compute_heatmaps,
     distance_contributions,
     load_run_model,
     ood_deviation,
     run_envelope,
     sample_image,
 )
+from nero.explain.rules import PLAIN_GRADIENT_X_INPUT
 from nero.model.classifier import build_model, find_head
 from nero.run.directory import read_run
 

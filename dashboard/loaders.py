@@ -22,7 +22,6 @@ from PIL import Image
 
 from nero.data.images import ImageReadError, read_image
 from nero.detect.metrics import fpr_at_95_tpr_threshold
-from nero.detect.registry import REGISTRY, available_methods
 from nero.explain.embedding import INFO_FILE, load_embedding, relevance_space
 from nero.run.directory import Run, read_run
 
@@ -71,32 +70,18 @@ def run(path: Path) -> Run:
     return _run(str(path), stamp(path))
 
 
-def method_label(name: str) -> str:
-    available_methods()
-    cls = REGISTRY.get(name)
-    return cls.label if cls is not None else name
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     r = read_run(path)
     table = r.samples.merge(r.scores, on="index", how="left")
-    table["path"] = [_resolve(r.path, p) for p in table["path"]]
+    table["path"] = [str(r.resolve(p)) for p in table["path"]]
     if "mask" in table.columns:
-        table["mask"] = [_resolve(r.path, m) if m else "" for m in table["mask"]]
+        table["mask"] = [str(r.resolve(m)) if m else "" for m in table["mask"]]
     table["set"] = [s.split(":", 1)[1] if s.startswith("ood:") else s for s in table["split"]]
     names = r.class_names
     table["true class"] = [names[i] if 0 <= i < len(names) else "—" for i in table["label"]]
     table["predicted class"] = [names[i] if 0 <= i < len(names) else "?" for i in table["pred"]]
     return table
-
-
-def _resolve(run_dir: Path, recorded: str) -> str:
-    """A sample's image file: as recorded, or relative to the run folder (moved runs)."""
-    p = Path(recorded)
-    if not p.is_absolute() and not p.exists() and (run_dir / p).exists():
-        return str(run_dir / p)
-    return str(p)
 
 
 def table(r: Run) -> pd.DataFrame:
@@ -290,11 +275,13 @@ def image_heatmaps(
     if module is None:
         raise RuntimeError("heatmaps are unavailable in this installation")
     tensor = _scorer.transform(_image).unsqueeze(0)
+    from nero.explain.attribution import HeatmapRequest, compute_heatmaps
+
     requests = [
-        module.HeatmapRequest("class", target),
-        module.HeatmapRequest("ood", int(ood_class), _deviation),
+        HeatmapRequest("class", target),
+        HeatmapRequest("ood", int(ood_class), _deviation),
     ]
-    cls, ood = module.compute_heatmaps(
+    cls, ood = compute_heatmaps(
         _scorer.model,
         _scorer.head,
         tensor,

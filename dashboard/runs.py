@@ -127,8 +127,8 @@ def validate(request: RunRequest, runs_root: Path) -> Path:
 def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path:
     """Validate, then the engine's one evaluation entry point; engine errors pass through."""
     from nero.model.sidecar import read_sidecar
-    from nero.run.directory import OutputError
     from nero.run.pipeline import Folders, evaluate_folders
+    from nero.run.staging import OutputError
 
     out = validate(request, runs_root)
     checkpoint = (

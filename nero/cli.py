@@ -213,14 +213,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nero.run.directory import (
-        OutputError,
-        RunLockedError,
-        abandoned_stages,
-        list_runs,
-        read_run,
-        remove_stage,
-    )
+    from nero.run.directory import list_runs, read_run
+    from nero.run.staging import OutputError, RunLockedError, abandoned_stages, remove_stage
 
     for path in list_runs(args.root):
         try:
@@ -301,7 +295,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
-    from nero.explain.heatmaps import overlay_png, run_heatmap, sample_image
+    from nero.explain.drawing import overlay_png
+    from nero.explain.heatmaps import run_heatmap, sample_image
     from nero.run.directory import read_run
 
     run = read_run(args.run)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nero.data.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
-from nero.detect.registry import REGISTRY, available_methods
+from nero.detect.registry import feature_level_methods
 from nero.model.sidecar import read_sidecar
 from nero.model.train import TrainConfig, train_classifier
 from nero.run.directory import RunFormatError, read_run
@@ -127,7 +127,7 @@ def build_demo(
                 0.2 + 0.5 * e / n,
             ),
         )
-    methods = [m for m in available_methods() if not REGISTRY[m].needs_inputs]
+    methods = feature_level_methods()
     say("scoring every sample with every method", 0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tiny quick sets clip n_components

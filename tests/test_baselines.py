@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nero.detect import baselines
-from nero.detect.baselines import vim_principal_dim
+from nero.data.folders import make_loader
+from nero.detect.baselines import distances
+from nero.detect.baselines.subspace import vim_principal_dim
 from nero.detect.metrics import ood_metrics
 from nero.detect.registry import Evidence, available_methods, create_method
 from nero.detect.relevance import Head, head_relevance
-from nero.model.extract import make_loader
 from tests.helpers import random_pngs
 
 
@@ -206,7 +206,7 @@ def test_knn_blocks_do_not_change_the_result(gaussian, monkeypatch):
     train, data, head = gaussian
     whole = create_method("knn", k=3).fit(train, head).score(data)
     # one query row per block: the bank × block matrix is all that is ever held
-    monkeypatch.setattr(baselines, "PAIRWISE_BYTES", 8 * len(train.features))
+    monkeypatch.setattr(distances, "PAIRWISE_BYTES", 8 * len(train.features))
     blocked = create_method("knn", k=3).fit(train, head).score(data)
     np.testing.assert_allclose(blocked, whole, rtol=1e-12)
 

@@ -143,20 +143,21 @@ def test_reader_names_what_is_wrong(folders, tmp_path):
 def test_failure_after_extraction_keeps_and_reuses_the_forward_pass(
     folders, tmp_path, capsys, monkeypatch
 ):
+    import nero.detect.nero_methods as nero_methods
     import nero.run.pipeline as pipeline
 
     out = tmp_path / "run4"
     args = evaluate_args(folders, out)
-    real_fit = pipeline.NeroMethod.fit
+    real_fit = nero_methods.NeroMethod.fit
 
     def boom(self, *a, **k):
         raise RuntimeError("simulated crash while fitting")
 
-    monkeypatch.setattr(pipeline.NeroMethod, "fit", boom)
+    monkeypatch.setattr(nero_methods.NeroMethod, "fit", boom)
     assert main(args) == 2
     stage = tmp_path / "run4.incomplete"
     assert (stage / "features.npy").is_file() and not out.exists()
-    monkeypatch.setattr(pipeline.NeroMethod, "fit", real_fit)
+    monkeypatch.setattr(nero_methods.NeroMethod, "fit", real_fit)
 
     def no_second_pass(*a, **k):
         raise AssertionError("the forward pass ran again")
@@ -182,7 +183,7 @@ def test_reference_method_equals_a_reference_preset_run(folders, tmp_path):
 
 
 def test_extraction_on_cuda_uses_true_float32_and_restores_the_setting():
-    from nero.model.extract import exact_float32
+    from nero.model.device import exact_float32
 
     before = torch.backends.cudnn.allow_tf32
     with exact_float32(torch.device("cuda")):  # a flag only: checkable without a GPU

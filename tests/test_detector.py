@@ -1,9 +1,12 @@
 """NERO detector: the reference preset against an independent re-computation of spec §2–3."""
 
+import json
+
 import numpy as np
 import pytest
 
-from nero.detect.detector import NERO, NotFittedError, norm_neuron_count
+from nero.detect.detector import NERO, NotFittedError
+from nero.detect.params import norm_neuron_count
 from nero.detect.relevance import Head, head_relevance
 
 
@@ -110,7 +113,7 @@ def test_fewer_samples_than_components_clips_with_warning():
     f, r, y, _ = make_data(n=9, d=24)  # 2/3·24 = 16 components > 9 samples
     with pytest.warns(UserWarning, match="using 9"):
         det = NERO().fit(f, r, y)
-    assert det.pca_components_.shape[0] == 9
+    assert det.n_components_ == 9
     assert np.isfinite(det.score(f, r)).all()
 
 
@@ -124,7 +127,7 @@ def test_all_zero_activation_has_neutral_norm_ratio():
 
 def test_improvement_options_do_what_they_say():
     f, r, y, _ = make_data(n=300)
-    whitened = NERO(whiten=True, n_components=10).fit(f, r, y)
+    whitened = NERO(whiten="total", n_components=10).fit(f, r, y)
     z = whitened._project(r[:, :-1])
     np.testing.assert_allclose(z.var(axis=0, ddof=1), 1.0, rtol=1e-6)
     no_bias = NERO(bias_term="none").fit(f, r, y)
@@ -145,23 +148,31 @@ def test_improvement_options_do_what_they_say():
 
 def test_options_survive_save_load(tmp_path):
     f, r, y, _ = make_data()
-    det = NERO(whiten=True, bias_term="pca", class_calibration=True, norm_ratio=False)
+    det = NERO(whiten="within", bias_term="pca", class_calibration=True, norm_ratio=False)
     det.fit(f, r, y).save(tmp_path / "d.npz")
     back = NERO.load(tmp_path / "d.npz")
     assert back.get_params() == det.get_params()
     np.testing.assert_array_equal(back.score(f, r), det.score(f, r))
 
 
-def test_whitening_drops_directions_the_training_data_do_not_vary_along():
-    """n ≤ k leaves a null PCA direction; whitening it would magnify rounding noise ~1e6×."""
+@pytest.mark.parametrize("whiten", ["total", "within"])
+def test_whitening_never_magnifies_directions_the_training_data_do_not_vary_along(whiten):
+    """n ≤ k leaves a null PCA direction; dividing by its ~0 spread would magnify rounding
+    noise ~1e6×. Total whitening drops it; within-class whitening's Ledoit–Wolf shrinkage
+    gives every direction a floor."""
     rng = np.random.default_rng(0)
     features = rng.gamma(2.0, 1.0, (12, 40))
     head = Head(weight=rng.normal(size=(3, 40)), bias=np.zeros(3))
     relevance = head_relevance(features, head, 0.1)
     labels = np.repeat([0, 1, 2], 4)
-    with pytest.warns(UserWarning, match="dropping 1 of 12 PCA components"):
-        detector = NERO.from_preset("default").fit(features, relevance, labels)
-    assert detector.pca_components_.shape[0] == 11 == detector.centroids_.shape[1]
+    detector = NERO.from_preset("default", whiten=whiten)
+    if whiten == "total":
+        with pytest.warns(UserWarning, match="dropping 1 of 12 PCA components"):
+            detector.fit(features, relevance, labels)
+        assert detector.n_components_ == 11 == detector.centroids_.shape[1]
+    else:
+        with pytest.warns(UserWarning, match="using 12"):  # 2/3·40 = 26 > 12 samples
+            detector.fit(features, relevance, labels)
     # A float32 round trip (what a run stores) barely moves the scores.
     scores = detector.score(features, relevance)
     again = detector.score(
@@ -169,3 +180,91 @@ def test_whitening_drops_directions_the_training_data_do_not_vary_along():
         relevance.astype(np.float32).astype(np.float64),
     )
     np.testing.assert_allclose(again, scores, rtol=1e-4)
+
+
+def test_within_class_whitening_is_mahalanobis_under_the_shrunk_pooled_covariance():
+    """Independent computation: PCA by SVD, scikit-learn's Ledoit–Wolf on the class-centred
+    coordinates, scipy's Mahalanobis distance to each class mean."""
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import LedoitWolf
+
+    f, r, y, _ = make_data(n=300, d=12)
+    det = NERO(whiten="within", n_components=8, distance="l2", norm_ratio=False).fit(f, r, y)
+    x = r[:, :-1]
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    coords = (x - mean) @ vt[:8].T
+    means = np.stack([coords[y == c].mean(axis=0) for c in range(3)])
+    inverse = np.linalg.inv(LedoitWolf(assume_centered=True).fit(coords - means[y]).covariance_)
+    expected = [min(mahalanobis(z, m, inverse) for m in means) for z in coords[:20]]
+    np.testing.assert_allclose(det.nearest(r[:20]).distance, expected, rtol=1e-8)
+
+
+def separable(n_per_class=60, d=30, c=4, spreads=(0.3, 1.0, 2.0, 4.0), sample_seed=1):
+    """Classes of very different spread and a head that tells them apart (a trained model):
+    the case where total whitening and per-class calibration sent every sample to the
+    widest class. Returns train (features, relevance, labels), test (the same), the head."""
+    world = np.random.default_rng(0)
+    centres = world.normal(size=(c, d)) * 6 + 8
+    head = Head(centres - centres.mean(axis=0), np.zeros(c))
+
+    def draw(seed: int) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(seed)
+        labels = np.repeat(np.arange(c), n_per_class)
+        noise = rng.normal(size=(labels.size, d)) * np.asarray(spreads)[labels, None]
+        feats = np.maximum(centres[labels] + noise, 0)
+        return feats, head_relevance(feats, head, 0.1), labels
+
+    return draw(sample_seed), draw(sample_seed + 100), head
+
+
+def test_default_nearest_centroid_is_the_samples_own_class():
+    (f, r, y), (tf, tr, ty), head = separable()
+    right = head.logits(tf).argmax(axis=1) == ty  # correctly classified test samples
+    assert right.mean() > 0.9
+    default = NERO.from_preset("default").fit(f, r, y).nearest(tr[right]).label
+    assert np.mean(default == ty[right]) >= 0.95
+    # the old geometry (total whitening + per-centroid calibration) fails this
+    old = NERO.from_preset("default", whiten="total", distance="l1", class_calibration=True)
+    assert np.mean(old.fit(f, r, y).nearest(tr[right]).label == ty[right]) < 0.5
+
+
+@pytest.mark.parametrize("distance", ["l1", "l2"])
+@pytest.mark.parametrize("whiten", ["none", "total", "within"])
+def test_distance_shares_sum_to_the_distance(distance, whiten):
+    f, r, y, _ = make_data(n=200)
+    det = NERO(distance=distance, whiten=whiten, class_calibration=True).fit(f, r, y)
+    nearest = det.nearest(r)
+    shares = det.distance_shares(r)
+    np.testing.assert_allclose(shares.sum(axis=1), nearest.distance, rtol=1e-9)
+    # to another class's centroid: the shares sum to that distance instead
+    other = det.nearest(r, target_class=1)
+    np.testing.assert_allclose(det.distance_shares(r, other.centroid).sum(1), other.distance)
+    assert (other.label == 1).all() and (other.distance >= nearest.distance - 1e-12).all()
+    np.testing.assert_allclose(
+        det.deviation(r, nearest.centroid)[0],
+        r[0, :-1] - det.centroid_relevance(nearest.centroid[0]),
+    )
+    with pytest.raises(ValueError, match="no centroid of class 7"):
+        det.nearest(r, target_class=7)
+
+
+def test_detectors_saved_in_the_first_format_still_load(tmp_path):
+    """Runs made before the one-transform format stored PCA components and a scale."""
+    f, r, y, _ = make_data()
+    det = NERO(whiten="total", n_components=10).fit(f, r, y)
+    scale = np.sqrt(np.var((r[:, :-1] - det.pca_mean_) @ np.linalg.pinv(det.transform_).T, 0))
+    components = (det.transform_ * scale).T
+    old = {
+        "params": np.array(json.dumps({**det.get_params(), "whiten": True})),
+        "pca_mean": det.pca_mean_,
+        "pca_components": components,
+        "pca_scale": scale,
+        **{k: getattr(det, f"{k}_") for k in ("centroid_scale", "centroids", "raw_centroids")},
+        "centroid_classes": det.centroid_classes_,
+        "bias_scale": np.array(det.bias_scale_),
+        "norm_neurons": np.array(det.norm_neurons_),
+    }
+    np.savez(tmp_path / "old.npz", **old)
+    back = NERO.load(tmp_path / "old.npz")
+    np.testing.assert_allclose(back.score(f, r), det.score(f, r), rtol=1e-9)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import (
     Envelope,
     EnvelopeError,
@@ -12,7 +13,6 @@ from nero.explain.envelope import (
     fit_envelope,
     gate_points,
 )
-from nero.explain.heatmaps import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.model.classifier import build_model, find_head
 from tests.helpers import random_pngs
 

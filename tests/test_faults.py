@@ -177,14 +177,14 @@ def existing_run_with_overwrite_is_replaced(b, tmp):
 
 
 def overwrite_that_fails_keeps_the_old_run(b, tmp, monkeypatch):
-    import nero.run.pipeline as pipeline
+    import nero.detect.nero_methods as nero_methods
 
     run = copy_run(b, tmp)
 
     def crash(*_a, **_k):
         raise RuntimeError("simulated crash while fitting")
 
-    monkeypatch.setattr(pipeline.NeroMethod, "fit", crash)
+    monkeypatch.setattr(nero_methods.NeroMethod, "fit", crash)
     return Case(evaluate_args(b["data"], run, "--overwrite"), 2, r"simulated crash", [run])
 
 

@@ -9,26 +9,22 @@ from PIL import Image
 from torch import nn
 
 import nero.explain.heatmaps as heatmaps
+import nero.explain.rules as rules
 from nero.cli import main
 from nero.detect.relevance import head_relevance
+from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmap, compute_heatmaps
+from nero.explain.drawing import overlay_png
 from nero.explain.envelope import Envelope, EnvelopeRecorder, fit_envelope
 from nero.explain.heatmaps import (
     CACHE_VERSION,
-    CP_LRP,
-    GRADIENT_X_INPUT,
-    LRP,
-    Heatmap,
-    HeatmapRequest,
-    compute_heatmap,
-    compute_heatmaps,
     distance_contributions,
     heatmap_cache_path,
     ood_deviation,
-    overlay_png,
     run_heatmap,
     run_heatmaps,
     sample_image,
 )
+from nero.explain.rules import CP_LRP, GRADIENT_X_INPUT, LRP, rule_set_for
 from nero.model.classifier import build_model, find_head, head_arrays
 from nero.run.directory import read_run
 
@@ -359,10 +355,10 @@ def test_one_pass_z_plus_equals_zennits_two_pass_z_plus(arch):
     """Every convolution after the first sees post-ReLU input, so the second pass is zero."""
     model, head = random_model(arch)
     x = image(6)
-    fast = heatmaps.rule_set_for(arch, model)
+    fast = rule_set_for(arch, model)
     slow = dataclasses.replace(
         fast,
-        composite=heatmaps._epsilon_plus_flat(
+        composite=rules._epsilon_plus_flat(
             type(fast.composite(x, False).canonizers[0]), fast=False
         ),
     )

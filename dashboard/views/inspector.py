@@ -107,7 +107,7 @@ st.subheader("Which neurons deviate")
 top = components.neuron_section(
     relevance[0, :d],
     expl.deviation[0],
-    np.asarray(r.detector.raw_centroids_[int(expl.nearest_centroid[0]), :d]),
+    r.detector.centroid_relevance(int(expl.nearest_centroid[0])),
     nearest_class,
     key="insp",
 )

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import components, state
 from dashboard.runs import COMMON_ARCHS, FormError, RunRequest, create_run
-from nero.detect.registry import REGISTRY, available_methods
+from nero.detect.registry import feature_level_methods, method_class
 
 PREPARED = "One prepared folder"
 SEPARATE = "Separate folders"
@@ -32,7 +32,7 @@ with st.expander("What the folders must look like", expanded=False):
         f"- The run is written to `{cfg.runs_root}/<run name>`."
     )
 
-methods = [m for m in available_methods() if not REGISTRY[m].needs_inputs]
+methods = feature_level_methods()
 mode = st.radio(
     "Data layout",
     (PREPARED, SEPARATE),
@@ -82,7 +82,7 @@ with st.form("new-run"):
         "Methods",
         methods,
         default=methods,
-        format_func=lambda m: REGISTRY[m].label,
+        format_func=lambda m: method_class(m).label,
         key="nr-methods",
         help="NERO and the baselines that work from the cached forward pass.",
     )

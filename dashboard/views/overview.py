@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from dashboard import charts, components, loaders, state
 from nero.detect.metrics import rates_at_threshold
+from nero.detect.registry import method_label
 from nero.run.report import best_mask, comparison_frame
 
 ALL_SETS = "__all__"
@@ -28,7 +29,7 @@ if not r.ood_sets:
     st.info("This run has no out-of-distribution set, so there is nothing to separate.")
     st.stop()
 methods = r.methods
-labels = {m: loaders.method_label(m) for m in methods}
+labels = {m: method_label(m) for m in methods}
 
 c1, c2 = st.columns([3, 2])
 method_key, method_cb = state.persistent_widget(

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import charts, components, loaders, state
+from nero.detect.registry import method_label
 
 # Above this many points the map is drawn with WebGL (SVG gets slow in the browser).
 WEBGL_POINTS = 3000
@@ -61,7 +62,7 @@ if colour_by == "Score":
         "Score of",
         r.methods,
         index=r.methods.index(score_method),
-        format_func=loaders.method_label,
+        format_func=method_label,
         key="map-score-method",
     )
 shown_splits = (
@@ -126,7 +127,7 @@ fig = charts.embedding_figure(
     [class_colour.get(lbl, "#FFD166") for lbl in centroid_labels],
     picked=picked,
     values=values,
-    value_label=f"{loaders.method_label(score_method)} score",
+    value_label=f"{method_label(score_method)} score",
     webgl=rows.size > WEBGL_POINTS,
 )
 

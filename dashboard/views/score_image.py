@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import charts, components, imaging, loaders, uploads
 from nero.detect.metrics import fpr_at_95_tpr_threshold
+from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
 from nero.run.scoring import feature_methods, nearest_train
 
@@ -132,7 +133,7 @@ st.subheader("Which neurons deviate")
 components.neuron_section(
     result.relevance[k, :d].astype(np.float64),
     expl.deviation[k],
-    np.asarray(r.detector.raw_centroids_[int(expl.nearest_centroid[k]), :d]),
+    r.detector.centroid_relevance(int(expl.nearest_centroid[k])),
     nearest_class,
     key="new",
 )
@@ -182,7 +183,7 @@ elif st.toggle(
         thr = fpr_at_95_tpr_threshold(mv.id_test)
         rows.append(
             {
-                "method": loaders.method_label(m),
+                "method": method_label(m),
                 "score": float(all_scores[m]),
                 "threshold (95 % ID kept)": thr,
                 "verdict": components.verdict(float(all_scores[m]), thr),

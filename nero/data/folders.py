@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from nero.data.images import ImageReadError, decode_image, is_image
@@ -166,3 +166,19 @@ class ImageListDataset(Dataset):
         except ImageReadError as exc:
             blank = torch.zeros(3, self.img_size, self.img_size)
             return blank, index, str(exc), ""
+
+
+def make_loader(
+    paths: Sequence[Path], img_size: int, batch_size: int, workers: int | None = None
+) -> DataLoader:
+    """Deterministic order; decoding in worker processes overlaps with the forward pass."""
+    if workers is None:
+        workers = min(2, torch.get_num_threads()) if len(paths) > 4 * batch_size else 0
+    return DataLoader(
+        ImageListDataset(paths, eval_transform(img_size), img_size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )

@@ -2,7 +2,12 @@
 
 A scikit-learn-style estimator: hyper-parameters in ``__init__``, ``fit`` learns attributes
 ending in ``_``, ``score`` returns one number per sample (higher = more out-of-distribution),
-``explain`` returns the parts of that number.
+``explain`` returns the parts of that number. The detector alone answers "which centroid, how
+far, which neurons" (:meth:`NERO.nearest`, :meth:`NERO.deviation`,
+:meth:`NERO.distance_shares`): heatmaps, maps and pages ask it rather than re-deriving them.
+
+Every distance lives in one space (:mod:`nero.detect.space`): neuron relevance without the
+bias column, centred and mapped by one linear ``transform_``, compared with one norm.
 """
 
 from __future__ import annotations
@@ -16,71 +21,35 @@ from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 
+from nero.detect.params import (
+    PRESETS,
+    RELEASE_NORM_NEURONS,
+    check_params,
+    norm_neuron_count,
+    whitening_mode,
+)
+from nero.detect.space import (
+    DegenerateFitWarning,
+    check_spread,
+    fit_space,
+    norm,
+    norm_gradient,
+)
 from nero.files import save_npz
-
-# The release keeps the 175 most negative-relevance neurons: 175/512 of ResNet-18's width.
-RELEASE_NORM_NEURONS = 175
-RELEASE_NORM_FRACTION = RELEASE_NORM_NEURONS / 512
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The reference release, quirks included (spec §2–3).
-    "reference": dict(
-        n_components="2/3",
-        norm_neurons=RELEASE_NORM_NEURONS,
-        centroids_per_class=1,
-        epsilon=0.0,
-        distance="l1",
-    ),
-    # Chosen by bench/ablation.py on in-distribution data only (ID-val vs generic corruptions
-    # of ID-val), never on an evaluation OOD set: whitened PCA space, LRP-ε, no bias term,
-    # no norm ratio, per-centroid calibration. Results: bench/results/ablation.md.
-    "default": dict(
-        n_components="2/3",
-        norm_neurons=RELEASE_NORM_FRACTION,
-        centroids_per_class=1,
-        epsilon=0.1,
-        distance="l1",
-        whiten=True,
-        bias_term="none",
-        norm_ratio=False,
-        class_calibration=True,
-    ),
-}
-# A whitened component whose variance is below this share of the largest is a null direction.
-NULL_VARIANCE = 1e-10
-DISTANCES = ("l1", "l2")
-BIAS_TERMS = ("release", "pca", "none")
 
 
 class NotFittedError(RuntimeError):
-    """The detector was used before ``fit``."""
+    """A detector was used before ``fit`` (every method of the registry raises this one)."""
 
 
-class DegenerateFitError(ValueError):
-    """The training data cannot define a detector (e.g. every image gives the same relevance)."""
+@dataclass(frozen=True)
+class Nearest:
+    """The centroid each sample is scored against."""
 
-
-class DegenerateFitWarning(UserWarning):
-    """The fit worked around thin training data (a run records these warnings)."""
-
-
-# Training relevance whose total variance is below this share of its mean square is constant
-# up to float rounding: whitening it would turn rounding noise into astronomically large scores.
-MIN_RELATIVE_SPREAD = 1e-12
-
-
-def _check_spread(neuron_rel: np.ndarray) -> None:
-    """Refuse training relevance that does not vary (identical images, a constant model)."""
-    total = float(neuron_rel.var(axis=0).sum())
-    power = float((neuron_rel**2).sum(axis=1).mean())
-    if total <= MIN_RELATIVE_SPREAD * power or total == 0.0:
-        raise DegenerateFitError(
-            f"the {neuron_rel.shape[0]} training samples have (nearly) identical relevance "
-            f"vectors (total variance {total:.3g}): NERO cannot learn what normal variation "
-            "looks like. Are the training images copies of one image, or is the model constant?"
-        )
+    centroid: np.ndarray  # index into centroids_
+    label: np.ndarray  # class of that centroid
+    distance: np.ndarray  # the (calibrated) distance to it
 
 
 @dataclass(frozen=True)
@@ -88,53 +57,13 @@ class Explanation:
     """The parts of NERO's score, one row per sample."""
 
     score: np.ndarray  # (distance + bias_term) * norm_ratio
-    distance: np.ndarray  # min over centroids of the PCA-space distance
+    distance: np.ndarray  # to the nearest centroid, in the detector's space
     bias_term: np.ndarray  # λ·|R_bias|
     norm_ratio: np.ndarray  # share of |activation| held by the most negative-relevance neurons
     nearest_centroid: np.ndarray  # index into centroids_
     nearest_class: np.ndarray  # class of that centroid
     deviation: np.ndarray  # N×D: raw neuron relevance minus the nearest centroid's
     norm_neurons: np.ndarray  # N×k indices of the neurons in the norm ratio
-
-
-def n_components_for(spec: int | str, n_features: int) -> int:
-    """``"2/3"`` → ``int(2·D/3)`` (the release); an int is taken as is."""
-    if isinstance(spec, str):
-        num, _, den = spec.partition("/")
-        return int(int(num) * n_features / int(den or 1))
-    return int(spec)
-
-
-def norm_neuron_count(spec: int | float, n_features: int) -> int:
-    """A count (int) or a fraction of D (float in (0, 1)); a count ≥ D means every neuron.
-
-    The release hard-codes 175 and, when D ≤ 175, silently uses every neuron (ratio = 1).
-    """
-    if isinstance(spec, float) and 0 < spec < 1:
-        return max(1, int(round(spec * n_features)))
-    if spec < 1 or float(spec) != int(spec):
-        raise ValueError(f"norm_neurons must be a count ≥ 1 or a fraction in (0, 1), got {spec}")
-    return min(int(spec), n_features)
-
-
-def _pairwise_min(
-    x: np.ndarray, centres: np.ndarray, metric: str, scale: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distance to the nearest centre (each divided by its scale) and the centre's index.
-
-    One pass per centre (a handful), so memory stays N×D rather than N×M×D.
-    """
-    best = np.full(x.shape[0], np.inf)
-    arg = np.zeros(x.shape[0], np.int64)
-    for m, centre in enumerate(centres):
-        diff = x - centre
-        d = np.abs(diff).sum(axis=1) if metric == "l1" else np.sqrt((diff * diff).sum(axis=1))
-        if scale is not None:
-            d = d / scale[m]
-        closer = d < best
-        best = np.where(closer, d, best)
-        arg = np.where(closer, m, arg)
-    return best, arg
 
 
 class NERO:
@@ -146,11 +75,13 @@ class NERO:
     norm_neurons : neurons in the feature-norm ratio, a count (release: 175) or a fraction of D.
     centroids_per_class : 1 = class means (release); >1 = k-means inside each class.
     epsilon : LRP-ε stabiliser used when relevance is computed by this package (0 = LRP-0).
-    distance : ``"l1"`` (release) or ``"l2"`` in PCA space.
-    whiten : scale PCA components to unit variance (a Mahalanobis-like distance); release: no.
+    distance : ``"l1"`` (release) or ``"l2"``.
+    whiten : the space after PCA (:data:`nero.detect.params.WHITENINGS`): ``"none"``
+        (release), ``"total"`` (unit variance per component) or ``"within"`` (the pooled
+        within-class covariance whitened, Ledoit–Wolf shrinkage).
     bias_term : how the bias relevance enters: ``"release"`` (λ from raw-space distances, a
-        scale the PCA distance does not share), ``"pca"`` (λ from the same PCA-space distances
-        the score uses) or ``"none"``.
+        scale the PCA distance does not share), ``"pca"`` (λ from the same distances the
+        score uses) or ``"none"``.
     norm_ratio : multiply by the feature-norm ratio (release: yes).
     class_calibration : divide each centroid's distance by its training members' mean distance.
     random_state : seed for k-means.
@@ -163,7 +94,7 @@ class NERO:
         centroids_per_class: int = 1,
         epsilon: float = 0.0,
         distance: str = "l1",
-        whiten: bool = False,
+        whiten: bool | str = "none",
         bias_term: str = "release",
         norm_ratio: bool = True,
         class_calibration: bool = False,
@@ -203,45 +134,12 @@ class NERO:
 
     def check_params(self) -> NERO:
         """Raise a ValueError naming the first parameter outside its range; returns self."""
-
-        def bad(name: str, want: str) -> ValueError:
-            return ValueError(f"NERO parameter {name}={getattr(self, name)!r}: {want}")
-
-        spec = self.n_components
-        if isinstance(spec, str):
-            num, sep, den = spec.partition("/")
-            if not (num.isdigit() and (not sep or den.isdigit()) and int(num) > 0):
-                raise bad("n_components", 'expected a count or a fraction like "2/3"')
-            if sep and int(den) == 0:
-                raise bad("n_components", "the denominator must not be 0")
-        elif isinstance(spec, bool) or not isinstance(spec, int | np.integer) or spec < 1:
-            raise bad("n_components", 'expected a count ≥ 1 or a fraction like "2/3"')
-        norm = self.norm_neurons
-        if isinstance(norm, bool) or not isinstance(norm, int | float | np.number):
-            raise bad("norm_neurons", "expected a count ≥ 1 or a fraction in (0, 1)")
-        if not (0 < norm < 1 or (norm >= 1 and float(norm) == int(norm))):
-            raise bad("norm_neurons", "expected a count ≥ 1 or a fraction in (0, 1)")
-        k = self.centroids_per_class
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise bad("centroids_per_class", "expected an integer ≥ 1")
-        eps = self.epsilon
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < np.inf:
-            raise bad("epsilon", "expected a finite number ≥ 0 (0 = LRP-0)")
-        if self.distance not in DISTANCES:
-            raise bad("distance", f"expected one of {DISTANCES}")
-        if self.bias_term not in BIAS_TERMS:
-            raise bad("bias_term", f"expected one of {BIAS_TERMS}")
-        for flag in ("whiten", "norm_ratio", "class_calibration"):
-            if not isinstance(getattr(self, flag), bool):
-                raise bad(flag, "expected true or false")
-        seed = self.random_state
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise bad("random_state", "expected an integer")
+        check_params(self.get_params())
         return self
 
     # ------------------------------------------------------------------ fit
     def fit(self, features: np.ndarray, relevance: np.ndarray, labels: np.ndarray) -> NERO:
-        """Learn PCA, class centroids and the bias scale λ from in-distribution training data."""
+        """Learn the space, class centroids and the bias scale λ from ID training data."""
         self.check_params()
         features, relevance = self._check(features, relevance)
         labels = np.asarray(labels)
@@ -251,44 +149,37 @@ class NERO:
         if n < 2:
             raise ValueError(f"NERO needs at least 2 training samples, got {n}")
         neuron_rel = relevance[:, :d]
-        _check_spread(neuron_rel)
-
-        wanted = n_components_for(self.n_components, d)
-        n_comp = min(wanted, n, d)
-        if n_comp < wanted:
-            warnings.warn(
-                f"n_components={wanted} exceeds what {n} training samples × {d} features allow; "
-                f"using {n_comp}",
-                stacklevel=2,
-            )
-        # "full" SVD: deterministic for any data size (the randomized solver is not).
-        pca = PCA(n_components=n_comp, svd_solver="full").fit(neuron_rel)
-        self.pca_mean_ = pca.mean_.astype(np.float64)
-        self.pca_components_ = pca.components_.astype(np.float64)
-        variance = pca.explained_variance_.astype(np.float64)
-        if self.whiten:
-            # Whitening divides by each component's spread: a direction the training data do
-            # not vary along (n ≤ k leaves at least one) would magnify rounding noise ~1e6×.
-            null = variance <= variance.max() * NULL_VARIANCE
-            null[0] = False  # keep at least the leading component
-            if null.any():
-                warnings.warn(
-                    f"dropping {int(null.sum())} of {n_comp} PCA components along which the "
-                    f"{n} training samples do not vary (whitening would magnify noise there)",
-                    stacklevel=2,
-                )
-                self.pca_components_ = self.pca_components_[~null]
-                variance, n_comp = variance[~null], int((~null).sum())
-            floor = np.finfo(np.float64).tiny  # an all-constant training set
-            self.pca_scale_ = np.sqrt(np.maximum(variance, floor))
-        else:
-            self.pca_scale_ = np.ones(n_comp)
+        check_spread(neuron_rel)
+        self.n_features_in_ = d
+        self.pca_mean_, self.transform_ = fit_space(
+            neuron_rel, labels, self.n_components, whitening_mode(self.whiten)
+        )
         projected = self._project(neuron_rel)
+        cluster = self._fit_centroids(projected, relevance, labels)
+        if self.class_calibration:
+            self._fit_calibration(projected, cluster)
 
-        classes = np.unique(labels)
+        mean_bias = np.abs(relevance[:, d]).mean()
+        if self.bias_term == "release":
+            # λ: raw relevance incl. bias against the centroids it built (release §2), L1;
+            # one centroid at a time, so memory stays N×D.
+            reference = np.min([norm(relevance - c, "l1") for c in self.raw_centroids_], axis=0)
+        elif self.bias_term == "pca":  # the distances the score itself uses
+            reference = self.nearest(relevance).distance
+        else:
+            reference = np.zeros(1)
+        self.bias_scale_ = float(reference.mean() / mean_bias) if mean_bias > 0 else 0.0
+        self.norm_neurons_ = norm_neuron_count(self.norm_neurons, d)
+        return self
+
+    def _fit_centroids(
+        self, projected: np.ndarray, relevance: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        """Class means (or k-means inside each class); returns each sample's centroid."""
+        n = projected.shape[0]
         cluster = np.empty(n, np.int64)
         centroid_class: list[int] = []
-        for c in classes:  # one block per class, vectorised inside
+        for c in np.unique(labels):  # one block per class, vectorised inside
             members = np.flatnonzero(labels == c)
             k = min(self.centroids_per_class, members.size)
             if k <= 1:
@@ -300,43 +191,34 @@ class NERO:
             centroid_class.extend([int(c)] * (int(assign.max()) + 1))
         n_centroids = len(centroid_class)
         counts = np.bincount(cluster, minlength=n_centroids)[:, None]
-        self.centroids_ = np.zeros((n_centroids, n_comp))
-        np.add.at(self.centroids_, cluster, projected)
-        self.centroids_ /= counts
-        raw = np.zeros((n_centroids, d + 1))
+        centroids = np.zeros((n_centroids, projected.shape[1]))
+        np.add.at(centroids, cluster, projected)
+        raw = np.zeros((n_centroids, relevance.shape[1]))
         np.add.at(raw, cluster, relevance)
+        self.centroids_ = centroids / counts
         self.raw_centroids_ = raw / counts
         self.centroid_classes_ = np.asarray(centroid_class, np.int64)
         self.centroid_scale_ = np.ones(n_centroids)
-        if self.class_calibration:
-            diff = projected - self.centroids_[cluster]
-            own = np.abs(diff).sum(1) if self.distance == "l1" else np.sqrt((diff * diff).sum(1))
-            spread = np.bincount(cluster, weights=own, minlength=n_centroids) / counts[:, 0]
-            alone = spread <= 0  # one member (or identical ones): no spread of its own
-            if alone.any():
-                warnings.warn(
-                    f"{int(alone.sum())} centroid(s) (classes "
-                    f"{sorted({int(c) for c in self.centroid_classes_[alone]})}) have a single "
-                    "distinct training sample, so no spread of their own: they use the median "
-                    "spread of the others. Add training images of those classes.",
-                    DegenerateFitWarning,
-                    stacklevel=2,
-                )
-            fallback = float(np.median(spread[~alone])) if (~alone).any() else 1.0
-            self.centroid_scale_ = np.where(alone, fallback, spread)
+        return cluster
 
-        mean_bias = np.abs(relevance[:, d]).mean()
-        if self.bias_term == "release":
-            # λ: raw relevance incl. bias, scored against the centroids it built (release §2).
-            reference, _ = _pairwise_min(relevance, self.raw_centroids_, "l1")
-        elif self.bias_term == "pca":  # the distances the score itself uses
-            reference, _ = self._nearest(projected)
-        else:
-            reference = np.zeros(1)
-        self.bias_scale_ = float(reference.mean() / mean_bias) if mean_bias > 0 else 0.0
-        self.n_features_in_ = d
-        self.norm_neurons_ = norm_neuron_count(self.norm_neurons, d)
-        return self
+    def _fit_calibration(self, projected: np.ndarray, cluster: np.ndarray) -> None:
+        """Each centroid's scale: its training members' mean distance to it."""
+        n_centroids = self.centroids_.shape[0]
+        own = norm(projected - self.centroids_[cluster], self.distance)
+        counts = np.bincount(cluster, minlength=n_centroids)
+        spread = np.bincount(cluster, weights=own, minlength=n_centroids) / counts
+        alone = spread <= 0  # one member (or identical ones): no spread of its own
+        if alone.any():
+            warnings.warn(
+                f"{int(alone.sum())} centroid(s) (classes "
+                f"{sorted({int(c) for c in self.centroid_classes_[alone]})}) have a single "
+                "distinct training sample, so no spread of their own: they use the median "
+                "spread of the others. Add training images of those classes.",
+                DegenerateFitWarning,
+                stacklevel=3,
+            )
+        fallback = float(np.median(spread[~alone])) if (~alone).any() else 1.0
+        self.centroid_scale_ = np.where(alone, fallback, spread)
 
     # ---------------------------------------------------------------- score
     def score(self, features: np.ndarray, relevance: np.ndarray) -> np.ndarray:
@@ -351,7 +233,7 @@ class NERO:
         if features.shape[1] != d:
             raise ValueError(f"detector was fit on D={d} features, got D={features.shape[1]}")
         neuron_rel = relevance[:, :d]
-        distance, nearest = self._nearest(self._project(neuron_rel))
+        nearest = self.nearest(relevance)
         bias_term = self.bias_scale_ * np.abs(relevance[:, d])
 
         k = self.norm_neurons_
@@ -365,33 +247,90 @@ class NERO:
         # All-zero activations: no norm to share out, so the ratio is neutral.
         norm_ratio = np.divide(part, total, out=np.ones_like(total), where=total > 0)
 
-        score = (distance + bias_term) * (norm_ratio if self.norm_ratio else 1.0)
-        deviation = neuron_rel - self.raw_centroids_[nearest, :d]
+        score = (nearest.distance + bias_term) * (norm_ratio if self.norm_ratio else 1.0)
         return Explanation(
             score=score,
-            distance=distance,
+            distance=nearest.distance,
             bias_term=bias_term,
             norm_ratio=norm_ratio,
-            nearest_centroid=nearest,
-            nearest_class=self.centroid_classes_[nearest],
-            deviation=deviation,
+            nearest_centroid=nearest.centroid,
+            nearest_class=nearest.label,
+            deviation=self.deviation(relevance, nearest.centroid),
             norm_neurons=np.asarray(selected),
         )
+
+    # ------------------------------------------------- centroids and neurons
+    def nearest(self, relevance: np.ndarray, target_class: int | None = None) -> Nearest:
+        """Each sample's nearest centroid (of ``target_class`` only, if given) and the distance.
+
+        One centroid at a time, so memory stays N×k rather than N×M×k.
+        """
+        projected = self.project(relevance)
+        candidates = np.arange(self.centroids_.shape[0])
+        if target_class is not None:
+            candidates = np.flatnonzero(self.centroid_classes_ == int(target_class))
+            if candidates.size == 0:
+                raise ValueError(f"the detector has no centroid of class {target_class}")
+        best = np.full(projected.shape[0], np.inf)
+        arg = np.zeros(projected.shape[0], np.int64)
+        for m in candidates:
+            dist = norm(projected - self.centroids_[m], self.distance) / self.centroid_scale_[m]
+            closer = dist < best
+            best = np.where(closer, dist, best)
+            arg = np.where(closer, m, arg)
+        return Nearest(arg, self.centroid_classes_[arg], best)
+
+    def deviation(self, relevance: np.ndarray, centroid: np.ndarray | int) -> np.ndarray:
+        """N×D: each neuron's relevance minus that of the given centroid (one per sample)."""
+        d = self.n_features_in_
+        neuron_rel = np.asarray(relevance, np.float64)[:, :d]
+        return neuron_rel - self.raw_centroids_[np.asarray(centroid), :d]
+
+    def distance_shares(
+        self, relevance: np.ndarray, centroid: np.ndarray | int | None = None
+    ) -> np.ndarray:
+        """N×D: each neuron's exact share of the distance to ``centroid`` (default: nearest).
+
+        The map into the detector's space is linear, so the gap to a centroid is
+        ``deviation · T``, and because the norm is 1-homogeneous
+        ``‖gap‖ = Σ_j deviation_j · (T · ∂‖gap‖/∂gap)_j``: the shares sum to the distance.
+        """
+        self._check_fitted()
+        if centroid is None:
+            centroid = self.nearest(relevance).centroid
+        centroid = np.broadcast_to(np.asarray(centroid), (np.asarray(relevance).shape[0],))
+        deviation = self.deviation(relevance, centroid)
+        direction = norm_gradient(deviation @ self.transform_, self.distance)
+        return deviation * (direction @ self.transform_.T) / self.centroid_scale_[centroid, None]
+
+    def space_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The detector's distance between points already in its space (rows, broadcast)."""
+        return norm(np.asarray(a) - np.asarray(b), self.distance)
+
+    def centroid_relevance(self, centroid: int) -> np.ndarray:
+        """The mean neuron relevance (D,) of a centroid's training images."""
+        self._check_fitted()
+        return np.asarray(self.raw_centroids_[int(centroid), : self.n_features_in_])
 
     def project(self, relevance: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Relevance (N×D, or N×(D+1) with the bias column) in the space distances live in."""
         self._check_fitted()
         d = self.n_features_in_
-        relevance = np.asarray(relevance)
+        relevance = np.asarray(relevance) if not hasattr(relevance, "shape") else relevance
         if relevance.ndim != 2 or relevance.shape[1] not in (d, d + 1):
             raise ValueError(
                 f"relevance has shape {relevance.shape}, the detector expects N×{d + 1}"
             )
-        out = np.empty((relevance.shape[0], self.pca_components_.shape[0]))
+        out = np.empty((relevance.shape[0], self.transform_.shape[1]))
         for start in range(0, relevance.shape[0], chunk):  # memory-mapped runs stay on disk
             block = np.asarray(relevance[start : start + chunk, :d], np.float64)
             out[start : start + chunk] = self._project(block)
         return out
+
+    @property
+    def n_components_(self) -> int:
+        """Dimensions of the space distances are measured in."""
+        return int(self.transform_.shape[1])
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | Path) -> None:
@@ -401,8 +340,7 @@ class NERO:
             path,
             params=np.array(json.dumps(self.get_params())),
             pca_mean=self.pca_mean_,
-            pca_components=self.pca_components_,
-            pca_scale=self.pca_scale_,
+            transform=self.transform_,
             centroid_scale=self.centroid_scale_,
             centroids=self.centroids_,
             raw_centroids=self.raw_centroids_,
@@ -413,11 +351,14 @@ class NERO:
 
     @classmethod
     def load(cls, path: str | Path) -> NERO:
+        """A fitted detector from ``detector.npz`` (this version's, or the first format's)."""
         with np.load(path, allow_pickle=False) as z:
             detector = cls(**json.loads(str(z["params"])))
             detector.pca_mean_ = z["pca_mean"]
-            detector.pca_components_ = z["pca_components"]
-            detector.pca_scale_ = z["pca_scale"]
+            if "transform" in z:
+                detector.transform_ = z["transform"]
+            else:  # first format: PCA components and a per-component scale
+                detector.transform_ = z["pca_components"].T / z["pca_scale"]
             detector.centroid_scale_ = z["centroid_scale"]
             detector.centroids_ = z["centroids"]
             detector.raw_centroids_ = z["raw_centroids"]
@@ -429,11 +370,7 @@ class NERO:
 
     # -------------------------------------------------------------- helpers
     def _project(self, neuron_rel: np.ndarray) -> np.ndarray:
-        return ((neuron_rel - self.pca_mean_) @ self.pca_components_.T) / self.pca_scale_
-
-    def _nearest(self, projected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated distance to the nearest centroid, and its index."""
-        return _pairwise_min(projected, self.centroids_, self.distance, self.centroid_scale_)
+        return (neuron_rel - self.pca_mean_) @ self.transform_
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "centroids_"):

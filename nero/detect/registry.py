@@ -8,15 +8,17 @@ the single extraction pass; methods that need input gradients say so with
 
 from __future__ import annotations
 
+import functools
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from nero.detect.detector import NERO
-from nero.detect.relevance import Head, head_relevance_chunked
+from nero.detect.relevance import Head
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,51 @@ def register(name: str, label: str | None = None) -> Callable[[M], M]:
     return wrap
 
 
+# The modules whose classes register themselves: an explicit list of names, so the registry
+# imports no plugin and no plugin list by module (other packages add theirs through the
+# "nero.methods" entry-point group). Order = the order reports list methods in.
+BUILTIN_PLUGINS = (
+    "nero.detect.nero_methods",
+    "nero.detect.baselines.logits",
+    "nero.detect.baselines.distances",
+    "nero.detect.baselines.subspace",
+    "nero.detect.baselines.shaping",
+    "nero.detect.baselines.inputs",
+)
+ENTRY_POINT_GROUP = "nero.methods"
+
+
+@functools.cache
 def _load_plugins() -> None:
-    # Baselines register themselves on import; importing here keeps one table.
-    import nero.detect.baselines  # noqa: F401
+    for module in BUILTIN_PLUGINS:
+        importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
 
 
 def available_methods() -> list[str]:
     _load_plugins()
     return list(REGISTRY)
+
+
+def feature_level_methods() -> list[str]:
+    """Methods that score from the cached forward pass alone (no input gradients)."""
+    return [m for m in available_methods() if not REGISTRY[m].needs_inputs]
+
+
+def method_label(name: str) -> str:
+    """How reports and the dashboard show a method (its name, if it is not registered)."""
+    _load_plugins()
+    cls = REGISTRY.get(name)
+    return cls.label if cls is not None else name
+
+
+def method_class(name: str) -> type[OODMethod]:
+    """The registered class of ``name`` (its label, ``needs_inputs``, …)."""
+    _load_plugins()
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -94,51 +133,4 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def create_method(name: str, **params: Any) -> OODMethod:
-    _load_plugins()
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(REGISTRY)}")
-    return REGISTRY[name](**params)
-
-
-@register("nero", "NERO")
-class NeroMethod(OODMethod):
-    """The NERO detector behind the common method interface."""
-
-    def __init__(self, detector: NERO | None = None) -> None:
-        self.detector = detector or NERO.from_preset("default")
-
-    def fit(self, train: Evidence, head: Head) -> NeroMethod:
-        if train.relevance is None or train.labels is None:
-            raise ValueError("NERO needs relevance and labels of the training data")
-        self.detector.fit(train.features, train.relevance, train.labels)
-        return self
-
-    def score(self, data: Evidence) -> np.ndarray:
-        if data.relevance is None:
-            raise ValueError("NERO needs relevance to score")
-        return self.detector.score(data.features, data.relevance)
-
-
-@register("nero_reference", "NERO (reference)")
-class NeroReferenceMethod(OODMethod):
-    """The release's NERO (``reference`` preset) next to the run's own, for comparison.
-
-    Its relevance is recomputed from the features with the preset's own ε (0, plain LRP-0):
-    a run stores relevance for its main detector, whose ε may differ.
-    """
-
-    def __init__(self) -> None:
-        self.detector = NERO.from_preset("reference")
-
-    def fit(self, train: Evidence, head: Head) -> NeroReferenceMethod:
-        if train.labels is None:
-            raise ValueError("NERO needs the labels of the training data")
-        self.head_ = head
-        self.detector.fit(train.features, self._relevance(train.features), train.labels)
-        return self
-
-    def score(self, data: Evidence) -> np.ndarray:
-        return self.detector.score(data.features, self._relevance(data.features))
-
-    def _relevance(self, features: np.ndarray) -> np.ndarray:
-        return head_relevance_chunked(features, self.head_, self.detector.epsilon)
+    return method_class(name)(**params)

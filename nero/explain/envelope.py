@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torchvision.models import VGG, DenseNet, ResNet
 
+from nero.data.folders import make_loader
 from nero.files import save_npz
-from nero.model.extract import make_loader, resolve_device
+from nero.model.device import resolve_device
 
 HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from nero.data.folders import ImageListDataset, eval_transform
+from nero.data.folders import make_loader
 from nero.files import allocate_npy
 from nero.model.classifier import capture_head_input
-
-if TYPE_CHECKING:
-    from nero.explain.envelope import EnvelopeRecorder
+from nero.model.device import exact_float32, resolve_device
 
 DEFAULT_BATCH_SIZE = 32
+
+
+class BatchRecorder(Protocol):
+    """Something that watches the forward pass (e.g. :class:`nero.explain.envelope.
+    EnvelopeRecorder`): a context manager, told the labels of each batch after its forward."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def update(self, labels: np.ndarray) -> None: ...
 
 
 class ExtractionError(RuntimeError):
@@ -39,48 +47,6 @@ class Extraction:
     notes: dict[str, str]  # path → what decoding changed (EXIF rotation, first frame, …)
 
 
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
-
-
-@contextmanager
-def exact_float32(device: torch.device) -> Iterator[None]:
-    """Convolutions in true float32 on CUDA (PyTorch lets cuDNN use TF32 by default).
-
-    TF32 rounds inputs to 10 mantissa bits: features would differ from a CPU pass by ~1e-3
-    relative, and a whitened detector magnifies that along low-variance directions.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = previous
-
-
-def make_loader(
-    paths: Sequence[Path], img_size: int, batch_size: int, workers: int | None = None
-) -> DataLoader:
-    """Deterministic order; decoding in worker processes overlaps with the forward pass."""
-    if workers is None:
-        workers = min(2, torch.get_num_threads()) if len(paths) > 4 * batch_size else 0
-    return DataLoader(
-        ImageListDataset(paths, eval_transform(img_size), img_size),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-    )
-
-
 def extract(
     model: nn.Module,
     head: nn.Linear,
@@ -91,7 +57,7 @@ def extract(
     device: str | None = None,
     progress: bool = True,
     workers: int | None = None,
-    envelope: EnvelopeRecorder | None = None,
+    envelope: BatchRecorder | None = None,
     envelope_labels: np.ndarray | None = None,
 ) -> Extraction:
     """Write ``features.npy`` (N×D) and ``logits.npy`` (N×C) to ``out_dir`` chunk by chunk.

@@ -25,7 +25,7 @@ from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, c
 from nero.data.images import ImageReadError, decode_image
 from nero.files import atomic_path
 from nero.model.classifier import build_model, find_head, read_state_dict
-from nero.model.extract import resolve_device
+from nero.model.device import resolve_device
 from nero.model.sidecar import write_sidecar
 
 # Augmentation recipes: "paper" is spec §7; "light" keeps colour semantics (the demo's

@@ -1,15 +1,8 @@
-"""The run directory: written atomically, read back with validation (DESIGN.md contract)."""
+"""The run directory: its files (DESIGN.md contract), read back with validation."""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import platform
-import shutil
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,221 +26,11 @@ REQUIRED_FILES = (
     "detector.npz",
 )
 INCOMPLETE_SUFFIX = ".incomplete"
-WRITER_FILE = ".writer"  # pid of the process holding a staging folder's lock
-# What an evaluation writes into its staging folder (anything else there is not ours).
 MODEL_KEYS = ("arch", "class_names")
-STAGE_SUFFIXES = (".npy", ".npz", ".json", ".csv", ".safetensors", ".joblib", ".png")
 
 
 class RunFormatError(ValueError):
     """A run directory is missing a file or its files disagree."""
-
-
-def library_versions() -> dict[str, str]:
-    import sklearn
-    import torch
-    import torchvision
-
-    from nero import __version__
-
-    return {
-        "nero": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
-class OutputError(ValueError):
-    """``--out`` points somewhere a run must not be written (nothing was touched)."""
-
-
-class RunLockedError(RuntimeError):
-    """Another process is writing the same run."""
-
-
-def is_nero_run(path: Path) -> bool:
-    """A folder this tool wrote: its ``manifest.json`` is ours (format version and model)."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and "format_version" in manifest and "model" in manifest
-
-
-def _contains(outer: Path, inner: Path) -> bool:
-    return outer == inner or outer in inner.parents
-
-
-def check_output(
-    out: str | Path,
-    data_roots: Sequence[str | Path] = (),
-    keep: Sequence[str | Path] = (),
-    overwrite: bool = False,
-) -> Path:
-    """The absolute run folder for ``out``, or :class:`OutputError` before anything is written.
-
-    Refused: a folder that holds (or is, or lies inside) an input data folder; a folder that
-    holds a file to ``keep`` (the checkpoint); an existing file; an existing folder that is
-    not a NERO run; an existing run unless ``overwrite``.
-    """
-    out = Path(os.path.abspath(Path(out).expanduser()))  # "runs/.." → its real parent
-    real = out.resolve()
-    if real == Path(real.anchor) or real == Path.home().resolve():
-        raise OutputError(f"--out {out} is the root or home folder; give a run folder")
-    for root in data_roots:
-        root = Path(root).resolve()
-        if _contains(real, root) or _contains(root, real):
-            raise OutputError(
-                f"--out {out} overlaps the input folder {root}; write the run elsewhere "
-                "(nero never writes into, or replaces, its input data)"
-            )
-    for path in keep:
-        if _contains(real, Path(path).resolve()):
-            raise OutputError(f"--out {out} holds the input file {path}; write the run elsewhere")
-    if out.is_symlink():
-        raise OutputError(f"--out {out} is a symbolic link; give the real folder")
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(
-                f"--out {out} is a file; a run is a folder, and nero never replaces other files"
-            )
-        if any(out.iterdir()):
-            if not is_nero_run(out):
-                raise OutputError(
-                    f"--out {out} exists and is not a NERO run (no manifest.json of ours); "
-                    "nero never deletes it: choose another --out"
-                )
-            if not overwrite:
-                raise OutputError(
-                    f"a run already exists at {out}; pass --overwrite to replace it (the old "
-                    "run is removed only once the new one is complete)"
-                )
-    stage = stage_path(out)
-    if stage.exists() and not stage.is_dir():
-        raise OutputError(f"{stage} is a file; move it away so the run can be staged there")
-    return out
-
-
-def stage_path(out: Path) -> Path:
-    """Where a run is assembled before it is renamed to ``out``."""
-    return out.with_name(out.name + INCOMPLETE_SUFFIX)
-
-
-@contextmanager
-def _writer_lock(stage: Path) -> Iterator[None]:
-    """An exclusive lock on the staging folder; a second writer is refused, naming the first."""
-    fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_writer(stage)
-            raise RunLockedError(
-                f"{stage} is being written by another nero process (pid {holder}); wait for it "
-                "to finish or stop it, or choose another --out"
-            ) from None
-        (stage / WRITER_FILE).write_text(f"{os.getpid()}\n")
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _read_writer(stage: Path) -> str:
-    try:
-        return (stage / WRITER_FILE).read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def stage_is_locked(stage: Path) -> bool:
-    """True while a process holds the writer lock of a staging folder."""
-    try:
-        fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-@contextmanager
-def staged_run(
-    out: str | Path,
-    data_roots: Sequence[str | Path] = (),
-    keep: Sequence[str | Path] = (),
-    overwrite: bool = False,
-) -> Iterator[Path]:
-    """A locked staging folder that becomes ``out`` only when the block succeeds.
-
-    ``out`` is checked first (:func:`check_output`): nothing that is not a NERO run is ever
-    replaced, and a run only with ``overwrite``, after the new one is complete. On failure
-    the staging folder is kept as ``<out>.incomplete`` (no reader mistakes it for a run), so
-    arrays already computed are not lost; the next attempt reuses them.
-    """
-    out = check_output(out, data_roots, keep, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = stage_path(out)
-    stage.mkdir(exist_ok=True)
-    with _writer_lock(stage):
-        yield stage
-        # Checked again: another run may have been written there meanwhile.
-        check_output(out, data_roots, keep, overwrite)
-        (stage / WRITER_FILE).unlink(missing_ok=True)
-        if out.exists() and any(out.iterdir()):
-            trash = out.with_name(f".{out.name}.replaced-{os.getpid()}-{time.time_ns()}")
-            out.rename(trash)
-            stage.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            stage.rename(out)  # replaces an empty folder
-
-
-@dataclass(frozen=True)
-class AbandonedStage:
-    """A ``<run>.incomplete`` folder a failed or interrupted evaluation left behind."""
-
-    path: Path
-    size_bytes: int
-    modified: float  # POSIX time
-    locked: bool  # a process is writing it right now
-
-
-def abandoned_stages(root: str | Path) -> list[AbandonedStage]:
-    """Staging folders directly under ``root``, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.endswith(INCOMPLETE_SUFFIX) and not p.is_symlink():
-            files = [f for f in p.rglob("*") if f.is_file()]
-            size = sum(f.stat().st_size for f in files)
-            found.append(AbandonedStage(p, size, p.stat().st_mtime, stage_is_locked(p)))
-    return sorted(found, key=lambda s: s.modified)
-
-
-def remove_stage(stage: AbandonedStage) -> None:
-    """Delete an abandoned staging folder (never one being written, never anything else)."""
-    if stage.locked or stage_is_locked(stage.path):
-        raise RunLockedError(f"{stage.path} is being written by pid {_read_writer(stage.path)}")
-    unknown = [
-        f
-        for f in stage.path.rglob("*")
-        if f.is_file() and f.suffix not in STAGE_SUFFIXES and f.name != WRITER_FILE
-    ]
-    if unknown:
-        raise OutputError(
-            f"{stage.path} holds files nero does not write ({unknown[0].name}, …); "
-            "left in place: remove it yourself"
-        )
-    shutil.rmtree(stage.path)
 
 
 def write_samples(path: Path, samples: pd.DataFrame) -> None:
@@ -313,6 +96,25 @@ class Run:
     def warnings(self) -> list[str]:
         """What the engine warned about while making the run (degenerate data, …)."""
         return [str(w) for w in self.manifest.get("warnings", [])]
+
+    def sample_path(self, index: int) -> Path:
+        """A sample's image file: as recorded, or relative to the run folder (moved runs)."""
+        if not 0 <= index < len(self.samples):
+            raise ValueError(f"sample {index} is outside 0..{len(self.samples) - 1}")
+        return self.resolve(self.samples["path"].iloc[index])
+
+    def resolve(self, recorded: str) -> Path:
+        """A path recorded in ``samples.csv``, found relative to the run when it moved."""
+        path = Path(recorded)
+        if not path.is_absolute() and not path.exists() and (self.path / path).exists():
+            return self.path / path
+        return path
+
+    def sample_relevance(self, index: int) -> np.ndarray:
+        """One sample's relevance row (1×(D+1), float64), as the detector takes it."""
+        if not 0 <= index < len(self.samples):
+            raise ValueError(f"sample {index} is outside 0..{len(self.samples) - 1}")
+        return np.asarray(self.relevance[index : index + 1], np.float64)
 
     @property
     def methods(self) -> list[str]:

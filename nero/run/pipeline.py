@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,11 +20,13 @@ from nero.data.folders import (
     Collection,
     DataError,
     explicit_collection,
+    make_loader,
     prepared_collection,
 )
-from nero.detect.detector import NERO, PRESETS, DegenerateFitError
+from nero.detect.detector import NERO
 from nero.detect.metrics import accuracy, ood_metrics
-from nero.detect.registry import Evidence, NeroMethod, create_method
+from nero.detect.params import PRESETS
+from nero.detect.registry import Evidence, OODMethod
 from nero.detect.relevance import head_relevance_chunked
 from nero.explain.envelope import (
     ENVELOPE_FILE,
@@ -35,8 +37,11 @@ from nero.explain.envelope import (
 )
 from nero.files import allocate_npy, write_json
 from nero.model.classifier import LoadedModel, head_arrays, sha256_of
-from nero.model.extract import DEFAULT_BATCH_SIZE, extract, make_loader, resolve_device
-from nero.run.directory import FORMAT_VERSION, library_versions, staged_run, write_samples
+from nero.model.device import resolve_device
+from nero.model.extract import DEFAULT_BATCH_SIZE, extract
+from nero.run.directory import FORMAT_VERSION, write_samples
+from nero.run.fitting import check_training_evidence, recorded_warnings, score_methods
+from nero.run.staging import staged_run
 
 Progress = Callable[[str, float], None]
 RELEVANCE_CHUNK = 8192
@@ -93,86 +98,6 @@ def mask_for(path: Path, data_root: Path | None, masks_root: Path | None) -> str
         return ""
     mask = (masks_root / rel).with_suffix(".png")
     return str(mask) if mask.is_file() else ""
-
-
-@contextmanager
-def recorded_warnings() -> Iterator[list[str]]:
-    """Collect the engine's warnings (to store in the run) and still show them afterwards."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        messages: list[str] = []
-        yield messages
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            messages.append(str(w.message))
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    messages[:] = list(dict.fromkeys(messages))
-
-
-def check_training_evidence(train: Evidence, class_names: list[str]) -> None:
-    """Refuse training data no detector can be fitted on; warn about thin classes."""
-    n = train.features.shape[0]
-    counts = np.bincount(train.labels, minlength=len(class_names))
-    empty = [class_names[c] for c in np.flatnonzero(counts == 0)]
-    if empty:
-        raise DataError(f"no readable training image is left for class(es) {empty}")
-    if n >= 2 and float(np.asarray(train.features, np.float64).var(axis=0).sum()) == 0.0:
-        raise DegenerateFitError(
-            f"all {n} training images give identical features: no detector can learn what "
-            "normal variation looks like (are they copies of one image?)"
-        )
-    if not np.asarray(train.logits).any():
-        raise DegenerateFitError(
-            "every training logit is exactly 0: the model's output carries no information "
-            "(and relevance, a share of the logits, is undefined)"
-        )
-    thin = [class_names[c] for c in np.flatnonzero(counts < 2)]
-    if thin:
-        warnings.warn(
-            f"class(es) {thin} have a single training image: their centroid and spread rest on "
-            "one sample",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def _score_methods(
-    config: EvaluateConfig,
-    detector: NERO,
-    train: Evidence,
-    evidence: Evidence,
-    head: Any,
-    model: LoadedModel,
-    kept_paths: list[Path],
-    say: Progress,
-) -> dict[str, np.ndarray]:
-    """Fit every method on the training evidence and score all samples; drop non-finite ones."""
-    scores: dict[str, np.ndarray] = {}
-    for i, name in enumerate(config.methods):
-        say(f"fitting {name}", 0.7 + 0.25 * i / len(config.methods))
-        method = NeroMethod(detector) if name == "nero" else create_method(name)
-        method.fit(train, head)
-        if method.needs_inputs:  # ODIN: a batched gradient pass over the kept images
-            loader = make_loader(kept_paths, config.img_size, config.batch_size)
-            device = resolve_device(config.device)
-            values = method.score_inputs(model.model, model.head, loader, device)
-        else:
-            values = method.score(evidence)
-        values = np.asarray(values, np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            message = (
-                f"{name} gave {int(bad.sum())} non-finite scores (first rows "
-                f"{np.flatnonzero(bad)[:5].tolist()})"
-            )
-            if name == "nero":
-                raise DegenerateFitError(message)
-            warnings.warn(f"{message}: it is left out of the run", UserWarning, stacklevel=2)
-            continue
-        scores[name] = values
-    if "nero" not in config.methods:  # the run always holds the fitted detector
-        NeroMethod(detector).fit(train, head)
-    return scores
 
 
 def evaluate(
@@ -264,7 +189,15 @@ def evaluate(
             train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
             check_training_evidence(train, collection.class_names)
             head = head_arrays(model.head)
-            scores = _score_methods(config, detector, train, evidence, head, model, kept_paths, say)
+
+            def from_images(method: OODMethod) -> np.ndarray:  # ODIN: a batched gradient pass
+                loader = make_loader(kept_paths, config.img_size, config.batch_size)
+                device = resolve_device(config.device)
+                return method.score_inputs(model.model, model.head, loader, device)
+
+            scores = score_methods(
+                config.methods, detector, train, evidence, head, from_images, say
+            )
             scores_df = pd.DataFrame({"index": np.arange(kept.size), **scores})
 
             report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
@@ -361,7 +294,7 @@ def _manifest(
             **detector.get_params(),
             "bias_scale": detector.bias_scale_,
             "norm_neurons_used": detector.norm_neurons_,
-            "n_components_used": int(detector.pca_components_.shape[0]),
+            "n_components_used": detector.n_components_,
         },
         "methods": methods,
         "img_size": config.img_size,
@@ -454,3 +387,20 @@ def evaluate_folders(
         (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
         ensure_embedding(run, method=embedding)
     return run
+
+
+def library_versions() -> dict[str, str]:
+    import sklearn
+    import torch
+    import torchvision
+
+    from nero import __version__
+
+    return {
+        "nero": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }

@@ -18,14 +18,8 @@ from PIL import Image
 
 from nero.data.folders import eval_transform
 from nero.detect.detector import Explanation
-from nero.detect.registry import (
-    REGISTRY,
-    Evidence,
-    NeroMethod,
-    OODMethod,
-    available_methods,
-    create_method,
-)
+from nero.detect.nero_methods import NeroMethod
+from nero.detect.registry import Evidence, OODMethod, create_method, feature_level_methods
 from nero.detect.relevance import head_relevance, softmax
 from nero.explain.embedding import relevance_space
 from nero.model.classifier import capture_head_input, head_arrays
@@ -50,8 +44,8 @@ class ImageScores(NamedTuple):
 
 def feature_methods(run: Run) -> list[str]:
     """The run's methods that can score from features/logits/relevance alone."""
-    known = set(available_methods())  # also loads the baselines into the registry
-    return [m for m in run.methods if m in known and not REGISTRY[m].needs_inputs]
+    usable = set(feature_level_methods())
+    return [m for m in run.methods if m in usable]
 
 
 class RunScorer:
@@ -145,8 +139,7 @@ def nearest_train(
     if space is None:
         space = relevance_space(detector, run.relevance[train])
     query = relevance_space(detector, np.asarray(relevance, np.float64).reshape(1, -1))[0]
-    diff = space - query
-    dist = np.abs(diff).sum(1) if detector.distance == "l1" else np.sqrt((diff * diff).sum(1))
+    dist = detector.space_distance(space, query)
     if exclude is not None:
         dist = np.where(train == exclude, np.inf, dist)
     k = max(0, min(k, int(np.isfinite(dist).sum())))

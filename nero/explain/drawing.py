@@ -1,0 +1,85 @@
+"""Heatmaps drawn as PNG: the image beside its relevance, with a colour bar and caption."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nero.explain.attribution import Heatmap
+
+# Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
+# wash out the rest of the map (values beyond it are drawn at full colour).
+OVERLAY_PERCENTILE = 99.5
+
+
+def _title(heat: Heatmap, class_names: Sequence[str] | None) -> str:
+    def name(c: int | None) -> str:
+        if c is None:
+            return "?"
+        return class_names[c] if class_names is not None and c < len(class_names) else str(c)
+
+    what = {
+        "class": f"class heatmap: logit of {name(heat.target)}",
+        "nero": "NERO relevance heatmap (all classes, softmax-weighted)",
+        "ood": f"OOD heatmap: deviation from the {name(heat.target)} centroid",
+        "distance": f"OOD heatmap: share of NERO's distance to the {name(heat.target)} centroid",
+    }[heat.kind]
+    return f"{what} (predicted {name(heat.predicted)})\n{heat.method}: {heat.rule_set}"
+
+
+def overlay_png(
+    image: Image.Image,
+    heat: Heatmap,
+    alpha: float = 0.5,
+    out: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> bytes:
+    """The image with the signed relevance on top (red > 0 > blue, centred on zero).
+
+    The heatmap is stretched over the whole image (the evaluation resize is a square
+    resize, so that is where each pixel's relevance belongs). Opacity grows with |R| up
+    to ``alpha``, so areas without relevance show the image itself.
+    """
+    from matplotlib import cm, colormaps, colors
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rel = np.asarray(heat.relevance, np.float64)
+    lim = float(np.percentile(np.abs(rel), OVERLAY_PERCENTILE)) or float(np.abs(rel).max()) or 1.0
+    norm = colors.Normalize(vmin=-lim, vmax=lim)
+    cmap = colormaps["bwr"]
+    rgba = cmap(norm(rel))
+    rgba[..., 3] = alpha * np.clip(np.abs(rel) / lim, 0, 1) ** 0.5
+
+    fig = Figure(figsize=(8.4, 3.9), dpi=110)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    width, height = image.size
+    extent = (0, width, height, 0)
+    left.imshow(np.asarray(image.convert("RGB")), extent=extent)
+    left.set_title("image", fontsize=8)
+    # Grey underneath, so the red/blue of the relevance cannot be confused with the image.
+    right.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255, extent=extent)
+    right.imshow(rgba, extent=extent, interpolation="nearest")
+    right.set_title(_title(heat, class_names), fontsize=8, pad=16)
+    for ax in (left, right):
+        ax.set_axis_off()
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=right, fraction=0.046, pad=0.04)
+    bar.set_label(f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of |R|)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    bar.ax.yaxis.get_offset_text().set_fontsize(7)  # the ×10ⁿ of tiny relevances
+    caption = f"conservation {heat.conservation:.3g}"
+    if heat.note:
+        caption += " · " + heat.note
+    fig.text(0.02, 0.0, textwrap.fill(caption, 130), fontsize=7, va="top")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    data = buffer.getvalue()
+    if out is not None:
+        Path(out).write_bytes(data)
+    return data
