@@ -25,9 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dashboard.pages import KEYS  # noqa: E402
+
 PAGE_OPEN_TARGET_S = 3.0  # a page on a cached run
 SWITCH_TARGET_S = 0.5  # a new sample with both heatmaps, after the first
-VIEWS = ("overview", "map", "inspector", "score", "new-run")
 
 
 def timed(at, **kwargs) -> float:
@@ -81,7 +82,7 @@ def main() -> None:
     samples = fresh_samples(run_dir, args.switches)
 
     rows: list[tuple[str, float, float]] = []
-    for view in VIEWS:
+    for view in KEYS:
         first = timed(open_page(view, samples[0]))
         second = timed(open_page(view, samples[0]))
         rows.append((f"open {view} (first, cold caches)", first, float("nan")))

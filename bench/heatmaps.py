@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nero.data.folders import eval_transform
+from nero.data.folders import DEFAULT_IMG_SIZE, eval_transform
 from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import Envelope, EnvelopeRecorder
 from nero.explain.heatmaps import (
@@ -196,7 +196,7 @@ def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--run", type=Path, default=Path("runs/demo"))
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-per-set", type=int, help="near-OOD samples per OOD set (default: all)")

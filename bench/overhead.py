@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.detect.detector import NERO
 from nero.detect.relevance import head_relevance
 from nero.model.classifier import build_model, capture_head_input, find_head, head_arrays
@@ -34,7 +35,7 @@ def timed(fn, repeats: int = 3) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=256)
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE)
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--loop-samples", type=int, default=64, help="samples timed in the loop")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.data.prepare import KVASIR_CLASSES, prepare
 from nero.detect.registry import available_methods
 from nero.model.train import TrainConfig, train_classifier
@@ -107,7 +108,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("runs/paper"))
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE)
     p.add_argument("--init-weights", type=Path)
     p.add_argument("--device", default=None)
     p.add_argument("--standin-per-class", type=int, default=500)

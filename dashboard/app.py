@@ -18,7 +18,8 @@ if str(_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 import streamlit as st  # noqa: E402
 
-from dashboard import components, loaders, state  # noqa: E402
+from dashboard import components, loaders, sidebar, state  # noqa: E402
+from dashboard.pages import DEFAULT, PAGES  # noqa: E402
 
 st.set_page_config(
     page_title="NERO Explorer",
@@ -33,31 +34,26 @@ if LOGO.is_file():
 loaders.configure_torch()
 cfg = components.config()
 runs = state.available_runs(cfg)
-wanted_view = state.read_url(cfg, runs) or "overview"
+wanted_view = state.read_url(cfg, runs) or DEFAULT
 
-PAGE_DEFS = [
-    ("overview", "Overview", ":material/insights:"),
-    ("map", "Relevance map", ":material/scatter_plot:"),
-    ("inspector", "Sample inspector", ":material/frame_inspect:"),
-    ("score", "Score a new image", ":material/upload_file:"),
-    ("new-run", "New run", ":material/add_circle:"),
-]
 pages = {
-    key: st.Page(
-        components.PAGES[key], title=title, icon=icon, url_path=key, default=key == wanted_view
+    page.key: st.Page(
+        page.script,
+        title=page.title,
+        icon=page.icon,
+        url_path=page.key,
+        default=page.key == wanted_view,
     )
-    for key, title, icon in PAGE_DEFS
+    for page in PAGES
 }
-nav = st.navigation(
-    {
-        "Explore": [pages["overview"], pages["map"], pages["inspector"]],
-        "Use": [pages["score"], pages["new-run"]],
-    }
-)
-view = next((k for k, p in pages.items() if p.title == nav.title), "overview")
+sections: dict[str, list] = {}
+for page in PAGES:
+    sections.setdefault(page.section, []).append(pages[page.key])
+nav = st.navigation(sections)
+view = next((k for k, p in pages.items() if p.title == nav.title), DEFAULT)
 st.session_state[state.VIEW] = view
 
-components.sidebar(cfg, runs)
+sidebar.sidebar(cfg, runs)
 try:
     nav.run()
 except Exception as exc:  # noqa: BLE001 — a page error must never show a traceback

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from sklearn.metrics import roc_curve
+
+from nero.detect.metrics import roc
 
 ID_TEST_COLOUR = "#2E6FBA"
 ID_TRAIN_COLOUR = "#B4BEC8"
@@ -128,9 +129,7 @@ def roc_figure(
         x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#BBB", dash="dot"), showlegend=False
     )
     for i, method in enumerate(id_scores):
-        y = np.concatenate([np.zeros(len(id_scores[method])), np.ones(len(ood_scores[method]))])
-        s = np.concatenate([id_scores[method], ood_scores[method]])
-        fpr, tpr, _ = roc_curve(y, s)
+        fpr, tpr = roc(id_scores[method], ood_scores[method])
         main = method == highlight
         fig.add_scatter(
             x=fpr,

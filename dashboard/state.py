@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import pages
 from nero.run.directory import list_runs
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -25,8 +26,6 @@ SAMPLE = "sample"
 VIEW = "view"
 URL_READ = "_url_read"
 INITIAL_VIEW = "_initial_view"  # the ?view= of the session's first request: the default page
-# Views reachable through ?view=, by their page url_path.
-VIEWS = ("overview", "map", "inspector", "score", "new-run")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def default_run(config: Config, runs: dict[str, Path]) -> str | None:
 def read_url(config: Config, runs: dict[str, Path]) -> str | None:
     """On a session's first script run, take run, sample and view from the query string.
 
-    Returns the view asked for (a key of :data:`VIEWS`) or ``None``.
+    Returns the view asked for (a key of :data:`dashboard.pages.KEYS`) or ``None``.
     """
     ss = st.session_state
     if ss.get(URL_READ):
@@ -82,7 +81,7 @@ def read_url(config: Config, runs: dict[str, Path]) -> str | None:
     if sample is not None and sample.isdigit():
         ss[SAMPLE] = int(sample)
     view = params.get("view")
-    ss[INITIAL_VIEW] = view if view in VIEWS else None
+    ss[INITIAL_VIEW] = view if view in pages.KEYS else None
     return ss[INITIAL_VIEW]
 
 

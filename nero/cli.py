@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nero import __version__
+from nero.data.folders import DEFAULT_IMG_SIZE
 
 DEFAULT_RUNS_ROOT = Path("runs")
 DEFAULT_PORT = 8501
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", type=Path, required=True)
     tr.add_argument("--arch", default="resnet18")
     tr.add_argument("--epochs", type=int, default=20)
-    tr.add_argument("--img-size", type=int, default=224)
+    tr.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE)
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--lr", type=float, default=1e-4)
     tr.add_argument("--augment", choices=["paper", "light", "none"], default="paper")

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dashboard import heatmap_jobs
 from nero.run.directory import read_run
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
 
@@ -183,9 +184,9 @@ def test_inspector_without_heatmaps_says_so(
     runs_root: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dashboard import loaders
+    from dashboard import heatmap_jobs
 
-    monkeypatch.setattr(loaders, "heatmaps_module", lambda: None)
+    monkeypatch.setattr(heatmap_jobs, "heatmaps_module", lambda: None)
     at = open_app(runs_root, "inspector", sample="3")
     ok(at)
     assert "Heatmaps are unavailable" in texts(at)
@@ -375,16 +376,15 @@ def test_a_page_rerun_does_not_start_the_heatmaps_again(
     runs_root: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dashboard import loaders
 
     submitted = []
-    real_submit = loaders._WORKER.submit
+    real_submit = heatmap_jobs._WORKER.submit
 
     def counting(fn, *args):
         submitted.append(args[1:])
         return real_submit(fn, *args)
 
-    monkeypatch.setattr(loaders._WORKER, "submit", counting)
+    monkeypatch.setattr(heatmap_jobs._WORKER, "submit", counting)
     at = open_app(runs_root, "inspector", sample="9")
     ok(at)
     first = len(submitted)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, components, imaging, loaders, state
+from dashboard import (
+    charts,
+    components,
+    explanation,
+    heatmap_jobs,
+    imaging,
+    loaders,
+    samples,
+    state,
+    verdicts,
+)
 from nero.detect.relevance import softmax
 from nero.run.scoring import nearest_train, neuron_prototypes
 
@@ -61,12 +71,12 @@ expl = r.detector.explain(features, relevance)
 d = features.shape[1]
 probs = softmax(np.asarray(r.logits[i : i + 1], np.float64))[0]
 pred = int(row["pred"])
-threshold = components.nero_threshold(name, r)
+threshold = verdicts.nero_threshold(name, r)
 score = float(scores[i])
 nearest_class = r.class_names[int(expl.nearest_class[0])]
-if loaders.heatmaps_module() is not None and row["path"]:
+if heatmap_jobs.heatmaps_module() is not None and row["path"]:
     # Computed in the background while the page draws; collected at the end of the page.
-    loaders.start_heatmaps(r, i, int(st.session_state.get(f"hm-{i}-target", pred)))
+    heatmap_jobs.start_heatmaps(r, i, int(st.session_state.get(f"hm-{i}-target", pred)))
 
 # ---------------------------------------------------------------- the image and its verdict
 img = loaders.image(str(row["path"]))
@@ -88,23 +98,23 @@ with mid:
         f"Predicted: **{row['predicted class']}** ({100 * probs[pred]:.1f} %)  \n"
         f"Nearest centroid: **{nearest_class}**"
     )
-    pct = components.percentile(score, scores[test_rows])
+    pct = verdicts.percentile(score, scores[test_rows])
     st.metric(
         "NERO score",
         f"{score:.4g}",
         help="Higher = more out-of-distribution.",
     )
     st.caption(f"Higher than {pct:.0f} % of ID test images.")
-    components.verdict_badge(score, threshold)
+    verdicts.verdict_badge(score, threshold)
 with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
 
 st.subheader("Why this score")
-components.score_parts(expl, 0, r.detector)
+explanation.score_parts(expl, 0, r.detector)
 
 st.subheader("Which neurons deviate")
-top = components.neuron_section(
+top = explanation.neuron_section(
     relevance[0, :d],
     expl.deviation[0],
     r.detector.centroid_relevance(int(expl.nearest_centroid[0])),
@@ -115,7 +125,7 @@ top = components.neuron_section(
 # ---------------------------------------------------------------- heatmaps
 st.subheader("Where in the image")
 fill_heatmaps = None
-module = loaders.heatmaps_module()
+module = heatmap_jobs.heatmaps_module()
 if module is None:
     st.info(
         "Heatmaps are unavailable in this installation (the input-space LRP module could not "
@@ -124,9 +134,9 @@ if module is None:
 elif img is None:
     st.info("No heatmap without the image file.")
 else:
-    fill_heatmaps = components.heatmap_views(
+    fill_heatmaps = explanation.heatmap_views(
         img,
-        lambda target: loaders.heatmaps(r, i, target),
+        lambda target: heatmap_jobs.heatmaps(r, i, target),
         r.class_names,
         pred,
         key=f"hm-{i}",
@@ -147,7 +157,7 @@ near, dist = nearest_train(
     exclude=i if row["split"] == "id_train" else None,
     space=loaders.train_space(r),
 )
-components.nearest_images(table, near, dist, key="near")
+samples.nearest_images(table, near, dist, key="near")
 
 st.subheader("What a neuron responds to")
 st.caption("The training images that activate a neuron most: what the neuron has learnt to see.")
@@ -161,7 +171,7 @@ proto, act = neuron_prototypes(r, int(neuron), k=PROTOTYPES)
 if act.size and float(act.max()) <= 0:
     st.caption(f"Neuron n{neuron} is silent (zero activation) on every training image.")
 else:
-    components.thumbnail_grid(
+    samples.thumbnail_grid(
         table,
         proto,
         key="proto",

@@ -7,8 +7,9 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import components, state
+from dashboard import components, pages, state
 from dashboard.runs import COMMON_ARCHS, FormError, RunRequest, create_run
+from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.detect.registry import feature_level_methods, method_class
 
 PREPARED = "One prepared folder"
@@ -76,7 +77,7 @@ with st.form("new-run"):
         max_value=1024,
         value=0,
         key="nr-img-size",
-        help="0 = the size saved with the checkpoint (its sidecar JSON), else 224.",
+        help=f"0 = the size saved with the checkpoint (its sidecar JSON), else {DEFAULT_IMG_SIZE}.",
     )
     chosen = o2.multiselect(
         "Methods",
@@ -134,6 +135,4 @@ if submitted:
         st.warning(f"The run is ready but its relevance map failed: {exc}")
     state.switch_run(out.name, f"Run {out.name} created in {time.perf_counter() - start:.0f} s.")
     st.success(f"Run **{out.name}** created in {time.perf_counter() - start:.0f} s.")
-    st.page_link(
-        components.PAGES["overview"], label="Open its overview", icon=":material/insights:"
-    )
+    st.page_link(pages.script("overview"), label="Open its overview", icon=":material/insights:")

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import streamlit as st
-from sklearn.metrics import roc_auc_score
 
 from dashboard import charts, components, loaders, state
-from nero.detect.metrics import rates_at_threshold
+from nero.detect.metrics import auroc, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.report import best_mask, comparison_frame
 
@@ -185,8 +184,7 @@ for m in roc_methods:
         list(mv.ood.values()) if ood_choice == ALL_SETS else [mv.ood[ood_choice]]
     )
     id_scores[m], ood_for[m] = mv.id_test, pooled
-    y = np.r_[np.zeros(mv.id_test.size), np.ones(pooled.size)]
-    aurocs[m] = 100 * roc_auc_score(y, np.r_[mv.id_test, pooled])
+    aurocs[m] = auroc(mv.id_test, pooled)
 st.plotly_chart(
     charts.roc_figure(
         id_scores, ood_for, aurocs, labels, method, point=(rates["fpr"], rates["tpr"])

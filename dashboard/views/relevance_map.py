@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, components, loaders, state
+from dashboard import charts, components, loaders, samples, state
 from nero.detect.registry import method_label
 
 # Above this many points the map is drawn with WebGL (SVG gets slow in the browser).
@@ -179,7 +179,7 @@ with right:
             f"NERO score **{nero_scores[picked]:.4g}**"
         )
         if st.button("Open in the inspector", type="primary", key="open-inspector"):
-            components.open_inspector(picked)
+            samples.open_inspector(picked)
 
 if len(chosen) > 1:
     st.subheader(f"{len(chosen)} images selected")
@@ -188,7 +188,7 @@ if len(chosen) > 1:
     by_score = sorted(chosen, key=lambda i: -nero_scores[i])
     if len(chosen) > MAX_SELECTION_THUMBS:
         st.caption(f"Showing the {MAX_SELECTION_THUMBS} with the highest NERO score.")
-    components.thumbnail_grid(table, by_score[:MAX_SELECTION_THUMBS], key="sel")
+    samples.thumbnail_grid(table, by_score[:MAX_SELECTION_THUMBS], key="sel")
     st.download_button(
         "Selection (CSV)",
         table.iloc[chosen].to_csv(index=False).encode(),

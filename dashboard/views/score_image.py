@@ -8,7 +8,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, components, imaging, loaders, uploads
+from dashboard import (
+    charts,
+    components,
+    explanation,
+    heatmap_jobs,
+    imaging,
+    loaders,
+    samples,
+    uploads,
+    verdicts,
+)
 from nero.detect.metrics import fpr_at_95_tpr_threshold
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
@@ -72,7 +82,7 @@ result = scorer.score_images(images)
 expl = result.explanation
 table = loaders.table(r)
 id_test = loaders.method_view(r, "nero").id_test
-threshold = components.nero_threshold(name, r)
+threshold = verdicts.nero_threshold(name, r)
 probs = scorer.probabilities(result.logits)
 preds = probs.argmax(axis=1)
 
@@ -83,9 +93,9 @@ summary = pd.DataFrame(
         "confidence %": (100 * probs.max(axis=1)).round(1),
         "NERO score": result.scores["nero"].to_numpy(),
         "% of ID test scored lower": [
-            round(components.percentile(s, id_test)) for s in result.scores["nero"]
+            round(verdicts.percentile(s, id_test)) for s in result.scores["nero"]
         ],
-        "verdict": [components.verdict(s, threshold) for s in result.scores["nero"]],
+        "verdict": [verdicts.verdict(s, threshold) for s in result.scores["nero"]],
     }
 )
 st.dataframe(summary, width="stretch", hide_index=True)
@@ -121,16 +131,16 @@ with mid:
         f"Nearest centroid: **{nearest_class}**"
     )
     st.metric("NERO score", f"{score:.4g}", help="Higher = more out-of-distribution.")
-    st.caption(f"Higher than {components.percentile(score, id_test):.0f} % of ID test images.")
-    components.verdict_badge(score, threshold)
+    st.caption(f"Higher than {verdicts.percentile(score, id_test):.0f} % of ID test images.")
+    verdicts.verdict_badge(score, threshold)
 with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs[k]), key="probs", width="stretch")
 
 st.subheader("Why this score")
-components.score_parts(expl, k, r.detector)
+explanation.score_parts(expl, k, r.detector)
 st.subheader("Which neurons deviate")
-components.neuron_section(
+explanation.neuron_section(
     result.relevance[k, :d].astype(np.float64),
     expl.deviation[k],
     r.detector.centroid_relevance(int(expl.nearest_centroid[k])),
@@ -140,13 +150,13 @@ components.neuron_section(
 
 st.subheader("Where in the image")
 fill_heatmaps = None
-if loaders.heatmaps_module() is None:
+if heatmap_jobs.heatmaps_module() is None:
     st.info("Heatmaps are unavailable in this installation; everything else still works.")
 else:
     deviation = expl.deviation[k]
-    fill_heatmaps = components.heatmap_views(
+    fill_heatmaps = explanation.heatmap_views(
         np.asarray(images[k]),
-        lambda target: loaders.image_heatmaps(
+        lambda target: heatmap_jobs.image_heatmaps(
             scorer,
             str(r.path),
             digests[k],
@@ -163,7 +173,7 @@ else:
 
 st.subheader("Closest training images")
 near, dist = nearest_train(r, result.relevance[k], k=NEIGHBOURS, space=loaders.train_space(r))
-components.nearest_images(table, near, dist, key="new-near")
+samples.nearest_images(table, near, dist, key="new-near")
 
 st.subheader("Other methods")
 others = [m for m in feature_methods(r) if m != "nero"]
@@ -186,7 +196,7 @@ elif st.toggle(
                 "method": method_label(m),
                 "score": float(all_scores[m]),
                 "threshold (95 % ID kept)": thr,
-                "verdict": components.verdict(float(all_scores[m]), thr),
+                "verdict": verdicts.verdict(float(all_scores[m]), thr),
             }
         )
     st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 # FPR95 keeps 95 % of in-distribution samples below the threshold (spec §4).
 TPR_LEVEL = 0.95
@@ -52,6 +52,21 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, floa
         "aupr_out": average_precision_score(y, s),
     }
     return {k: round(100.0 * float(v), 2) for k, v in values.items()}
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """AUROC ×100 (OOD positive), unrounded: for curves and live views."""
+    id_scores, ood_scores = _split(id_scores, ood_scores)
+    y = np.concatenate([np.zeros(id_scores.size), np.ones(ood_scores.size)])
+    return 100.0 * float(roc_auc_score(y, np.concatenate([id_scores, ood_scores])))
+
+
+def roc(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve (false positive rate = ID flagged, true positive rate = OOD caught)."""
+    id_scores, ood_scores = _split(id_scores, ood_scores)
+    y = np.concatenate([np.zeros(id_scores.size), np.ones(ood_scores.size)])
+    fpr, tpr, _ = roc_curve(y, np.concatenate([id_scores, ood_scores]))
+    return fpr, tpr
 
 
 def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:

@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.detect.relevance import Head
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
@@ -67,7 +68,7 @@ def build_model(arch: str, num_classes: int, img_size: int | None = None) -> nn.
 
 
 # ------------------------------------------------------------------ head finding
-def find_head(model: nn.Module, img_size: int = 224) -> tuple[str, nn.Linear]:
+def find_head(model: nn.Module, img_size: int = DEFAULT_IMG_SIZE) -> tuple[str, nn.Linear]:
     """The final ``nn.Linear`` whose output is the model's output, found by tracing one forward.
 
     Works for any architecture that ends in a linear layer (ResNet, DenseNet, VGG,
@@ -196,7 +197,7 @@ def load_classifier(
     arch: str,
     checkpoint: str | Path | None = None,
     num_classes: int | None = None,
-    img_size: int = 224,
+    img_size: int = DEFAULT_IMG_SIZE,
     trust_pickle: bool = False,
 ) -> LoadedModel:
     """A classifier in eval mode with its head located; class count read from the checkpoint."""

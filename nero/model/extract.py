@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nero.data.folders import make_loader
+from nero.data.folders import DEFAULT_IMG_SIZE, make_loader
 from nero.files import allocate_npy
 from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
@@ -52,7 +52,7 @@ def extract(
     head: nn.Linear,
     paths: Sequence[Path],
     out_dir: str | Path,
-    img_size: int = 224,
+    img_size: int = DEFAULT_IMG_SIZE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     progress: bool = True,

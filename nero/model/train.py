@@ -21,7 +21,13 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from nero import __version__
-from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, class_folder_split, class_folders
+from nero.data.folders import (
+    DEFAULT_IMG_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    class_folder_split,
+    class_folders,
+)
 from nero.data.images import ImageReadError, decode_image
 from nero.files import atomic_path
 from nero.model.classifier import build_model, find_head, read_state_dict
@@ -37,7 +43,7 @@ AUGMENTATIONS = ("paper", "light", "none")
 class TrainConfig:
     arch: str = "resnet18"
     epochs: int = 20
-    img_size: int = 224
+    img_size: int = DEFAULT_IMG_SIZE
     batch_size: int = 32
     lr: float = 1e-4  # Adam, the paper's recipe
     weight_decay: float = 0.0

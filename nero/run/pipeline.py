@@ -52,7 +52,7 @@ RANDOM_WEIGHTS = "model.safetensors"
 @dataclass
 class EvaluateConfig:
     arch: str
-    img_size: int = 224
+    img_size: int = DEFAULT_IMG_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str | None = None
     methods: list[str] = field(default_factory=lambda: ["nero"])

@@ -1,0 +1,179 @@
+"""Why a sample scored as it did: the score's parts, the deviating neurons, the heatmaps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import streamlit as st
+
+from dashboard import charts, imaging, loaders, state
+from dashboard.components import LOG
+
+# Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
+TOP_NEURONS = 20
+
+
+def score_parts(expl, row: int, detector) -> None:
+    """NERO's score and the numbers it is made of (row ``row`` of an Explanation)."""
+    distance = float(expl.distance[row])
+    bias_term = float(expl.bias_term[row])
+    norm_ratio = float(expl.norm_ratio[row])
+    score = float(expl.score[row])
+    uses_ratio = bool(getattr(detector, "norm_ratio", True))
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric(
+        "Distance to nearest centroid",
+        f"{distance:.4g}",
+        help="How far the sample's neuron relevance is from the closest class centroid, "
+        "in NERO's PCA space (the detector's L1/L2 distance).",
+    )
+    c2.metric(
+        "Bias term",
+        f"{bias_term:.4g}",
+        help="λ·|bias relevance|: how much of the decision came from the classifier's bias "
+        "rather than from the image.",
+    )
+    c3.metric(
+        "Norm ratio" if uses_ratio else "Norm ratio (not used)",
+        f"{norm_ratio:.3f}",
+        help="Share of the feature activation held by the most negatively relevant neurons "
+        "(between 0 and 1)." + ("" if uses_ratio else " This detector is configured without it."),
+    )
+    c4.metric("NERO score", f"{score:.4g}")
+    if uses_ratio:
+        st.caption(
+            f"score = (distance + bias term) × norm ratio = ({distance:.4g} + "
+            f"{bias_term:.4g}) × {norm_ratio:.3f} = **{score:.4g}**"
+        )
+    else:
+        st.caption(
+            f"score = distance + bias term = {distance:.4g} + {bias_term:.4g} = **{score:.4g}**"
+        )
+
+
+def neuron_section(
+    relevance_row: np.ndarray,
+    deviation_row: np.ndarray,
+    centroid_row: np.ndarray,
+    centroid_label: str,
+    key: str,
+) -> list[int]:
+    """Bars of the most deviating neurons against the nearest centroid; returns their ids."""
+    d = deviation_row.shape[0]
+    top = st.columns([1, 2])[0].slider(
+        "Neurons shown", 5, min(60, d), min(TOP_NEURONS, d), key=f"{key}-top", step=5
+    )
+    order = np.argsort(-np.abs(deviation_row), kind="stable")[:top]
+    fig = charts.neuron_bars(order, relevance_row[order], centroid_row[order], centroid_label)
+    st.plotly_chart(fig, key=f"{key}-bars", width="stretch")
+    st.caption(
+        "Bars: this sample's relevance per neuron (red = supports the prediction, blue = "
+        "against). Black ticks: the nearest class centroid. Long gaps between bar and tick are "
+        "what makes the sample unusual."
+    )
+    return [int(j) for j in order]
+
+
+HEATMAP_KINDS = (
+    ("class", "Class evidence", "pixels behind the prediction of the chosen class."),
+    (
+        "ood",
+        "OOD evidence",
+        "the neurons' deviation from the nearest class centroid, traced back to the pixels "
+        "through what exceeds anything the class showed in training. Read it as a pointer, "
+        "not a segmentation (how often it lands on the anomaly: README, Heatmaps).",
+    ),
+)
+
+
+def heatmap_views(
+    img: np.ndarray,
+    compute: Callable[[int | None], dict[str, dict]],
+    class_names: Sequence[str],
+    predicted: int,
+    key: str,
+    file_stem: str,
+    mask_path: str = "",
+) -> Callable[[], None]:
+    """Class and OOD heatmaps side by side, over the image, with opacity and downloads.
+
+    Draws the controls and two placeholders now and returns the function that fills them:
+    call it at the end of the page, so everything else shows while the heatmaps compute.
+    ``compute(target)`` returns both heatmaps (kind → fields), made in one batched pass.
+    """
+    h1, h2, h3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    target = h1.selectbox(
+        "Class explained by the class heatmap",
+        list(range(len(class_names))),
+        index=predicted,
+        format_func=lambda c: class_names[c] + (" (predicted)" if c == predicted else ""),
+        key=f"{key}-target",
+    )
+    op_key, op_cb = state.persistent_widget("heatmap-opacity", 0.7)
+    opacity = h2.slider("Heatmap opacity", 0.0, 1.0, step=0.05, key=op_key, **op_cb)
+    show_mask = bool(mask_path) and h3.toggle("Artefact outline", True, key=f"{key}-mask")
+    slots = []
+    for col, (_kind, title, what) in zip(st.columns(2, gap="large"), HEATMAP_KINDS, strict=True):
+        col.markdown(f"**{title}**: {what}")
+        slot = col.empty()
+        slot.caption(":material/hourglass_top: computing the heatmap…")
+        slots.append(slot)
+    st.caption(
+        "Red: evidence for, blue: evidence against; the stronger the colour, the more it "
+        "counts. The image is shown in grey underneath so its own colours do not mislead."
+    )
+
+    def fill() -> None:
+        try:
+            maps = compute(target)
+        except Exception as exc:  # any engine failure: explain it, keep the page
+            LOG.warning("heatmaps failed: %s", exc)
+            for slot in slots:
+                slot.warning(f"This heatmap could not be computed: {exc}")
+            return
+        for slot, (kind, _title, _what) in zip(slots, HEATMAP_KINDS, strict=True):
+            with slot.container():
+                heatmap_panel(
+                    img,
+                    maps[kind],
+                    opacity,
+                    mask_path if show_mask else "",
+                    f"{key}-dl-{kind}",
+                    f"{file_stem}-{kind}-heatmap.png",
+                )
+
+    return fill
+
+
+def heatmap_panel(
+    img: np.ndarray,
+    hm: dict,
+    opacity: float,
+    mask_path: str,
+    key: str,
+    file_name: str,
+) -> None:
+    """One heatmap over the image, what made it, and its PNG download."""
+    picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity))
+    if mask_path:  # outlined after upscaling, so the line stays thin
+        m = loaders.mask(mask_path, (picture.shape[1], picture.shape[0]))
+        if m is not None:
+            picture = imaging.outline(picture, m)
+    st.image(picture, width="stretch")
+    facts = [hm["method"], hm["rule_set"]]
+    conservation = hm["conservation"]
+    if isinstance(conservation, int | float) and np.isfinite(conservation):
+        facts.append(f"conservation {conservation:.3g}")
+    caption = " · ".join(f for f in facts if f)
+    if hm["note"]:
+        caption += f"  \n{hm['note']}"
+    st.caption(caption)
+    st.download_button(
+        "Heatmap (PNG)",
+        loaders.png_bytes(picture),
+        file_name=file_name,
+        mime="image/png",
+        key=key,
+        icon=":material/download:",
+    )
