@@ -35,6 +35,13 @@ def _runs_root(monkeypatch: pytest.MonkeyPatch, runs_root: Path) -> None:  # noq
     monkeypatch.delenv("NERO_RUN", raising=False)
 
 
+def own_copy(source: Path, root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the tiny run, alone in a runs root the dashboard is pointed at."""
+    shutil.copytree(source, root / name)
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    return root / name
+
+
 def ok(at: AppTest) -> None:
     """No exception element and no error box on the page."""
     assert not at.exception, [e.value for e in at.exception]
@@ -118,10 +125,9 @@ def test_map_without_embedding_offers_to_compute_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = tmp_path / "runs"
-    shutil.copytree(tiny_run, root / "bare")
+    bare = own_copy(tiny_run, root, "bare", monkeypatch)
     for name in ("embedding.npy", "embedding_centroids.npy", "embedding.json"):
-        (root / "bare" / name).unlink()
-    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+        (bare / name).unlink()
     import nero.explain.embedding
 
     real = nero.explain.embedding.ensure_embedding
@@ -246,11 +252,10 @@ def test_score_page_refuses_a_replaced_model_naming_both_hashes(
     from nero.model.classifier import build_model
 
     root = tmp_path / "runs"
-    shutil.copytree(tiny_run, root / "swapped")
-    recorded = read_run(root / "swapped").checkpoint_sha256
+    swapped = own_copy(tiny_run, root, "swapped", monkeypatch)
+    recorded = read_run(swapped).checkpoint_sha256
     torch.manual_seed(99)
-    save_model(build_model("resnet18", 2, 32), str(root / "swapped" / "model.safetensors"))
-    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    save_model(build_model("resnet18", 2, 32), str(swapped / "model.safetensors"))
     at = open_app(root, "score")
     at.file_uploader[0].set_value(("red.png", png((200, 60, 60)), "image/png")).run()
     assert not at.exception
@@ -354,9 +359,7 @@ def test_a_broken_run_gives_an_error_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = tmp_path / "runs"
-    shutil.copytree(tiny_run, root / "broken")
-    (root / "broken" / "scores.csv").unlink()
-    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    (own_copy(tiny_run, root, "broken", monkeypatch) / "scores.csv").unlink()
     for view in ("overview", "map", "inspector", "score"):
         at = open_app(root, view)
         assert not at.exception
