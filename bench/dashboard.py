@@ -100,7 +100,7 @@ def main() -> None:
     rows.append(("switch back to a seen sample (heatmaps cached)", timed(at), SWITCH_TARGET_S))
 
     # The same work without Streamlit: the two heatmaps of fresh samples, engine only.
-    from nero.explain import heatmaps
+    from nero.run import heatmaps
     from nero.run.directory import read_run
 
     run = read_run(run_dir)

@@ -32,16 +32,16 @@ from PIL import Image
 from nero.data.folders import DEFAULT_IMG_SIZE, eval_transform
 from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import Envelope, EnvelopeRecorder
-from nero.explain.heatmaps import (
+from nero.explain.rules import PLAIN_GRADIENT_X_INPUT
+from nero.model.classifier import build_model, find_head
+from nero.run.directory import read_run
+from nero.run.heatmaps import (
     distance_contributions,
     load_run_model,
     ood_deviation,
     run_envelope,
     sample_image,
 )
-from nero.explain.rules import PLAIN_GRADIENT_X_INPUT
-from nero.model.classifier import build_model, find_head
-from nero.run.directory import read_run
 
 MAPS = ("ood", "ood, no gate", "distance", "class", "gradient×input")
 
@@ -56,7 +56,7 @@ def latency(img_size: int, repeats: int, device: torch.device) -> None:
     torch.manual_seed(0)
     model = build_model("resnet18", 3, img_size).eval()
     _, head = find_head(model, img_size)
-    # As the product keeps a run's model for heatmaps (nero.explain.heatmaps.load_run_model).
+    # As the product keeps a run's model for heatmaps (nero.run.heatmaps.load_run_model).
     model.to(device, memory_format=torch.channels_last)
     x = torch.randn(1, 3, img_size, img_size)
     deviation = np.random.default_rng(0).normal(0, 0.01, head.in_features)

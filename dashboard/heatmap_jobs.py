@@ -17,9 +17,9 @@ from nero.run.directory import Run
 
 
 def heatmaps_module():
-    """``nero.explain.heatmaps`` when it can be imported, else None (the views say so)."""
+    """``nero.run.heatmaps`` when it can be imported, else None (the views say so)."""
     try:
-        from nero.explain import heatmaps
+        from nero.run import heatmaps
     except Exception:  # any import failure just disables the heatmap views
         return None
     return heatmaps if hasattr(heatmaps, "run_heatmaps") else None

@@ -20,8 +20,8 @@ from PIL import Image
 
 from nero.data.images import ImageReadError, read_image
 from nero.detect.metrics import fpr_at_95_tpr_threshold
-from nero.explain.embedding import INFO_FILE, load_embedding, relevance_space
 from nero.run.directory import Run, read_run
+from nero.run.embedding import INFO_FILE, load_embedding
 
 THUMB_PX = 160  # thumbnails in grids: enough to recognise the image, small to send
 
@@ -125,7 +125,7 @@ def embedding(r: Run) -> dict[str, Any] | None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _train_space(path: str, key: tuple[int, ...]) -> np.ndarray:
     r = read_run(path)
-    return relevance_space(r.detector, r.relevance[r.rows("id_train")])
+    return r.detector.project(r.relevance[r.rows("id_train")])
 
 
 def train_space(r: Run) -> np.ndarray:

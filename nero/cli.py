@@ -297,8 +297,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
     from nero.explain.drawing import overlay_png
-    from nero.explain.heatmaps import run_heatmap, sample_image
     from nero.run.directory import read_run
+    from nero.run.heatmaps import run_heatmap, sample_image
 
     run = read_run(args.run)
     heat = run_heatmap(run, args.sample, args.kind, args.target)

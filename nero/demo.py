@@ -152,7 +152,7 @@ def build_demo(
 def _ensure_embedding(run: Path, say: Progress) -> None:
     """UMAP of the relevance vectors, stored in the run (numba compiles once: 30–40 s)."""
     try:
-        from nero.explain.embedding import ensure_embedding
+        from nero.run.embedding import ensure_embedding
     except ImportError:  # the embedding module is optional for the engine
         return
     say("computing the relevance map (UMAP)", 0.95)

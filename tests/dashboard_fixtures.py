@@ -50,8 +50,8 @@ def build_tiny_run(data: Path, out: Path, embedding: str = "pca") -> Path:
     import torch
 
     from nero.data.folders import prepared_collection
-    from nero.explain.embedding import ensure_embedding
     from nero.model.classifier import load_classifier
+    from nero.run.embedding import ensure_embedding
     from nero.run.pipeline import EvaluateConfig, evaluate
 
     torch.manual_seed(0)  # random weights, but the same ones every time

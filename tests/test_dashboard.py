@@ -128,10 +128,10 @@ def test_map_without_embedding_offers_to_compute_it(
     bare = own_copy(tiny_run, root, "bare", monkeypatch)
     for name in ("embedding.npy", "embedding_centroids.npy", "embedding.json"):
         (bare / name).unlink()
-    import nero.explain.embedding
+    import nero.run.embedding
 
-    real = nero.explain.embedding.ensure_embedding
-    monkeypatch.setattr(nero.explain.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    real = nero.run.embedding.ensure_embedding
+    monkeypatch.setattr(nero.run.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
     at = open_app(root, "map")
     ok(at)
     assert "not been computed" in texts(at)
@@ -160,7 +160,7 @@ def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
     runs_root: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nero.explain import heatmaps
+    from nero.run import heatmaps
 
     def broken(*_args, **_kwargs):
         raise OSError("disk on fire")
@@ -307,10 +307,10 @@ def test_new_run_creates_a_run_and_opens_it(
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
-    import nero.explain.embedding
+    import nero.run.embedding
 
-    real = nero.explain.embedding.ensure_embedding
-    monkeypatch.setattr(nero.explain.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
+    real = nero.run.embedding.ensure_embedding
+    monkeypatch.setattr(nero.run.embedding, "ensure_embedding", lambda p: real(p, method="pca"))
     at = open_app(root, "new-run")
     new_run_form(at, "mine", str(tiny_data))
     at.number_input(key="nr-img-size").set_value(32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nero.explain import embedding as emb
+from nero.run import embedding as emb
 from nero.run.directory import read_run
 from tests.dashboard_fixtures import runs_root, tiny_data, tiny_run  # noqa: F401
 
@@ -23,16 +23,16 @@ def run_copy(tmp_path: Path, tiny_run: Path) -> Path:  # noqa: F811
     return out
 
 
-def test_relevance_space_is_nero_pca_projection_without_the_bias(tiny_run: Path) -> None:  # noqa: F811
+def test_the_map_embeds_the_detectors_own_space_bias_column_optional(tiny_run: Path) -> None:  # noqa: F811
     run = read_run(tiny_run)
     det = run.detector
     rel = np.asarray(run.relevance, np.float64)
     d = det.n_features_in_
-    space = emb.relevance_space(det, rel)
+    space = det.project(rel)
     np.testing.assert_allclose(space, det._project(rel[:, :d]))  # the detector's own space
-    np.testing.assert_allclose(emb.relevance_space(det, rel[:, :d]), space)  # bias optional
+    np.testing.assert_allclose(det.project(rel[:, :d]), space)  # bias optional
     with pytest.raises(ValueError, match="expects"):
-        emb.relevance_space(det, rel[:, :5])
+        det.project(rel[:, :5])
 
 
 def test_pca_map_is_stored_in_the_run_and_reloaded(run_copy: Path) -> None:
@@ -41,7 +41,7 @@ def test_pca_map_is_stored_in_the_run_and_reloaded(run_copy: Path) -> None:
     n, m = len(run.samples), run.detector.centroids_.shape[0]
     assert made.method == "pca" and made.points.shape == (n, 2) and made.centroids.shape == (m, 2)
     assert made.points.dtype == np.float32
-    space = emb.relevance_space(run.detector, run.relevance)
+    space = run.detector.project(run.relevance)
     np.testing.assert_allclose(made.points, space[:, :2], rtol=1e-5, atol=1e-5)
     info = json.loads((run_copy / emb.INFO_FILE).read_text())
     assert info["method"] == "pca" and info["n_samples"] == n
@@ -105,7 +105,7 @@ def test_umap_map_places_centroids_and_is_reproducible(run_copy: Path) -> None:
     assert np.isfinite(first.points).all() and np.isfinite(first.centroids).all()
     assert (run_copy / emb.REDUCER_FILE).is_file()
     reducer = emb.load_reducer(run)
-    assert reducer.transform(emb.relevance_space(run.detector, run.relevance[:2])).shape == (2, 2)
+    assert reducer.transform(run.detector.project(run.relevance[:2])).shape == (2, 2)
     second = emb.compute_embedding(run_copy, seed=3)
     np.testing.assert_allclose(second.points, first.points, rtol=1e-5, atol=1e-5)
     assert emb.ensure_embedding(run_copy, seed=3).method == "umap"

@@ -8,14 +8,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-import nero.explain.heatmaps as heatmaps
 import nero.explain.rules as rules
+import nero.run.heatmaps as heatmaps
 from nero.cli import main
 from nero.detect.relevance import head_relevance
 from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.drawing import overlay_png
 from nero.explain.envelope import Envelope, EnvelopeRecorder, fit_envelope
-from nero.explain.heatmaps import (
+from nero.explain.rules import CP_LRP, GRADIENT_X_INPUT, LRP, rule_set_for
+from nero.model.classifier import build_model, find_head, head_arrays
+from nero.run.directory import read_run
+from nero.run.heatmaps import (
     CACHE_VERSION,
     distance_contributions,
     heatmap_cache_path,
@@ -24,9 +27,6 @@ from nero.explain.heatmaps import (
     run_heatmaps,
     sample_image,
 )
-from nero.explain.rules import CP_LRP, GRADIENT_X_INPUT, LRP, rule_set_for
-from nero.model.classifier import build_model, find_head, head_arrays
-from nero.run.directory import read_run
 
 SIZE = 32
 # What each architecture the engine supports must be attributed with.

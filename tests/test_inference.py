@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nero.data.images import read_image
-from nero.explain.embedding import relevance_space
 from nero.run.directory import read_run
 from nero.run.scoring import (
     RunScorer,
@@ -59,7 +58,7 @@ def test_scoring_nothing_is_an_error(scorer) -> None:
 def test_nearest_train_matches_brute_force_and_skips_itself(run) -> None:
     det = run.detector
     train = run.rows("id_train")
-    space = relevance_space(det, run.relevance[train])
+    space = det.project(run.relevance[train])
     query = int(train[3])
     near, dist = nearest_train(run, run.relevance[query], k=4, exclude=query)
     assert query not in near and len(near) == 4

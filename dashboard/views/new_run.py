@@ -127,7 +127,7 @@ if submitted:
         st.stop()
     bar.progress(1.0, text="placing the samples on the relevance map")
     try:
-        from nero.explain.embedding import ensure_embedding
+        from nero.run.embedding import ensure_embedding
 
         with st.spinner("Computing the relevance map (UMAP; about a minute the first time)…"):
             ensure_embedding(out)

@@ -29,7 +29,7 @@ if emb is None:
         "run folder; UMAP takes about a minute the first time (compiling), seconds after that."
     )
     if st.button("Compute the map now", type="primary", key="compute-map"):
-        from nero.explain.embedding import ensure_embedding
+        from nero.run.embedding import ensure_embedding
 
         with st.spinner("Fitting UMAP on the relevance vectors…"):
             try:

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from nero.detect.space import DISTANCES
+
 # The release keeps the 175 most negative-relevance neurons: 175/512 of ResNet-18's width.
 RELEASE_NORM_NEURONS = 175
 RELEASE_NORM_FRACTION = RELEASE_NORM_NEURONS / 512
-DISTANCES = ("l1", "l2")
 BIAS_TERMS = ("release", "pca", "none")
 # The space distances are measured in, after PCA: as is ("none", the release), each component
 # scaled to unit variance ("total"), or the pooled within-class covariance whitened
@@ -48,14 +49,6 @@ def whitening_mode(whiten: bool | str) -> str:
     if isinstance(whiten, bool):
         return "total" if whiten else "none"
     return whiten
-
-
-def n_components_for(spec: int | str, n_features: int) -> int:
-    """``"2/3"`` → ``int(2·D/3)`` (the release); an int is taken as is."""
-    if isinstance(spec, str):
-        num, _, den = spec.partition("/")
-        return int(int(num) * n_features / int(den or 1))
-    return int(spec)
 
 
 def norm_neuron_count(spec: int | float, n_features: int) -> int:

@@ -13,8 +13,9 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
-from nero.detect.params import n_components_for
-
+# The distances NERO can measure, and what UMAP calls the same metric (the relevance map).
+DISTANCES = ("l1", "l2")
+UMAP_METRICS = {"l1": "manhattan", "l2": "euclidean"}
 # A whitened direction whose variance is below this share of the largest is a null direction.
 NULL_VARIANCE = 1e-10
 # Training relevance whose total variance is below this share of its mean square is constant
@@ -41,6 +42,14 @@ def norm_gradient(gap: np.ndarray, metric: str) -> np.ndarray:
         return np.sign(gap)
     length = np.sqrt((gap * gap).sum(axis=-1, keepdims=True))
     return gap / np.maximum(length, np.finfo(np.float64).tiny)
+
+
+def n_components_for(spec: int | str, n_features: int) -> int:
+    """``"2/3"`` → ``int(2·D/3)`` (the release); an int is taken as is."""
+    if isinstance(spec, str):
+        num, _, den = spec.partition("/")
+        return int(int(num) * n_features / int(den or 1))
+    return int(spec)
 
 
 def check_spread(neuron_rel: np.ndarray) -> None:

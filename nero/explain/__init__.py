@@ -1,1 +1,1 @@
-"""Why: input-space heatmaps (LRP rules, training envelope, attribution, drawing) and the map."""
+"""Why: LRP rules per architecture, the training envelope, batched attribution, drawing."""

@@ -1,1 +1,2 @@
-"""The artifact: the run directory, evaluating folders into it, its model, reports, scoring."""
+"""The artifact: the run directory and how it is made, its model, its heatmaps and map,
+reports, and scoring new images against it."""

@@ -382,7 +382,7 @@ def evaluate_folders(
     )
     run = evaluate(collection, model, config, out, progress=progress, data_root=folders.data)
     if embedding is not None:
-        from nero.explain.embedding import ensure_embedding
+        from nero.run.embedding import ensure_embedding
 
         (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
         ensure_embedding(run, method=embedding)

@@ -21,7 +21,6 @@ from nero.detect.detector import Explanation
 from nero.detect.nero_methods import NeroMethod
 from nero.detect.registry import Evidence, OODMethod, create_method, feature_level_methods
 from nero.detect.relevance import head_relevance, softmax
-from nero.explain.embedding import relevance_space
 from nero.model.classifier import capture_head_input, head_arrays
 from nero.run.checkpoint import load_run_model, run_img_size
 from nero.run.directory import Run
@@ -137,8 +136,8 @@ def nearest_train(
     detector = run.detector
     train = run.rows("id_train")
     if space is None:
-        space = relevance_space(detector, run.relevance[train])
-    query = relevance_space(detector, np.asarray(relevance, np.float64).reshape(1, -1))[0]
+        space = detector.project(run.relevance[train])
+    query = detector.project(np.asarray(relevance, np.float64).reshape(1, -1))[0]
     dist = detector.space_distance(space, query)
     if exclude is not None:
         dist = np.where(train == exclude, np.inf, dist)

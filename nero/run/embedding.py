@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nero.detect.detector import NERO
+from nero.detect.space import UMAP_METRICS
 from nero.files import atomic_path, save_npy, write_json
 from nero.run.directory import Run, read_run
 
@@ -46,15 +46,6 @@ class Embedding:
     centroids: np.ndarray  # M×2 float32, rows follow detector.centroids_
     method: str  # "umap" or "pca"
     info: dict[str, Any]
-
-
-def relevance_space(detector: NERO, relevance: np.ndarray) -> np.ndarray:
-    """NERO's PCA projection of neuron relevance, ``(R[:, :D] − mean) @ componentsᵀ / scale``.
-
-    ``scale`` is the detector's per-component whitening (ones unless it whitens): the space
-    its centroid distances are measured in.
-    """
-    return detector.project(relevance)
 
 
 def _detector_digest(run: Run) -> str:
@@ -100,9 +91,9 @@ def compute_embedding(run_path: str | Path, seed: int = 42, method: str = "umap"
         raise ValueError(f"embedding method must be one of {METHODS}, got {method!r}")
     run = read_run(run_path)
     detector = run.detector
-    space = relevance_space(detector, run.relevance)
+    space = detector.project(run.relevance)
     centroids = np.asarray(detector.centroids_, np.float64)
-    metric = "manhattan" if detector.distance == "l1" else "euclidean"
+    metric = UMAP_METRICS[detector.distance]
     n = space.shape[0]
     reason = "asked for PCA"
     reducer = None
