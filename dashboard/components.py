@@ -1,4 +1,4 @@
-"""UI pieces shared by several pages: run picker, headers, grids, explanations, error boxes."""
+"""UI pieces every page uses: the config, the open run (or how to get one), the header, errors."""
 
 from __future__ import annotations
 
