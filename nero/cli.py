@@ -298,15 +298,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_heatmap(args: argparse.Namespace) -> int:
     from nero.explain.drawing import overlay_png
     from nero.run.directory import read_run
+    from nero.run.heatmap_scale import run_heatmap_scale
     from nero.run.heatmaps import run_heatmap, sample_image
 
     run = read_run(args.run)
     heat = run_heatmap(run, args.sample, args.kind, args.target)
-    overlay_png(sample_image(run, args.sample), heat, out=args.out, class_names=run.class_names)
+    scale = run_heatmap_scale(run)  # calibrated on normal test images once, then stored
+    unusual = scale.unusual(heat)
+    overlay_png(
+        sample_image(run, args.sample),
+        heat,
+        out=args.out,
+        class_names=run.class_names,
+        scale=scale.pixel(heat.kind),
+        unusual=unusual,
+    )
     print(
         f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
         f"({heat.rule_set}), conservation {heat.conservation:.3g}"
     )
+    if unusual is not None:
+        share = scale.kinds["ood"].share_of_normal_below(heat.relevance)
+        verdict = "unusual" if unusual else "no unusual evidence"
+        print(f"OOD evidence: {verdict} (more than {share:.0f} % of normal test images show)")
     if heat.method == "gradient×input":
         print(f"note: {heat.note}")
     return 0

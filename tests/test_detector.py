@@ -146,6 +146,19 @@ def test_improvement_options_do_what_they_say():
         NERO(bias_term="nope").fit(f, r, y)
 
 
+def test_score_calibration_chooses_by_distance_then_divides_by_that_class_spread():
+    (f, r, y), (tf, tr, ty), _ = separable()
+    plain = NERO.from_preset("default").fit(f, r, y).nearest(tr)
+    scored = NERO.from_preset("default", class_calibration="score").fit(f, r, y)
+    nearest = scored.nearest(tr)
+    np.testing.assert_array_equal(nearest.centroid, plain.centroid)  # the same choice
+    np.testing.assert_allclose(
+        nearest.distance, plain.distance / scored.centroid_scale_[nearest.centroid]
+    )
+    chosen = NERO.from_preset("default", class_calibration="choose").fit(f, r, y).nearest(tr)
+    assert (chosen.centroid != plain.centroid).any()  # dividing first moves some samples
+
+
 def test_options_survive_save_load(tmp_path):
     f, r, y, _ = make_data()
     det = NERO(whiten="within", bias_term="pca", class_calibration=True, norm_ratio=False)
@@ -231,9 +244,10 @@ def test_default_nearest_centroid_is_the_samples_own_class():
 
 @pytest.mark.parametrize("distance", ["l1", "l2"])
 @pytest.mark.parametrize("whiten", ["none", "total", "within"])
-def test_distance_shares_sum_to_the_distance(distance, whiten):
+@pytest.mark.parametrize("calibration", ["choose", "score"])
+def test_distance_shares_sum_to_the_distance(distance, whiten, calibration):
     f, r, y, _ = make_data(n=200)
-    det = NERO(distance=distance, whiten=whiten, class_calibration=True).fit(f, r, y)
+    det = NERO(distance=distance, whiten=whiten, class_calibration=calibration).fit(f, r, y)
     nearest = det.nearest(r)
     shares = det.distance_shares(r)
     np.testing.assert_allclose(shares.sum(axis=1), nearest.distance, rtol=1e-9)

@@ -25,6 +25,7 @@ from sklearn.cluster import KMeans
 from nero.detect.params import (
     PRESETS,
     RELEASE_NORM_NEURONS,
+    calibration_mode,
     check_params,
     norm_neuron_count,
     whitening_mode,
@@ -83,7 +84,11 @@ class NERO:
         scale the PCA distance does not share), ``"pca"`` (λ from the same distances the
         score uses) or ``"none"``.
     norm_ratio : multiply by the feature-norm ratio (release: yes).
-    class_calibration : divide each centroid's distance by its training members' mean distance.
+    class_calibration : divide distances by each centroid's spread (its training members' mean
+        distance to it): ``"choose"`` before choosing the nearest centroid (the widest class
+        then attracts samples), ``"score"`` after choosing it by plain distance (the score is
+        "how far, in units of that class's normal spread"), ``"none"``. ``True``/``False`` of
+        older runs mean ``"choose"``/``"none"``.
     random_state : seed for k-means.
     """
 
@@ -97,7 +102,7 @@ class NERO:
         whiten: bool | str = "none",
         bias_term: str = "release",
         norm_ratio: bool = True,
-        class_calibration: bool = False,
+        class_calibration: bool | str = "none",
         random_state: int = 42,
     ) -> None:
         self.n_components = n_components
@@ -156,7 +161,7 @@ class NERO:
         )
         projected = self._project(neuron_rel)
         cluster = self._fit_centroids(projected, relevance, labels)
-        if self.class_calibration:
+        if calibration_mode(self.class_calibration) != "none":
             self._fit_calibration(projected, cluster)
 
         mean_bias = np.abs(relevance[:, d]).mean()
@@ -271,13 +276,21 @@ class NERO:
             candidates = np.flatnonzero(self.centroid_classes_ == int(target_class))
             if candidates.size == 0:
                 raise ValueError(f"the detector has no centroid of class {target_class}")
+        # Calibrated before choosing ("choose"), or only once the centroid is chosen.
+        choose_by = (
+            self.centroid_scale_ if calibration_mode(self.class_calibration) == "choose" else None
+        )
         best = np.full(projected.shape[0], np.inf)
         arg = np.zeros(projected.shape[0], np.int64)
         for m in candidates:
-            dist = norm(projected - self.centroids_[m], self.distance) / self.centroid_scale_[m]
+            dist = norm(projected - self.centroids_[m], self.distance)
+            if choose_by is not None:
+                dist = dist / choose_by[m]
             closer = dist < best
             best = np.where(closer, dist, best)
             arg = np.where(closer, m, arg)
+        if choose_by is None:
+            best = best / self.centroid_scale_[arg]
         return Nearest(arg, self.centroid_classes_[arg], best)
 
     def deviation(self, relevance: np.ndarray, centroid: np.ndarray | int) -> np.ndarray:

@@ -16,6 +16,8 @@ BIAS_TERMS = ("release", "pca", "none")
 # scaled to unit variance ("total"), or the pooled within-class covariance whitened
 # ("within": a Mahalanobis distance with one shared, Ledoit–Wolf-shrunk covariance).
 WHITENINGS = ("none", "total", "within")
+# When distances are divided by each centroid's spread (NERO's ``class_calibration``).
+CALIBRATIONS = ("none", "choose", "score")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference release, quirks included (spec §2–3).
@@ -39,9 +41,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         whiten="within",
         bias_term="none",
         norm_ratio=False,
-        class_calibration=False,
+        class_calibration="none",
     ),
 }
+
+
+def calibration_mode(calibration: bool | str) -> str:
+    """``class_calibration`` as one of :data:`CALIBRATIONS` (``True``/``False``: choose/none)."""
+    if isinstance(calibration, bool):
+        return "choose" if calibration else "none"
+    return calibration
 
 
 def whitening_mode(whiten: bool | str) -> str:
@@ -98,8 +107,10 @@ def check_params(params: dict[str, Any]) -> None:
         raise bad("bias_term", f"expected one of {BIAS_TERMS}")
     if not isinstance(params["whiten"], bool) and params["whiten"] not in WHITENINGS:
         raise bad("whiten", f"expected one of {WHITENINGS}")
-    for flag in ("norm_ratio", "class_calibration"):
-        if not isinstance(params[flag], bool):
-            raise bad(flag, "expected true or false")
+    if not isinstance(params["norm_ratio"], bool):
+        raise bad("norm_ratio", "expected true or false")
+    calibration = params["class_calibration"]
+    if not isinstance(calibration, bool) and calibration not in CALIBRATIONS:
+        raise bad("class_calibration", f"expected one of {CALIBRATIONS}")
     if not _is_int(params["random_state"]):
         raise bad("random_state", "expected an integer")

@@ -15,6 +15,7 @@ from nero.explain.attribution import Heatmap
 # Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
 # wash out the rest of the map (values beyond it are drawn at full colour).
 OVERLAY_PERCENTILE = 99.5
+NO_EVIDENCE = "No unusual evidence:\nno more than normal test images show"
 
 
 def _title(heat: Heatmap, class_names: Sequence[str] | None) -> str:
@@ -38,19 +39,30 @@ def overlay_png(
     alpha: float = 0.5,
     out: str | Path | None = None,
     class_names: Sequence[str] | None = None,
+    scale: float | None = None,
+    unusual: bool | None = None,
 ) -> bytes:
     """The image with the signed relevance on top (red > 0 > blue, centred on zero).
 
     The heatmap is stretched over the whole image (the evaluation resize is a square
     resize, so that is where each pixel's relevance belongs). Opacity grows with |R| up
-    to ``alpha``, so areas without relevance show the image itself.
+    to ``alpha``, so areas without relevance show the image itself. ``scale``: the run's
+    shared colour scale (|R| drawn at full colour), so maps of different images compare;
+    without it, this map's own percentile. ``unusual=False``: an OOD heatmap with no more
+    evidence than normal images show, drawn as the grey image with that message.
     """
     from matplotlib import cm, colormaps, colors
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rel = np.asarray(heat.relevance, np.float64)
-    lim = float(np.percentile(np.abs(rel), OVERLAY_PERCENTILE)) or float(np.abs(rel).max()) or 1.0
+    if scale is None:
+        lim = float(np.percentile(np.abs(rel), OVERLAY_PERCENTILE)) or float(np.abs(rel).max())
+        scale_label = f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of this map)"
+    else:
+        lim = scale
+        scale_label = "relevance (the run's scale, set on normal test images)"
+    lim = lim or 1.0
     norm = colors.Normalize(vmin=-lim, vmax=lim)
     cmap = colormaps["bwr"]
     rgba = cmap(norm(rel))
@@ -65,12 +77,24 @@ def overlay_png(
     left.set_title("image", fontsize=8)
     # Grey underneath, so the red/blue of the relevance cannot be confused with the image.
     right.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255, extent=extent)
-    right.imshow(rgba, extent=extent, interpolation="nearest")
+    if unusual is False:
+        right.text(
+            width / 2,
+            height / 2,
+            NO_EVIDENCE,
+            ha="center",
+            va="center",
+            fontsize=9,
+            wrap=True,
+            bbox=dict(facecolor="white", alpha=0.85, edgecolor="none"),
+        )
+    else:
+        right.imshow(rgba, extent=extent, interpolation="nearest")
     right.set_title(_title(heat, class_names), fontsize=8, pad=16)
     for ax in (left, right):
         ax.set_axis_off()
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=right, fraction=0.046, pad=0.04)
-    bar.set_label(f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of |R|)", fontsize=7)
+    bar.set_label(scale_label, fontsize=7)
     bar.ax.tick_params(labelsize=7)
     bar.ax.yaxis.get_offset_text().set_fontsize(7)  # the ×10ⁿ of tiny relevances
     caption = f"conservation {heat.conservation:.3g}"
