@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the UMAP relevance map (the dashboard can compute it later)",
     )
+    ev.add_argument(
+        "--no-recommend",
+        action="store_true",
+        help="skip estimating (from ID data alone) which method to trust on this model",
+    )
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument(
         "--overwrite",
@@ -204,9 +209,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         overwrite=args.overwrite,
+        recommend=not args.no_recommend,
     )
     run = read_run(out)
     print(format_report(run, "table"))
+    if "recommended" in run.report:
+        rec = run.report["recommended"]
+        print(
+            f"\nrecommended for this model and data: {rec['method']} (mean AUROC "
+            f"{rec['mean_proxy_auroc']:.1f} ± {rec['spread']:.1f} on ID-only proxies; "
+            f"runner-up {rec['runner_up']}, {rec['margin']:.1f} behind)"
+        )
     for warning in run.warnings:
         print(f"warning: {warning}")
     print(f"\nrun written to {out}")

@@ -30,9 +30,11 @@ if not r.ood_sets:
 methods = r.methods
 labels = {m: method_label(m) for m in methods}
 
+recommended = r.report.get("recommended", {}).get("method")
 c1, c2 = st.columns([3, 2])
 method_key, method_cb = state.persistent_widget(
-    f"method::{name}", "nero" if "nero" in methods else methods[0]
+    f"method::{name}",
+    recommended if recommended in methods else ("nero" if "nero" in methods else methods[0]),
 )
 if st.session_state[method_key] not in methods:
     st.session_state[method_key] = methods[0]
@@ -44,6 +46,16 @@ method = c1.selectbox(
     help="Every OOD detector scored in this run. Higher scores mean more out-of-distribution.",
     **method_cb,
 )
+if recommended in methods:
+    rec = r.report["recommended"]
+    c1.caption(
+        f":material/recommend: **{labels[recommended]}** is recommended for this model and "
+        f"data: mean AUROC {rec['mean_proxy_auroc']:.1f} (± {rec['spread']:.1f} across "
+        f"checks, worst {rec['worst_proxy_auroc']:.1f}) on checks made from normal images "
+        f"alone — each class held out in turn, and corrupted normal images — "
+        f"{rec['margin']:.1f} ahead of {labels.get(rec['runner_up'], rec['runner_up'])}. "
+        "No OOD set of this run was used to choose it."
+    )
 set_options = [ALL_SETS, *r.ood_sets]
 ood_choice = c2.selectbox(
     "OOD set",

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,9 @@ from nero.data.folders import (
 )
 from nero.detect.detector import NERO
 from nero.detect.metrics import accuracy, ood_metrics
+from nero.detect.nero_methods import NeroMethod
 from nero.detect.params import PRESETS
-from nero.detect.registry import Evidence, OODMethod
+from nero.detect.registry import Evidence, OODMethod, create_method, method_class
 from nero.detect.relevance import head_relevance_chunked
 from nero.explain.envelope import (
     ENVELOPE_FILE,
@@ -38,31 +37,18 @@ from nero.explain.envelope import (
 from nero.files import allocate_npy, write_json
 from nero.model.classifier import LoadedModel, head_arrays, sha256_of
 from nero.model.device import resolve_device
-from nero.model.extract import DEFAULT_BATCH_SIZE, extract
-from nero.run.directory import FORMAT_VERSION, write_samples
+from nero.model.extract import extract
+from nero.run.directory import write_samples
 from nero.run.fitting import check_training_evidence, recorded_warnings, score_methods
+from nero.run.manifest import build_manifest
+from nero.run.recommend import recommend_for_run
+from nero.run.settings import EvaluateConfig
 from nero.run.staging import staged_run
 
 Progress = Callable[[str, float], None]
 RELEVANCE_CHUNK = 8192
 # Weights of a model evaluated without a checkpoint, stored inside the run (relative path).
 RANDOM_WEIGHTS = "model.safetensors"
-
-
-@dataclass
-class EvaluateConfig:
-    arch: str
-    img_size: int = DEFAULT_IMG_SIZE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["nero"])
-    preset: str = "default"
-    nero_params: dict = field(default_factory=dict)
-    seed: int = 42
-    checkpoint: str | None = None
-    progress_bar: bool = True
-    masks_root: Path | None = None  # prepared data's masks/ folder, if any
-    overwrite: bool = False  # replace an existing run at ``out`` (only once the new one is done)
 
 
 def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path]) -> str:
@@ -206,6 +192,27 @@ def evaluate(
                 report["results"][split.split(":", 1)[1]] = {
                     m: ood_metrics(scores[m][test_rows], scores[m][rows]) for m in scores
                 }
+            candidates = [m for m in scores if not method_class(m).needs_inputs]
+            if config.recommend and len(candidates) > 1:
+                say("estimating which method to trust, from ID data alone", 0.95)
+                test = evidence.rows(test_rows)
+                report["recommended"] = recommend_for_run(
+                    candidates,
+                    lambda name: (
+                        NeroMethod(NERO(**detector.get_params()))
+                        if name == "nero"
+                        else create_method(name)
+                    ),
+                    train,
+                    Evidence(test.features, test.logits, test.relevance, labels[test_rows]),
+                    model,
+                    [kept_paths[i] for i in test_rows],
+                    config.img_size,
+                    detector.epsilon,
+                    head,
+                    collection.class_names,
+                    config.seed,
+                )
 
         say("writing the run", 0.97)
         checkpoint, digest = config.checkpoint, model.checkpoint_sha256
@@ -220,7 +227,9 @@ def evaluate(
         scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
         write_json(stage / "report.json", report)
         detector.save(stage / "detector.npz")
-        manifest = _manifest(config, model, collection, detector, splits, failures, list(scores))
+        manifest = build_manifest(
+            config, model, collection, detector, splits, failures, list(scores)
+        )
         manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
         manifest["warnings"] = engine_warnings
         key_file.unlink()
@@ -258,50 +267,6 @@ def _forward_pass(
             (stage / HEATMAP_DIR).mkdir(exist_ok=True)
             envelope.save(stage / HEATMAP_DIR / ENVELOPE_FILE)
     return ex.features, ex.logits, ex.kept, ex.failures, ex.notes
-
-
-def _manifest(
-    config: EvaluateConfig,
-    model: LoadedModel,
-    collection: Collection,
-    detector: NERO,
-    splits: np.ndarray,
-    failures: dict[str, str],
-    methods: list[str],
-) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "arch": config.arch,
-            "checkpoint": None,
-            "checkpoint_sha256": None,
-            "class_names": collection.class_names,
-            "head": {
-                "name": model.head_name,
-                "shape": [model.head.out_features, model.head.in_features],
-            },
-        },
-        "data": {
-            "splits": {
-                s.name: {"root": str(s.root), "size": int((splits == s.name).sum())}
-                for s in collection.splits
-            },
-            "unreadable": failures,
-        },
-        "preset": config.preset,
-        "nero": {
-            **detector.get_params(),
-            "bias_scale": detector.bias_scale_,
-            "norm_neurons_used": detector.norm_neurons_,
-            "n_components_used": detector.n_components_,
-        },
-        "methods": methods,
-        "img_size": config.img_size,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "versions": library_versions(),
-    }
 
 
 # ------------------------------------------------------------------ the one front door
@@ -387,20 +352,3 @@ def evaluate_folders(
         (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
         ensure_embedding(run, method=embedding)
     return run
-
-
-def library_versions() -> dict[str, str]:
-    import sklearn
-    import torch
-    import torchvision
-
-    from nero import __version__
-
-    return {
-        "nero": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-    }

@@ -1,0 +1,76 @@
+"""The per-run recommendation: chosen from ID data alone, never from the OOD sets."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from nero.cli import main
+from nero.detect.registry import Evidence, OODMethod
+from nero.detect.relevance import Head
+from nero.run.directory import read_run
+from nero.run.recommend import proxy_aurocs, recommend
+from tests.helpers import evaluate_args, make_folders
+
+
+class Oracle(OODMethod):
+    """Scores the distance to the nearest training class mean: finds held-out classes."""
+
+    name = label = "oracle"
+
+    def fit(self, train: Evidence, head: Head) -> "Oracle":
+        self.means_ = np.stack(
+            [train.features[train.labels == c].mean(0) for c in np.unique(train.labels)]
+        )
+        return self
+
+    def score(self, data: Evidence) -> np.ndarray:
+        gaps = data.features[:, None, :] - self.means_[None]
+        return np.sqrt((gaps**2).sum(-1)).min(1)
+
+
+class Coin(OODMethod):
+    name = label = "coin"
+
+    def score(self, data: Evidence) -> np.ndarray:
+        return np.random.default_rng(0).random(data.features.shape[0])
+
+
+def blobs(n_per_class: int, seed: int) -> Evidence:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n_per_class)
+    feats = rng.normal(size=(labels.size, 8)) + 6 * np.eye(3, 8)[labels]
+    return Evidence(feats, np.zeros((labels.size, 3)), None, labels)
+
+
+def test_the_method_that_finds_held_out_classes_is_recommended():
+    make = {"oracle": Oracle, "coin": Coin}
+    head = Head(np.zeros((3, 8)), np.zeros(3))
+    results = proxy_aurocs(
+        ["coin", "oracle"], lambda n: make[n](), blobs(30, 0), blobs(10, 1), {}, head
+    )
+    assert set(results["oracle"]) == {"held-out:0", "held-out:1", "held-out:2"}
+    assert min(results["oracle"].values()) > 95 and max(results["coin"].values()) < 80
+    rec = recommend(results, ["a", "b", "c"])
+    assert rec["method"] == "oracle" and rec["runner_up"] == "coin" and rec["margin"] > 15
+    assert set(rec["proxies"]["oracle"]) == {
+        "held-out class a",
+        "held-out class b",
+        "held-out class c",
+    }
+
+
+def test_recommendation_is_the_same_whatever_the_ood_sets(tmp_path):
+    data = make_folders(tmp_path / "data")
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    shutil.rmtree(other / "ood" / "noise")  # different evaluation OOD sets, same ID data
+    recs = []
+    for folder, out in ((data, tmp_path / "a"), (other, tmp_path / "b")):
+        with pytest.warns(UserWarning):
+            assert main(evaluate_args(folder, out, "--methods", "nero,msp,energy,knn")) == 0
+        recs.append(read_run(out).report["recommended"])
+    assert recs[0]["method"] == recs[1]["method"]
+    assert recs[0]["ranking"] == recs[1]["ranking"]
+    assert any(p.startswith("held-out class") for p in recs[0]["proxies"]["nero"])
+    assert "patch-shuffle" in recs[0]["proxies"]["nero"]
