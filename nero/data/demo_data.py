@@ -27,10 +27,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
 SOURCE = "nero-synthetic-endoscopy"
-VERSION = 1
+VERSION = 2  # 2: real frames' nuisances in every frame; the bowel-content OOD kind
 
 ID_CLASSES: tuple[str, ...] = ("cecum", "pylorus", "z-line")
-NEAR_OOD_KINDS: tuple[str, ...] = ("polyp", "blue-dye", "bleeding", "instrument")
+NEAR_OOD_KINDS: tuple[str, ...] = ("polyp", "blue-dye", "bleeding", "instrument", "bowel-content")
 FAR_OOD_KINDS: tuple[str, ...] = ("non-endoscopy",)
 
 # Radius of the circular field of view as a fraction of the image side. Fixed for every
@@ -40,6 +40,19 @@ JPEG_QUALITY = 95
 
 # Artefact area as a fraction of the FOV at artefact_scale=1 (drawn log-uniformly).
 _AREA_RANGE = (0.03, 0.13)
+
+# Nuisances of real frames, drawn with the same odds in every frame whatever its class or
+# OOD kind (so a detector or heatmap that keys on them fails the demo as it fails real data):
+# an octagonal field of view, burnt-in text in the black border, a green position-marker
+# thumbnail, strong specular highlights, and a little bowel content.
+OCTAGON_P = 0.5
+TEXT_P = 0.7
+MARKER_P = 0.3
+HIGHLIGHT_P = 0.5
+CONTENT_P = 0.35
+CONTENT_AREA = (0.01, 0.05)  # of the FOV; the bowel-content OOD kind goes far beyond it
+HEAVY_CONTENT_AREA = (0.15, 0.35)
+MARKER_GREEN = (40, 190, 80)
 
 FloatArray = np.ndarray
 Progress = Callable[[int, int], None]
@@ -97,11 +110,21 @@ def fov_mask(size: int) -> np.ndarray:
     return (x * x + y * y) <= 1.0
 
 
-def _fov_soft(size: int) -> FloatArray:
-    """Anti-aliased FOV (1 px edge) so the border is not jagged."""
+def _fov_soft(size: int, octagon: tuple[float, float] | None = None) -> FloatArray:
+    """Anti-aliased FOV (1 px edge) so the border is not jagged.
+
+    ``octagon=(half_width, corner)``: the octagonal field of view of many endoscopes,
+    ``|x|, |y| ≤ half_width`` and ``|x| + |y| ≤ corner`` (FOV units; it contains the disk).
+    """
     x, y = _grid(size)
-    r = np.sqrt(x * x + y * y)
-    return np.clip((1.0 - r) / _px(size) + 0.5, 0.0, 1.0)
+    if octagon is None:
+        edge = 1.0 - np.sqrt(x * x + y * y)
+    else:
+        half, corner = octagon
+        edge = np.minimum(
+            half - np.maximum(np.abs(x), np.abs(y)), (corner - np.abs(x) - np.abs(y)) / math.sqrt(2)
+        )
+    return np.clip(edge / _px(size) + 0.5, 0.0, 1.0)
 
 
 def _smoothstep(e0: float, e1: float, v: FloatArray) -> FloatArray:
@@ -438,14 +461,20 @@ def _vignette(size: int) -> FloatArray:
     return v
 
 
-def _camera(rng: np.random.Generator, img: FloatArray, size: int, fov: bool) -> np.ndarray:
+def _camera(
+    rng: np.random.Generator,
+    img: FloatArray,
+    size: int,
+    fov: bool,
+    octagon: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Colour jitter, sensor grain, gamma, black border outside the FOV and lens blur."""
     gains = (1.0 + rng.normal(0.0, 0.025, size=3)) * rng.uniform(0.85, 1.12)
     img = img * gains.astype(np.float32)[None, None, :]
     # Luminance-only grain: a third of the random draws of per-channel noise.
     img = img + 0.01 * rng.standard_normal((size, size, 1), dtype=np.float32)
     if fov:
-        img = img * _fov_soft(size)[..., None]
+        img = img * _fov_soft(size, octagon)[..., None]
     # Gamma through a lookup table: much cheaper than a float power, and keeps black black.
     gamma = rng.uniform(0.9, 1.1)
     lut = _to_uint8((np.arange(256, dtype=np.float32) / 255.0) ** gamma)
@@ -473,9 +502,45 @@ def render_scene(cls: str, rng: np.random.Generator, size: int) -> np.ndarray:
     side = rng.uniform(0, 2 * np.pi)
     tilt = 1.0 + rng.uniform(0.0, 0.3) * (x * math.cos(side) + y * math.sin(side))
     light = scene.illum * _vignette(size) * tilt
+    if rng.uniform() < CONTENT_P:
+        content, alpha = _bowel_content(rng, size, CONTENT_AREA)
+        albedo = albedo * (1 - alpha[..., None]) + content * alpha[..., None]
     img = albedo * ((0.35 + 0.75 * diffuse) * light)[..., None]
-    img += (0.7 * spec * light)[..., None] * np.array([1.0, 0.97, 0.95], np.float32)
-    return _camera(rng, img.astype(np.float32, copy=False), size, fov=True)
+    gloss = 0.7
+    if rng.uniform() < HIGHLIGHT_P:  # a wet, close wall: large saturated reflections
+        gloss = rng.uniform(1.5, 3.0)
+        spec = np.maximum(spec, _highlight_spots(rng, size))
+    img += (gloss * spec * light)[..., None] * np.array([1.0, 0.97, 0.95], np.float32)
+    octagon = None
+    if rng.uniform() < OCTAGON_P:
+        octagon = (rng.uniform(0.98, 1.06), rng.uniform(1.25, 1.4))
+    return _camera(rng, img.astype(np.float32, copy=False), size, fov=True, octagon=octagon)
+
+
+def _highlight_spots(rng: np.random.Generator, size: int) -> FloatArray:
+    """A few small, sharp specular spots (light mirrored by mucus), in [0, 1]."""
+    x, y = _grid(size)
+    spots = np.zeros_like(x)
+    for _ in range(int(rng.integers(2, 7))):
+        cx, cy = _point_in_disk(rng, 0.85)
+        r = rng.uniform(0.015, 0.05)
+        e = rng.uniform(1.0, 3.0)
+        u, v = _rotate(x, y, cx, cy, rng.uniform(0, np.pi))
+        spots = np.maximum(spots, np.exp(-(((u / (r * e)) ** 2 + (v / r) ** 2) ** 2)))
+    return spots
+
+
+def _bowel_content(
+    rng: np.random.Generator, size: int, area_range: tuple[float, float]
+) -> tuple[FloatArray, FloatArray]:
+    """Brownish-yellow stool or turbid fluid on the wall: its colour field and coverage."""
+    lo, hi = np.log(area_range[0]), np.log(area_range[1])
+    area = float(np.exp(rng.uniform(lo, hi)))
+    d, _, _ = _blob(rng, size, area, rng.uniform(1.0, 2.5), rng.uniform(0.2, 0.35))
+    alpha = _alpha(d, size, 3.0, math.sqrt(area)) * np.float32(0.75 + 0.25 * rng.uniform())
+    colour = np.array([0.55, 0.37, 0.15], np.float32) * np.float32(rng.uniform(0.8, 1.15))
+    texture = 1.0 + 0.25 * _fbm(rng, size, (8, 16, 32))
+    return colour[None, None, :] * texture[..., None], alpha
 
 
 # --------------------------------------------------------------------------------------
@@ -627,6 +692,20 @@ def _instrument(rng: np.random.Generator, img: FloatArray, size: int, scale: flo
     return img * (1 - alpha[..., None]) + shaft * alpha[..., None], alpha
 
 
+def _heavy_content(rng: np.random.Generator, img: FloatArray, size: int, scale: float) -> _Layer:
+    """Impacted stool: bowel content over much of the wall, far beyond any normal frame's.
+
+    An in-distribution look (normal frames carry a little content) pushed past its training
+    range, the kind of OOD that defeats detectors keyed on "unlike every class".
+    """
+    lo, hi = HEAVY_CONTENT_AREA
+    content, alpha = _bowel_content(rng, size, (lo * min(scale, 1.0), hi))
+    # Lit like the wall under it, so it sits in the scene rather than on top of it.
+    lum = img.mean(axis=2, keepdims=True)
+    shade = np.clip(lum / max(float(lum[fov_mask(size)].mean()), 1e-3), 0.2, 1.6)
+    return img * (1 - alpha[..., None]) + content * shade * alpha[..., None], alpha
+
+
 def _draw_area(rng: np.random.Generator, scale: float) -> float:
     lo, hi = np.log(_AREA_RANGE[0]), np.log(_AREA_RANGE[1])
     return float(np.exp(rng.uniform(lo, hi)) * scale * scale)
@@ -641,6 +720,7 @@ _ARTEFACTS: dict[str, Callable[[np.random.Generator, FloatArray, int, float], _L
     "blue-dye": _blue_dye,
     "bleeding": _bleeding,
     "instrument": _instrument,
+    "bowel-content": _heavy_content,
 }
 
 
@@ -673,6 +753,36 @@ def insert_artefact(
     # Keep the black border black: nothing is painted outside the FOV.
     out = base + diff * _fov_soft(size)[..., None]
     return _to_uint8(out), mask
+
+
+def add_overlays(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Burnt-in text in the black border and a position-marker thumbnail, as on real frames.
+
+    Returns the image and a boolean mask of the pixels the overlays changed.
+    """
+    size = img.shape[0]
+    canvas = Image.fromarray(img)
+    draw = ImageDraw.Draw(canvas)
+    if rng.uniform() < TEXT_P:
+        d, m, y = (int(v) for v in rng.integers((1, 1, 12), (29, 13, 24)))
+        day = f"{d:02d}/{m:02d}/20{y}"
+        clock = f"{int(rng.integers(7, 19)):02d}:{int(rng.integers(0, 60)):02d}"
+        lines = [day, clock, f"Enh A{int(rng.integers(1, 9))}"][: int(rng.integers(1, 4))]
+        grey = int(rng.integers(170, 256))
+        top = 1 + int(rng.integers(0, 3))
+        for i, line in enumerate(lines):
+            draw.text((1, top + i * max(8, size // 14)), line, fill=(grey, grey, grey))
+    if rng.uniform() < MARKER_P:
+        w, h = int(size * rng.uniform(0.14, 0.2)), int(size * rng.uniform(0.11, 0.15))
+        x0, y1 = 1, size - 2
+        draw.rectangle([x0, y1 - h, x0 + w, y1], fill=(12, 24, 14), outline=MARKER_GREEN)
+        t = np.linspace(0, 1, 12)
+        curve = np.stack(
+            [x0 + 2 + (w - 4) * t, y1 - 2 - (h - 4) * (t + 0.3 * np.sin(6 * t)) / 1.3], 1
+        )
+        draw.line([tuple(p) for p in curve.tolist()], fill=MARKER_GREEN, width=1)
+    out = np.asarray(canvas)
+    return out, (out != img).any(axis=2)
 
 
 # --------------------------------------------------------------------------------------
@@ -769,12 +879,13 @@ def make_sample(
     rng = _image_rng(config.seed, split, name, index)
     size = config.size
     if split in ("id_train", "id_test"):
-        return render_scene(name, rng, size), None, None
+        return add_overlays(render_scene(name, rng, size), rng)[0], None, None
     if name in NEAR_OOD_KINDS:
         background = ID_CLASSES[int(rng.integers(len(ID_CLASSES)))]
         img = render_scene(background, rng, size)
         img, mask = insert_artefact(img, name, rng, config.artefact_scale)
-        return img, mask, background
+        img, overlaid = add_overlays(img, rng)
+        return img, mask & ~overlaid, background
     if name in FAR_OOD_KINDS:
         return _non_endoscopy(rng, size), None, None
     raise ValueError(f"unknown sample {split}/{name}")
