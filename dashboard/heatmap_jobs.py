@@ -135,3 +135,16 @@ def image_heatmaps(
         envelope=module.run_envelope(_scorer.run),
     )
     return {"class": heatmap_fields(cls), "ood": heatmap_fields(ood)}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _neuron_heatmap(path: str, key: tuple[int, ...], index: int, neuron: int) -> dict[str, Any]:
+    module = heatmaps_module()
+    if module is None:
+        raise RuntimeError("heatmaps are unavailable in this installation")
+    return heatmap_fields(module.run_heatmap(loaders.run(Path(path)), index, "neuron", neuron))
+
+
+def neuron_heatmap(r: Run, index: int, neuron: int) -> dict[str, Any]:
+    """Where one penultimate neuron fires in a run sample (its conditional heatmap), cached."""
+    return _neuron_heatmap(str(r.path), stamp(r.path), int(index), int(neuron))

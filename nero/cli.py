@@ -165,16 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     hm.add_argument("--sample", type=int, required=True, help="row index in samples.csv")
     hm.add_argument(
         "--kind",
-        choices=["class", "nero", "ood", "distance"],
+        choices=["class", "nero", "ood", "distance", "neuron"],
         default="class",
         help="class: a class logit; nero: NERO's softmax-weighted relevance; "
         "ood: deviation from the nearest class centroid; distance: each neuron's share of "
-        "NERO's distance to that centroid",
+        "NERO's distance to that centroid; neuron: where neuron --target fires",
     )
     hm.add_argument(
         "--target",
         type=int,
-        help="class index (class: default predicted; ood/distance: default nearest centroid)",
+        help="class index (class: default predicted; ood/distance: default nearest centroid), "
+        "or the neuron (neuron)",
     )
     hm.add_argument("--out", type=Path, required=True)
     return parser

@@ -206,6 +206,34 @@ def test_one_batched_pass_equals_one_pass_per_heatmap(arch):
     assert hooks_of(model) == 0
 
 
+def test_neuron_heatmap_is_lrp_of_that_neuron_alone():
+    """The conditional heatmap: the feature layer seeded with one neuron's activation."""
+    from nero.model.classifier import capture_head_input
+
+    model, head = random_model("resnet18")
+    x = image()
+    with capture_head_input(head) as store, torch.no_grad():
+        model(x)
+    activation = store["features"][0].numpy().astype(np.float64)
+    j = int(np.argmax(activation))
+    seed = np.zeros_like(activation)
+    seed[j] = activation[j]
+    neuron, same = compute_heatmaps(
+        model,
+        head,
+        x,
+        "resnet18",
+        [HeatmapRequest("neuron", j), HeatmapRequest("ood", 0, seed)],
+    )
+    assert neuron.kind == "neuron" and neuron.target == j
+    # the seed above comes from a separate float32 forward (BatchNorm not merged): ~1e-5 apart
+    np.testing.assert_allclose(neuron.relevance, same.relevance, rtol=1e-3, atol=1e-9)
+    other = compute_heatmap(model, head, x, "resnet18", "neuron", int(np.argsort(activation)[-2]))
+    assert not np.allclose(other.relevance, neuron.relevance)
+    with pytest.raises(ValueError, match="needs a neuron in 0..511"):
+        compute_heatmap(model, head, x, "resnet18", "neuron", 512)
+
+
 def test_bad_requests_are_refused_with_a_reason():
     model, head = random_model("resnet18")
     with pytest.raises(ValueError, match="kind"):

@@ -71,12 +71,18 @@ def test_nearest_train_matches_brute_force_and_skips_itself(run) -> None:
     np.testing.assert_array_equal(again, near)
 
 
-def test_neuron_prototypes_are_the_most_activating_training_images(run) -> None:
+def test_neuron_prototypes_by_activation_and_by_relevance(run) -> None:
     train = run.rows("id_train")
     feats = np.asarray(run.features[train])
     neuron = int(np.argmax(feats.var(axis=0)))
-    top, act = neuron_prototypes(run, neuron, k=3)
+    top, act = neuron_prototypes(run, neuron, k=3, by="activation")
     assert set(top) <= set(train)
     np.testing.assert_allclose(act, np.sort(feats[:, neuron])[::-1][:3])
+    rel = np.asarray(run.relevance[train, neuron])
+    top, values = neuron_prototypes(run, neuron, k=3)  # relevance maximisation
+    np.testing.assert_allclose(values, np.sort(rel)[::-1][:3], rtol=1e-6)
+    labels = run.samples["label"].to_numpy()
+    one_class, _ = neuron_prototypes(run, neuron, k=3, label=1)
+    assert (labels[one_class] == 1).all()
     with pytest.raises(ValueError, match="out of range"):
         neuron_prototypes(run, feats.shape[1])

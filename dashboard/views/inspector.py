@@ -159,27 +159,47 @@ near, dist = nearest_train(
 )
 samples.nearest_images(table, near, dist, key="near")
 
-st.subheader("What a neuron responds to")
-st.caption("The training images that activate a neuron most: what the neuron has learnt to see.")
-neuron = st.selectbox(
-    "Neuron",
-    top,
-    format_func=lambda j: f"n{j} (deviation {expl.deviation[0][j]:+.3g})",
-    key=f"proto-neuron-{i}",
+st.subheader("What drives a deviating neuron")
+st.caption(
+    "Pick one of the neurons above: where it fires in this image (its conditional heatmap), "
+    f"and the {nearest_class} training images it matters most for: what normal images use "
+    "the neuron for."
 )
-proto, act = neuron_prototypes(r, int(neuron), k=PROTOTYPES)
-if act.size and float(act.max()) <= 0:
-    st.caption(f"Neuron n{neuron} is silent (zero activation) on every training image.")
-else:
-    samples.thumbnail_grid(
-        table,
-        proto,
-        key="proto",
-        captions=[
-            f"#{j} · {table['true class'].iat[j]} · a={a:.3g}"
-            for j, a in zip(proto, act, strict=True)
-        ],
+neuron = int(
+    st.selectbox(
+        "Neuron",
+        top,
+        format_func=lambda j: f"n{j} (deviation {expl.deviation[0][j]:+.3g})",
+        key=f"proto-neuron-{i}",
     )
+)
+here, refs = st.columns([1, 3], gap="large")
+with here:
+    if img is not None and heatmap_jobs.heatmaps_module() is not None:
+        try:
+            fired = heatmap_jobs.neuron_heatmap(r, i, neuron)
+            here.image(
+                imaging.upscale(imaging.overlay(img, fired["relevance"], 0.7)),
+                caption=f"where n{neuron} fires in #{i}",
+                width="stretch",
+            )
+        except Exception as exc:  # any engine failure: say so, keep the page
+            here.warning(f"The neuron's heatmap could not be computed: {exc}")
+with refs:
+    proto, values = neuron_prototypes(r, neuron, k=PROTOTYPES, label=int(expl.nearest_class[0]))
+    if values.size and float(np.abs(values).max()) <= 0:
+        st.caption(f"Neuron n{neuron} carries no relevance in any {nearest_class} training image.")
+    else:
+        samples.thumbnail_grid(
+            table,
+            proto,
+            key="proto",
+            columns=3,
+            captions=[
+                f"#{j} · {table['true class'].iat[j]} · R={v:.3g}"
+                for j, v in zip(proto, values, strict=True)
+            ],
+        )
 
 if fill_heatmaps is not None:  # last: the rest of the page shows while they compute
     fill_heatmaps()

@@ -19,6 +19,10 @@ Three kinds of starting relevance ``R0``, all propagated to the pixels with the 
   back, which is what "unlike its class" means for the score; the deviation itself is
   signed by relevance, not by distance (bench/heatmaps.py compares both on the demo set).
 
+- ``"neuron"``: one penultimate neuron (``target``) alone, seeded with its activation at the
+  feature layer: a conditional heatmap (CRP's "where does this concept fire in this
+  image", Achtibat et al. 2023) for the neurons that drive a sample's deviation.
+
 The distance shares are signed, so their positive and negative parts are propagated as a
 batch of two and added (LRP is linear in the starting relevance); ``conservation`` then
 measures how much of the total mass ``Σ|R0|`` reaches the pixels. Several heatmaps of one
@@ -44,7 +48,7 @@ from nero.explain.rules import RuleSet, rule_set_for
 from nero.files import save_npz
 from nero.model.classifier import capture_head_input
 
-KINDS = ("class", "nero", "ood", "distance")
+KINDS = ("class", "nero", "ood", "distance", "neuron")
 FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
 ENVELOPE_NOTE = (
     "envelope gate: at each spatial layer only what exceeds the class's training maximum "
@@ -134,6 +138,9 @@ def _seeds(
         elif req.kind == "nero":
             at_logits[row] = torch.softmax(logits[row].detach(), dim=0)
             targets.append(None)
+        elif req.kind == "neuron":
+            at_features[row, int(req.target)] = features[row, int(req.target)].detach()
+            targets.append(int(req.target))
         else:
             t = int(logits[row].argmax()) if req.target is None else int(req.target)
             at_logits[row, t] = logits[row, t].detach()
@@ -148,6 +155,10 @@ def _check_request(head: nn.Linear, req: HeatmapRequest) -> None:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "class" and target is not None and not 0 <= int(target) < head.out_features:
         raise ValueError(f"target class {target} is outside 0..{head.out_features - 1}")
+    if kind == "neuron" and (target is None or not 0 <= int(target) < head.in_features):
+        raise ValueError(
+            f"a neuron heatmap needs a neuron in 0..{head.in_features - 1}, got {target}"
+        )
     if kind in FEATURE_KINDS:
         if deviation is None:
             raise ValueError(

@@ -29,6 +29,7 @@ def _title(heat: Heatmap, class_names: Sequence[str] | None) -> str:
         "nero": "NERO relevance heatmap (all classes, softmax-weighted)",
         "ood": f"OOD heatmap: deviation from the {name(heat.target)} centroid",
         "distance": f"OOD heatmap: share of NERO's distance to the {name(heat.target)} centroid",
+        "neuron": f"where neuron {heat.target} fires (its conditional heatmap)",
     }[heat.kind]
     return f"{what} (predicted {name(heat.predicted)})\n{heat.method}: {heat.rule_set}"
 

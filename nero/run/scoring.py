@@ -146,12 +146,24 @@ def nearest_train(
     return train[order], dist[order]
 
 
-def neuron_prototypes(run: Run, neuron: int, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` id_train rows that activate neuron ``neuron`` most (row indices, activations)."""
+def neuron_prototypes(
+    run: Run, neuron: int, k: int = DEFAULT_K, label: int | None = None, by: str = "relevance"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` id_train rows where neuron ``neuron`` matters most: (row indices, values).
+
+    ``by="relevance"``: the largest relevance of the neuron for the decision (CRP's relevance
+    maximisation: what the neuron is *used* for); ``"activation"``: the largest activation
+    (what excites it). ``label`` keeps one class's images (e.g. the nearest centroid's).
+    """
     d = run.features.shape[1]
     if not 0 <= neuron < d:
         raise ValueError(f"neuron {neuron} is out of range: this model has {d} neurons")
+    if by not in ("relevance", "activation"):
+        raise ValueError(f"by must be 'relevance' or 'activation', got {by!r}")
     train = run.rows("id_train")
-    activation = np.asarray(run.features[train, neuron], np.float64)
-    order = np.argsort(-activation, kind="stable")[: max(0, k)]
-    return train[order], activation[order]
+    if label is not None:
+        train = train[run.samples["label"].to_numpy()[train] == int(label)]
+    source = run.relevance if by == "relevance" else run.features
+    values = np.asarray(source[train, neuron], np.float64)
+    order = np.argsort(-values, kind="stable")[: max(0, k)]
+    return train[order], values[order]
