@@ -154,13 +154,41 @@ def heatmap_panel(
     key: str,
     file_name: str,
 ) -> None:
-    """One heatmap over the image, what made it, and its PNG download."""
-    picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity))
+    """One heatmap over the image, what made it, and its PNG download.
+
+    Drawn on the run's shared colour scale when the run has one (so maps of different
+    images compare); an OOD heatmap with no more evidence than normal images show is drawn
+    as the plain image with that message, not as a saturated patch.
+    """
+    scale = hm.get("scale")
+    if hm.get("unusual") is False:
+        picture = imaging.upscale(np.asarray(img))
+        st.image(picture, width="stretch")
+        st.success(
+            ":material/check: **No unusual evidence**: this image's OOD evidence "
+            f"({hm['evidence_share']:.0f} % of normal test images show less) is within what "
+            "normal images show."
+        )
+        return
+    picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity, scale))
     if mask_path:  # outlined after upscaling, so the line stays thin
         m = loaders.mask(mask_path, (picture.shape[1], picture.shape[0]))
         if m is not None:
             picture = imaging.outline(picture, m)
     st.image(picture, width="stretch")
+    if scale is not None:
+        st.image(imaging.colour_bar(scale), width="stretch")
+        st.caption(
+            f"blue −{scale:.3g} · 0 · red +{scale:.3g}: the run's scale (full colour at what "
+            "the strongest pixels of normal test images reach)"
+            + (
+                f"; more OOD evidence than {hm['evidence_share']:.0f} % of normal images"
+                if hm.get("unusual")
+                else ""
+            )
+        )
+    else:
+        st.caption("Colour scaled to this map alone (the run has no heatmap scale yet).")
     facts = [hm["method"], hm["rule_set"]]
     conservation = hm["conservation"]
     if isinstance(conservation, int | float) and np.isfinite(conservation):

@@ -79,22 +79,44 @@ def _heatmaps(
         _COLLECTED[(path, key, index, target)] = None
         while len(_COLLECTED) > _MAX_COLLECTED:
             _COLLECTED.pop(next(iter(_COLLECTED)))
+    run = loaders.run(Path(path))
     if started is not None:
         cls, ood = started.result()
     else:
-        cls, ood = _heatmap_pair(loaders.run(Path(path)), index, target)
-    return {"class": heatmap_fields(cls), "ood": heatmap_fields(ood)}
+        cls, ood = _heatmap_pair(run, index, target)
+    scale = run_scale(run)
+    return {"class": heatmap_fields(cls, scale), "ood": heatmap_fields(ood, scale)}
 
 
-def heatmap_fields(result: Any) -> dict[str, Any]:
-    """The parts of a heatmap result the views show (a plain, cacheable dict)."""
-    return {
+def heatmap_fields(result: Any, scale: Any = None) -> dict[str, Any]:
+    """The parts of a heatmap result the views show (a plain, cacheable dict).
+
+    ``scale`` (the run's :class:`nero.run.heatmap_scale.HeatmapScale`, if it has one) adds
+    the shared colour scale and, for an OOD heatmap, whether it shows unusual evidence.
+    """
+    fields = {
         "relevance": np.asarray(result.relevance, np.float32),
         "method": str(getattr(result, "method", "")),
         "rule_set": str(getattr(result, "rule_set", "")),
         "conservation": getattr(result, "conservation", None),
         "note": str(getattr(result, "note", "") or ""),
+        "scale": None,
+        "unusual": None,
     }
+    if scale is not None:
+        fields["scale"] = scale.pixel(result.kind)
+        fields["unusual"] = scale.unusual(result)
+        if fields["unusual"] is not None:
+            kind = scale.kinds[result.kind]
+            fields["evidence_share"] = kind.share_of_normal_below(result.relevance)
+    return fields
+
+
+def run_scale(run: Run) -> Any:
+    """The run's stored heatmap scale, or None (calibrating here would stall the page)."""
+    from nero.run.heatmap_scale import run_heatmap_scale
+
+    return run_heatmap_scale(run, compute=False)
 
 
 def heatmaps(r: Run, index: int, target: int | None = None) -> dict[str, dict[str, Any]]:
@@ -134,7 +156,8 @@ def image_heatmaps(
         requests,
         envelope=module.run_envelope(_scorer.run),
     )
-    return {"class": heatmap_fields(cls), "ood": heatmap_fields(ood)}
+    scale = run_scale(_scorer.run)
+    return {"class": heatmap_fields(cls, scale), "ood": heatmap_fields(ood, scale)}
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -22,16 +22,22 @@ def symmetric_scale(relevance: np.ndarray) -> float:
     return float(np.percentile(magnitude[np.isfinite(magnitude)], CLIP_PERCENTILE))
 
 
-def colorize(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB colours (H×W×3 uint8) and strength in [0, 1] (H×W) of a signed map, centred on 0."""
+def colorize(relevance: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB colours (H×W×3 uint8) and strength in [0, 1] (H×W) of a signed map, centred on 0.
+
+    ``scale``: the |relevance| drawn at full colour (the run's shared scale); default this
+    map's own high percentile.
+    """
     rel = np.nan_to_num(np.asarray(relevance, np.float64))
-    scale = symmetric_scale(rel)
+    scale = symmetric_scale(rel) if scale is None else scale
     x = np.clip(rel / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(rel)
     rgba = colormaps[COLORMAP]((x + 1.0) / 2.0)
     return (rgba[..., :3] * 255).astype(np.uint8), np.abs(x)
 
 
-def overlay(image: np.ndarray, relevance: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+def overlay(
+    image: np.ndarray, relevance: np.ndarray, opacity: float = 0.6, scale: float | None = None
+) -> np.ndarray:
     """The heatmap blended over a grey copy of the image (resized to the heatmap).
 
     Grey underneath, so the red and blue of relevance cannot be mistaken for the image's own
@@ -44,9 +50,16 @@ def overlay(image: np.ndarray, relevance: np.ndarray, opacity: float = 0.6) -> n
     h, w = rel.shape
     grey = Image.fromarray(np.asarray(image, np.uint8)).convert("L").convert("RGB")
     base = np.asarray(grey.resize((w, h)), np.float64)
-    colours, strength = colorize(rel)
+    colours, strength = colorize(rel, scale)
     alpha = (np.clip(opacity, 0.0, 1.0) * np.sqrt(strength))[..., None]
     return (base * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+
+
+def colour_bar(scale: float, width: int = 320, height: int = 14) -> np.ndarray:
+    """The colour scale as an RGB strip, −scale (blue) … 0 … +scale (red), for a caption."""
+    x = np.linspace(-1.0, 1.0, width)
+    rgba = colormaps[COLORMAP]((x + 1.0) / 2.0)
+    return np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), height, axis=0)
 
 
 def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:

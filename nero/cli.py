@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the UMAP relevance map (the dashboard can compute it later)",
     )
     ev.add_argument(
+        "--no-heatmap-scale",
+        action="store_true",
+        help="skip calibrating the heatmaps' colour scale on normal images (done on first use)",
+    )
+    ev.add_argument(
         "--no-recommend",
         action="store_true",
         help="skip estimating (from ID data alone) which method to trust on this model",
@@ -202,6 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         trust_pickle=args.trust_pickle,
         embedding=None if args.no_embedding else "umap",
+        heatmap_scale=not args.no_heatmap_scale,
         progress=lambda msg, _f: print(msg, flush=True) if msg.startswith("computing") else None,
         methods=parse_methods(args.methods),
         preset=args.preset,

@@ -44,10 +44,12 @@ def make_folders(root, n_train=10, n_test=5, size=24):
 
 
 def evaluate_args(data, out, *extra: str) -> list[str]:
-    """`nero evaluate` on a prepared folder with a random ResNet-18 at 32 px, no UMAP."""
+    """`nero evaluate` on a prepared folder with a random ResNet-18 at 32 px, no UMAP and no
+    heatmap calibration (each costs seconds; their own tests make them)."""
     return [
         "evaluate",
         "--no-embedding",
+        "--no-heatmap-scale",
         "--arch",
         "resnet18",
         "--data",

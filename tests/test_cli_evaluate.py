@@ -75,6 +75,7 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     np.testing.assert_array_equal(run.samples["pred"], np.asarray(run.logits).argmax(1))
     assert not (tmp_path / "run.incomplete").exists()
     assert (out / "embedding.npy").is_file()  # the dashboard's map is ready
+    assert (out / "heatmaps" / "scale.v4.json").is_file()  # and the heatmaps' colour scale
 
 
 def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys):
@@ -83,6 +84,7 @@ def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys)
         [
             "evaluate",
             "--no-embedding",
+            "--no-heatmap-scale",
             "--arch",
             "resnet18",
             "--id-train",

@@ -156,6 +156,27 @@ def test_inspector_explains_the_sample_from_the_url(runs_root: Path) -> None:  #
     assert "ResNetCanonizer + envelope gate" in texts(at)  # the OOD heatmap, gated
 
 
+def test_inspector_draws_an_ood_map_without_evidence_as_nothing_unusual(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero.run.heatmap_scale import calibration_rows, evidence, run_heatmap_scale
+    from nero.run.heatmaps import run_heatmap
+
+    run = read_run(own_copy(tiny_run, tmp_path / "runs", "scaled", monkeypatch))
+    scale = run_heatmap_scale(run)  # what nero evaluate stores
+    rows = calibration_rows(run)
+    quiet = int(
+        rows[np.argmin([evidence(run_heatmap(run, int(i), "ood").relevance) for i in rows])]
+    )
+    at = open_app(tmp_path / "runs", "inspector", sample=str(quiet))
+    ok(at)
+    assert any("No unusual evidence" in box.value for box in at.success)
+    assert "the run's scale" in texts(at)  # the class map is drawn on the run's colour scale
+    assert scale.pixel("class") > 0
+
+
 def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
     runs_root: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

@@ -271,6 +271,29 @@ def run_dir(tmp_path_factory):
     return out
 
 
+def test_the_run_has_one_colour_scale_and_a_normal_evidence_level(run_dir, tmp_path):
+    from nero.explain.drawing import overlay_png
+    from nero.run.heatmap_scale import calibration_rows, evidence, run_heatmap_scale
+
+    run = read_run(run_dir)
+    scale = run_heatmap_scale(run, compute=False)  # made by nero evaluate
+    assert scale is not None and set(scale.kinds) == {"class", "ood"}
+    rows = calibration_rows(run)
+    oods = [run_heatmap(run, int(i), "ood") for i in rows]
+    masses = [evidence(h.relevance) for h in oods]
+    np.testing.assert_allclose(sorted(scale.kinds["ood"].normal_masses), sorted(masses))
+    quiet = oods[int(np.argmin(masses))]
+    assert scale.unusual(quiet) is False  # a normal image: nothing unusual to show
+    loud = Heatmap(**{**quiet.metadata(), "relevance": quiet.relevance * 10 + 1e-3})
+    assert scale.unusual(loud) is True
+    assert scale.unusual(run_heatmap(run, int(rows[0]), "class")) is None  # not an OOD map
+    assert scale.pixel("class") > 0 and scale.pixel("ood") > 0
+    png = overlay_png(
+        sample_image(run, int(rows[0])), quiet, scale=scale.pixel("ood"), unusual=False
+    )
+    assert png.startswith(b"\x89PNG")
+
+
 def test_evaluate_records_the_envelope_in_its_forward_pass(run_dir):
     run = read_run(run_dir)
     recorded = Envelope.load(run_dir / "heatmaps" / "envelope.npz")
@@ -330,7 +353,9 @@ def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
 
 def test_run_heatmaps_computes_the_missing_ones_in_one_pass(run_dir, monkeypatch):
     run = read_run(run_dir)
-    index = int(run.rows("id_test")[0])
+    index = int(run.rows("ood:noise")[-1])
+    for kind in ("ood", "distance"):  # not cached by another test
+        heatmap_cache_path(run, index, kind, None).unlink(missing_ok=True)
     cls = run_heatmap(run, index, "class")  # cached now
     calls = []
     original = heatmaps.compute_heatmaps

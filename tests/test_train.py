@@ -50,6 +50,7 @@ def test_train_one_epoch_then_evaluate_through_sidecar(tmp_path, capsys):
             [
                 "evaluate",
                 "--no-embedding",
+                "--no-heatmap-scale",
                 "--model",
                 str(ckpt),
                 "--data",

@@ -307,6 +307,7 @@ def evaluate_folders(
     img_size: int | None = None,
     trust_pickle: bool = False,
     embedding: str | None = "umap",
+    heatmap_scale: bool = True,
     progress: Progress | None = None,
     **settings: Any,
 ) -> Path:
@@ -317,7 +318,9 @@ def evaluate_folders(
     :data:`nero.data.folders.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
     random weights for the same ``seed``) and model loading are the same everywhere.
     ``settings`` are the remaining :class:`EvaluateConfig` fields (methods, preset, seed, …);
-    ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none).
+    ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none);
+    ``heatmap_scale`` calibrates the heatmaps' colour scale on normal test images
+    (:mod:`nero.run.heatmap_scale`) so the dashboard draws them on one scale from the start.
     """
     import torch
 
@@ -351,4 +354,10 @@ def evaluate_folders(
 
         (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
         ensure_embedding(run, method=embedding)
+    if heatmap_scale:
+        from nero.run.directory import read_run
+        from nero.run.heatmap_scale import run_heatmap_scale
+
+        (progress or (lambda _m, _f: None))("calibrating the heatmaps on normal images", 1.0)
+        run_heatmap_scale(read_run(run))
     return run
