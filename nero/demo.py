@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from nero.data.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
 from nero.detect.registry import feature_level_methods
-from nero.model.sidecar import read_sidecar
+from nero.model.sidecar import read_sidecar, write_sidecar
 from nero.model.train import TrainConfig, train_classifier
 from nero.run.directory import RunFormatError, read_run
 from nero.run.pipeline import Folders, evaluate_folders
@@ -32,6 +33,9 @@ class DemoRecipe:
     train: TrainConfig
 
 
+# Training threads of the demo model: fixed, so every machine trains the same model (the
+# order of float sums depends on the thread count).
+DEMO_TRAIN_THREADS = 2
 # The demo model trains from scratch on 2 CPU cores: ResNet-18 at 64 px keeps the whole
 # build within ~5 minutes while still needing texture and shape to classify.
 FULL = DemoRecipe(
@@ -47,6 +51,7 @@ FULL = DemoRecipe(
         augment="light",
         val_fraction=0.1,
         seed=42,
+        threads=DEMO_TRAIN_THREADS,
     ),
 )
 QUICK = DemoRecipe(
@@ -97,7 +102,7 @@ def build_demo(
     data_dir = Path(data_dir) if data_dir else out.parent / f".{out.name}-data"
     model_path = out.parent / f".{out.name}-model" / f"{recipe.train.arch}.pt"
 
-    if _run_is_valid(out) and model_path.is_file():
+    if _run_is_valid(out) and _model_is_current(model_path, data_dir, recipe):
         say("demo run already built", 1.0)
         _ensure_embedding(out, say)
         return out
@@ -110,12 +115,7 @@ def build_demo(
                 say(f"generating images {i}/{n}", 0.2 * i / max(n, 1))
 
         generate_demo_data(data_dir, recipe.data, progress=generated)
-    sidecar = read_sidecar(model_path) if model_path.is_file() else {}
-    trained = sidecar.get("train", {})
-    if (trained.get("epochs"), trained.get("img_size")) != (
-        recipe.train.epochs,
-        recipe.train.img_size,
-    ):
+    if not _model_is_current(model_path, data_dir, recipe):
         say("training the demo classifier", 0.2)
         train_classifier(
             data_dir,
@@ -127,6 +127,9 @@ def build_demo(
                 0.2 + 0.5 * e / n,
             ),
         )
+        # The model belongs to these data: a new data version retrains it.
+        identity = demo_data_identity(data_dir)
+        write_sidecar(model_path, {**read_sidecar(model_path), "demo_data": identity})
     methods = feature_level_methods()
     say("scoring every sample with every method", 0.7)
     with warnings.catch_warnings():
@@ -147,6 +150,26 @@ def build_demo(
     _ensure_embedding(out, say)
     say("demo run ready", 1.0)
     return out
+
+
+def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> bool:
+    """The demo model exists and was trained with this recipe on these data."""
+    if not model_path.is_file() or not demo_data_is_complete(data_dir, recipe.data):
+        return False
+    sidecar = read_sidecar(model_path)
+    trained = sidecar.get("train", {})
+    return (trained.get("epochs"), trained.get("img_size"), sidecar.get("demo_data")) == (
+        recipe.train.epochs,
+        recipe.train.img_size,
+        demo_data_identity(data_dir),
+    )
+
+
+def demo_data_identity(data_dir: Path) -> dict:
+    """What makes the generated data what they are (source, version, seed, sizes)."""
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    keys = ("source", "version", "seed", "size", "counts", "artefact_scale")
+    return {k: manifest.get(k) for k in keys}
 
 
 def _ensure_embedding(run: Path, say: Progress) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from nero.data.folders import (
     DEFAULT_IMG_SIZE,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Split,
     class_folder_split,
     class_folders,
 )
@@ -52,6 +54,9 @@ class TrainConfig:
     seed: int = 42
     device: str | None = None
     workers: int = 0
+    # CPU threads while training: a fixed count makes the float sums (and so the model)
+    # the same on every machine; None keeps torch's default (all cores).
+    threads: int | None = None
 
 
 def augmentation(name: str, img_size: int) -> transforms.Compose:
@@ -126,6 +131,46 @@ def train_classifier(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     dev = resolve_device(config.device)
+    with _training_threads(config.threads), _deterministic():
+        return _train(
+            config, split, classes, dev, train_root, out, init_weights, progress, progress_bar
+        )
+
+
+@contextmanager
+def _training_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels where torch has them (warns, rather than fails, where not)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    config: TrainConfig,
+    split: Split,
+    classes: list[str],
+    dev: torch.device,
+    train_root: Path,
+    out: str | Path,
+    init_weights: str | Path | None,
+    progress: Callable[[int, int, dict], None] | None,
+    progress_bar: bool,
+) -> dict:
+    """The training loop of :func:`train_classifier` (under its threads and determinism)."""
 
     model = build_model(config.arch, len(classes), config.img_size)
     if init_weights is not None:
