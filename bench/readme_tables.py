@@ -1,0 +1,102 @@
+"""Write the README's result tables from the runs and bench results they come from.
+
+    python bench/readme_tables.py [--demo runs/demo] [--readme README.md]
+
+Every table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers in the
+README and is replaced whole, so the README never holds a typed-in figure:
+
+- ``demo-table``: the demo run's report (``nero demo``; the same on every machine of this
+  kind: seeded data, deterministic training on a fixed thread count);
+- ``real-table`` / ``select-table`` / ``localisation-table``: copied from
+  ``bench/results/real_data.md`` and ``bench/results/select_default.md`` when present
+  (those need the real development data, read from ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nero.detect.registry import method_label  # noqa: E402
+from nero.run.directory import read_run  # noqa: E402
+from nero.run.report import comparison_frame  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+# Rows of the demo table: the release, the baseline everyone knows, NERO, the best baseline.
+DEMO_ROWS = ("msp", "nero_reference", "nero")
+
+
+def demo_table(run_path: Path) -> str:
+    run = read_run(run_path)
+    frame = comparison_frame(run.report, ("auroc", "fpr95"))
+    sets = [s for s in frame.columns.get_level_values(0).unique() if s != "mean"]
+    baselines = [m for m in frame.index if m not in ("nero", "nero_reference")]
+    best = max(baselines, key=lambda m: frame.loc[m, ("mean", "auroc")])
+    recommended = run.report.get("recommended", {}).get("method")
+    rows = [m for m in DEMO_ROWS if m in frame.index] + [best]
+    if recommended and recommended not in rows:
+        rows.append(recommended)
+    head = "| method (AUROC / FPR95, %) | " + " | ".join([*sets, "mean"]) + " |"
+    lines = [head, "|---" * (len(sets) + 2) + "|"]
+    for m in rows:
+        name = method_label(m)
+        if m == best:
+            name += " (best baseline)"
+        if m == recommended:
+            name += " — recommended for this run"
+        cells = [
+            f"{frame.loc[m, (s, 'auroc')]:.2f} / {frame.loc[m, (s, 'fpr95')]:.2f}"
+            for s in [*sets, "mean"]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"ID test accuracy {run.report['id_accuracy']:.2f} %. All methods: "
+        "`nero report runs/demo`."
+    )
+    return "\n".join(lines)
+
+
+def section(path: Path, name: str) -> str | None:
+    """The block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` of a results file."""
+    if not path.is_file():
+        return None
+    found = re.search(rf"<!-- {name} -->\n(.*?)\n<!-- /{name} -->", path.read_text(), re.S)
+    return found.group(1) if found else None
+
+
+def replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README has no <!-- {name}:start --> … <!-- {name}:end --> markers")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = p.parse_args()
+    text = args.readme.read_text()
+    text = replace(text, "demo-table", demo_table(args.demo))
+    for name, source in (
+        ("real-table", RESULTS / "real_data.md"),
+        ("localisation-table", RESULTS / "real_data.md"),
+        ("select-table", RESULTS / "select_default.md"),
+    ):
+        body = section(source, name)
+        if body is None:
+            print(f"{name}: no section in {source} (run the bench that writes it); left as is")
+            continue
+        text = replace(text, name, body)
+    args.readme.write_text(text)
+    print(f"updated {args.readme}")
+
+
+if __name__ == "__main__":
+    main()
