@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a checkpoint whose weights differ from the run's (recorded as a warning)",
     )
 
+    sc = sub.add_parser("score", help="score new images against a run, without refitting")
+    sc.add_argument("--run", type=Path, required=True, help="a run made by nero evaluate")
+    sc.add_argument("inputs", nargs="+", help="image files, folders, or glob patterns")
+    sc.add_argument("--out", type=Path, help="CSV of one row per image (default: print it)")
+    sc.add_argument("--into", metavar="NAME", help="also keep them in the run as batch NAME")
+    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--device", default="cpu")
+
     rp = sub.add_parser("report", help="print the comparison of all methods in a run")
     rp.add_argument("run", type=Path)
     rp.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
@@ -230,6 +238,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for warning in run.warnings:
         print(f"warning: {warning}")
     print(f"\nrun written to {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from nero.run.directory import read_run
+    from nero.run.new_data import expand_inputs, score_files, verdict_method
+
+    run = read_run(args.run)
+    paths = expand_inputs(args.inputs)
+    out = args.out
+    if out is not None and out.exists():
+        raise ValueError(f"--out {out} exists; nero score never replaces a file")
+    printing = out is None and args.into is None
+    if printing:
+        import tempfile
+
+        out = Path(tempfile.mkstemp(suffix=".csv")[1])
+        out.unlink()
+    result = score_files(run, paths, out, args.into, args.batch_size, args.device)
+    if printing:
+        print(out.read_text(), end="")
+        out.unlink()
+    for path, error in result.failures.items():
+        print(f"skipped {path}: {error}", file=sys.stderr)
+    where = [str(p) for p in (args.out, result.batch) if p is not None]
+    print(
+        f"scored {result.rows} of {len(paths)} images (verdicts by {verdict_method(run)})"
+        + (f"; written to {', '.join(where)}" if where else ""),
+        file=sys.stderr if printing else sys.stdout,
+    )
     return 0
 
 
@@ -375,6 +413,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "evaluate": cmd_evaluate,
+    "score": cmd_score,
     "runs": cmd_runs,
     "rebind": cmd_rebind,
     "report": cmd_report,

@@ -1,0 +1,218 @@
+"""Scoring new images against a fitted run, without refitting: ``nero score``.
+
+One streamed, batched pass (the run's own loader and transform, so an image that is in the
+run gets the run's own scores): per image the score of every feature-level method the run
+holds, the verdict at the run's thresholds (:mod:`nero.run.verdicts`), the percentile among
+normal test images, and the predicted class. Rows go to the output table batch by batch;
+with ``into``, the arrays go into a named batch of the run (``RUN/batches/NAME/``), written
+in a staging folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nero.data.folders import make_loader
+from nero.data.images import is_image
+from nero.detect.registry import Evidence
+from nero.detect.relevance import head_relevance, softmax
+from nero.files import allocate_npy, write_json
+from nero.model.classifier import capture_head_input
+from nero.run.directory import Run
+from nero.run.scoring import RunScorer
+from nero.run.verdicts import run_thresholds
+
+BATCHES_DIR = "batches"
+BATCH_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+Progress = Callable[[int, int], None]
+
+
+def verdict_method(run: Run) -> str:
+    """The method whose verdict is reported: the run's recommendation, else NERO."""
+    recommended = run.report.get("recommended", {}).get("method")
+    if recommended in run.methods:
+        return recommended
+    return "nero" if "nero" in run.methods else run.methods[0]
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (recursively) and glob patterns → image paths, sorted and unique."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if is_image(p))
+        elif path.is_file():
+            found.append(path)
+        elif any(c in str(item) for c in "*?["):
+            anchor = Path(path.anchor or ".")
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
+            found += sorted(p for p in anchor.glob(pattern) if is_image(p))
+        else:
+            raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
+    unique = list(dict.fromkeys(p.absolute() for p in found))
+    if not unique:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    return unique
+
+
+@dataclass
+class ScoredFiles:
+    """What ``nero score`` produced."""
+
+    table: Path | None  # the CSV of one row per readable image
+    rows: int
+    failures: dict[str, str]  # path → why it could not be read
+    batch: Path | None  # the run's batch folder, when written into the run
+
+
+def score_files(
+    run: Run,
+    paths: Sequence[Path],
+    out: Path | None = None,
+    into: str | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> ScoredFiles:
+    """Score ``paths`` with the run's model and detectors; see the module docstring."""
+    if into is not None:
+        _check_batch_name(run, into)
+    scorer = RunScorer(run, device=device)
+    main = verdict_method(run)
+    thresholds = run_thresholds(run, main) if main in scorer.methods else None
+    stage = None
+    if into is not None:
+        stage = run.path / BATCHES_DIR / f".{into}.incomplete"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+    n = len(paths)
+    arrays: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    written = 0
+    table_path = out if out is not None else (stage / "scores.csv" if stage else None)
+    loader = make_loader(paths, scorer.img_size, batch_size)
+    with capture_head_input(scorer.head) as captured, torch.inference_mode():
+        for images, index, errors, notes in loader:
+            logits = scorer.model(images.to(scorer.device)).float().cpu().numpy()
+            features = captured["features"].flatten(1).float().cpu().numpy()
+            good = np.array([not e for e in errors])
+            for i, err in zip(index.tolist(), errors, strict=True):
+                if err:
+                    failures[str(paths[i])] = err
+            if not good.any():
+                continue
+            features, logits = features[good], logits[good]
+            relevance = head_relevance(features, scorer.head_arrays, scorer.detector.epsilon)
+            relevance = relevance.astype(np.float32)
+            data = Evidence(features, logits, relevance)
+            scores = {name: method.score(data) for name, method in scorer.methods.items()}
+            probs = softmax(logits.astype(np.float64))
+            rows = pd.DataFrame(
+                {
+                    "path": [str(paths[i]) for i in index.numpy()[good]],
+                    "predicted": [run.class_names[p] for p in probs.argmax(1)],
+                    "confidence": probs.max(1).round(6),
+                    **scores,
+                    "notes": np.asarray(notes, object)[good],
+                }
+            )
+            if thresholds is not None:
+                rows["verdict"] = thresholds.verdict(scores[main])
+                rows["percentile"] = thresholds.percentile(scores[main]).round(2)
+            if stage is not None:
+                for name, block in (
+                    ("features", features),
+                    ("logits", logits),
+                    ("relevance", relevance),
+                ):
+                    if name not in arrays:  # sized for every path; trimmed below if some fail
+                        arrays[name] = allocate_npy(
+                            stage / f"{name}.npy", np.float32, (n, block.shape[1])
+                        )
+                    arrays[name][written : written + len(block)] = block
+            if table_path is not None:
+                rows.to_csv(
+                    table_path, mode="a", header=written == 0, index=False, float_format="%.9g"
+                )
+            written += len(rows)
+            if progress is not None:
+                progress(int(index.max()) + 1, n)
+    if written == 0:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise ValueError(
+            f"none of the {n} images could be read; first error: {next(iter(failures.values()))}"
+        )
+    batch = None
+    if stage is not None:
+        batch = _finish_batch(run, into, stage, arrays, written, failures, main, thresholds)
+        if out is not None:
+            shutil.copyfile(batch / "scores.csv", out)
+    return ScoredFiles(out if out is not None else None, written, failures, batch)
+
+
+def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds) -> Path:
+    for key, array in arrays.items():
+        array.flush()
+        if written < array.shape[0]:  # unreadable images: keep the rows that were written
+            trimmed = np.array(array[:written])
+            del array
+            np.save(stage / f"{key}.npy", trimmed)
+    write_json(
+        stage / "batch.json",
+        {
+            "name": name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rows": written,
+            "unreadable": failures,
+            "verdict_method": main,
+            "thresholds": None
+            if thresholds is None
+            else {"borderline": thresholds.borderline, "ood": thresholds.ood},
+            "checkpoint_sha256": run.checkpoint_sha256,
+        },
+    )
+    final = run.path / BATCHES_DIR / name
+    stage.rename(final)
+    return final
+
+
+def _check_batch_name(run: Run, name: str) -> None:
+    if not name or any(c not in BATCH_NAME_CHARS for c in name) or name.startswith("."):
+        raise ValueError(
+            f"batch name {name!r}: use letters, digits, '-', '_' or '.', not starting with '.'"
+        )
+    if (run.path / BATCHES_DIR / name).exists():
+        raise ValueError(f"the run already has a batch named {name!r}; choose another name")
+
+
+def run_batches(run: Run) -> list[str]:
+    """Names of the run's scored batches, oldest first."""
+    folder = run.path / BATCHES_DIR
+    if not folder.is_dir():
+        return []
+    found = [
+        p for p in folder.iterdir() if (p / "batch.json").is_file() and not p.name.startswith(".")
+    ]
+    return [
+        p.name
+        for p in sorted(found, key=lambda p: json.loads((p / "batch.json").read_text())["created"])
+    ]
+
+
+def read_batch(run: Run, name: str) -> pd.DataFrame:
+    """One batch's table (path, predicted, confidence, scores, verdict, percentile)."""
+    path = run.path / BATCHES_DIR / name / "scores.csv"
+    if not path.is_file():
+        raise ValueError(f"the run has no batch named {name!r} (batches: {run_batches(run)})")
+    return pd.read_csv(path, keep_default_na=False)

@@ -1,0 +1,75 @@
+"""`nero score`: new images against a fitted run, without refitting."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nero.cli import main
+from nero.model.classifier import build_model
+from nero.run.directory import read_run
+from nero.run.new_data import read_batch, run_batches
+from nero.run.verdicts import VERDICTS, Thresholds
+from tests.helpers import evaluate_args, make_folders
+
+METHODS = "nero,msp,energy,knn,vim"
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    data = make_folders(root / "data")
+    torch.manual_seed(0)
+    ckpt = root / "model.pt"
+    torch.save(build_model("resnet18", 2, 32).state_dict(), ckpt)
+    run = root / "run"
+    with pytest.warns(UserWarning):
+        assert main(evaluate_args(data, run, "--model", str(ckpt), "--methods", METHODS)) == 0
+    return data, run
+
+
+def test_images_of_the_run_get_the_runs_own_scores(scored_run, tmp_path, capsys):
+    data, run_dir = scored_run
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--run", str(run_dir), str(data / "id_test"), "--out", str(out)]) == 0
+    assert "scored 10 of 10 images" in capsys.readouterr().out
+    new = pd.read_csv(out).set_index("path")
+    run = read_run(run_dir)
+    own = run.samples.merge(run.scores, on="index").set_index("path").loc[new.index]
+    for method in METHODS.split(","):
+        np.testing.assert_allclose(new[method], own[method], rtol=1e-6, atol=1e-9)
+    names = [run.class_names[p] for p in own["pred"]]
+    assert list(new["predicted"]) == names
+    assert set(new["verdict"]) <= set(VERDICTS)
+    assert new["percentile"].between(0, 100).all()
+
+
+def test_a_batch_goes_into_the_run_and_bad_files_are_listed(scored_run, tmp_path, capsys):
+    data, run_dir = scored_run
+    (tmp_path / "new").mkdir()
+    for image in sorted((data / "ood" / "noise").glob("*.png"))[:3]:
+        (tmp_path / "new" / image.name).write_bytes(image.read_bytes())
+    (tmp_path / "new" / "cut.png").write_bytes(b"\x89PNG\r\n not really")
+    args = ["score", "--run", str(run_dir), str(tmp_path / "new"), "--into", "monday"]
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "scored 3 of 4 images" in printed.out and "cut.png" in printed.err
+    run = read_run(run_dir)
+    assert run_batches(run) == ["monday"]
+    batch = read_batch(run, "monday")
+    assert len(batch) == 3 and set(batch.columns) >= {"path", "nero", "verdict", "percentile"}
+    folder = run_dir / "batches" / "monday"
+    assert np.load(folder / "features.npy").shape == (3, 512)
+    assert np.load(folder / "relevance.npy").shape == (3, 513)
+    assert main(args) == 2  # the name is taken: nothing replaced
+    assert "already has a batch named 'monday'" in capsys.readouterr().err
+    assert len(read_batch(run, "monday")) == 3
+
+
+def test_three_state_verdicts_follow_the_normal_images():
+    normal = np.arange(1, 101, dtype=float)  # 100 normal test scores
+    thresholds = Thresholds.from_normal(normal)
+    assert thresholds.borderline == 96 and thresholds.ood == 100
+    verdicts = thresholds.verdict(np.array([50, 97, 101]))
+    assert list(verdicts) == ["in-distribution", "borderline", "OOD"]
+    np.testing.assert_allclose(thresholds.percentile(np.array([0.5, 50.5, 200])), [0, 50, 100])
