@@ -68,6 +68,11 @@ def run(path: Path) -> Run:
     return _run(str(path), stamp(path))
 
 
+def run_at(path: str, key: tuple[int, ...]) -> Run:
+    """The run of a cache key made by :func:`stamp` (for cached functions keyed by it)."""
+    return _run(path, key)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     r = read_run(path)

@@ -16,6 +16,13 @@ class Page:
 
 PAGES = (
     Page(
+        "worklist",
+        "Worklist",
+        ":material/checklist:",
+        "views/worklist.py",
+        "Explore",
+    ),
+    Page(
         "overview",
         "Overview",
         ":material/insights:",
@@ -53,7 +60,7 @@ PAGES = (
 )
 BY_KEY = {page.key: page for page in PAGES}
 KEYS = tuple(BY_KEY)
-DEFAULT = "overview"
+DEFAULT = "worklist"  # a clinician's first question: which images should I not trust?
 
 
 def script(key: str) -> str:

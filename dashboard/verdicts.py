@@ -1,39 +1,66 @@
-"""A score read as a verdict: percentile among normal images, threshold, badge."""
+"""A score read as a verdict, in the same three states and colours on every page.
+
+The thresholds come from the engine (:mod:`nero.run.verdicts`), calibrated on the run's
+normal test images, and are said in words: "flags 5 % / 1 % of normal images".
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from dashboard import loaders, state
+from dashboard import loaders
 from nero.run.directory import Run
+from nero.run.verdicts import (
+    BORDERLINE,
+    BORDERLINE_FLAGS,
+    IN_DISTRIBUTION,
+    OOD_FLAGS,
+    OUT_OF_DISTRIBUTION,
+    Thresholds,
+)
+
+# One colour, icon and phrase per verdict, everywhere (badges, tables, charts).
+STYLE = {
+    IN_DISTRIBUTION: ("green", ":material/check_circle:", "Looks in-distribution"),
+    BORDERLINE: ("orange", ":material/help:", "Borderline"),
+    OUT_OF_DISTRIBUTION: ("red", ":material/warning:", "Out-of-distribution"),
+}
+COLOURS = {IN_DISTRIBUTION: "#2E7D32", BORDERLINE: "#EF8F00", OUT_OF_DISTRIBUTION: "#C62828"}
 
 
-def percentile(value: float, reference: np.ndarray) -> float:
-    """Share (%) of reference scores at or below ``value``."""
-    reference = np.asarray(reference)
-    return float(100.0 * np.mean(reference <= value)) if reference.size else float("nan")
+@st.cache_data(show_spinner=False, max_entries=32)
+def _thresholds(path: str, key: tuple[int, ...], method: str) -> Thresholds:
+    from nero.run.verdicts import run_thresholds
+
+    return run_thresholds(loaders.run_at(path, key), method)
 
 
-def verdict(score: float, threshold: float) -> str:
-    return "flagged as out-of-distribution" if score > threshold else "looks in-distribution"
+def thresholds(r: Run, method: str) -> Thresholds:
+    """The method's thresholds, calibrated on the run's ID test images (cached)."""
+    return _thresholds(str(r.path), loaders.stamp(r.path), method)
 
 
-def verdict_badge(score: float, threshold: float) -> None:
-    """The verdict at the threshold, in colour (not an error box: it is a result)."""
-    if score > threshold:
-        st.markdown(
-            f":red-background[:material/warning: **Flagged as out-of-distribution**]  \n"
-            f"score {score:.4g} > threshold {threshold:.4g}"
-        )
-    else:
-        st.markdown(
-            f":green-background[:material/check_circle: **Looks in-distribution**]  \n"
-            f"score {score:.4g} ≤ threshold {threshold:.4g}"
-        )
+def verdict_of(score: float, thr: Thresholds) -> str:
+    return str(thr.verdict(np.asarray([score]))[0])
 
 
-def nero_threshold(run_name: str, r: Run) -> float:
-    """The NERO threshold set on the overview (default: keeps 95 % of ID test)."""
-    default = loaders.method_view(r, "nero").default_threshold
-    return float(st.session_state.get(state.threshold_key(run_name, "nero"), default))
+def phrase(score: float, thr: Thresholds) -> str:
+    """The verdict as words a person reads: "Borderline", …"""
+    return STYLE[verdict_of(score, thr)][2]
+
+
+def rule_in_words(thr: Thresholds) -> str:
+    return (
+        f"Borderline above {thr.borderline:.4g} (a score only {BORDERLINE_FLAGS:.0%} of normal "
+        f"test images exceed), out-of-distribution above {thr.ood:.4g} "
+        f"({OOD_FLAGS:.0%} of normal images exceed it)."
+    )
+
+
+def verdict_badge(score: float, thr: Thresholds) -> None:
+    """The verdict in its colour, how unusual the score is among normal images, and the rule."""
+    colour, icon, words = STYLE[verdict_of(score, thr)]
+    share = float(thr.percentile(np.asarray([score]))[0])
+    st.markdown(f":{colour}-background[{icon} **{words}**]")
+    st.caption(f"Scores higher than {share:.0f} % of normal test images. {rule_in_words(thr)}")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -235,7 +236,11 @@ def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # n
     ok(at)
     summary = at.dataframe[0].value
     assert list(summary["image"]) == ["red.png"]
-    assert summary["verdict"].iat[0] in {"flagged as out-of-distribution", "looks in-distribution"}
+    assert summary["verdict"].iat[0] in {
+        "Looks in-distribution",
+        "Borderline",
+        "Out-of-distribution",
+    }
     assert "Norm ratio (not used)" in {m.label for m in at.metric}  # the default preset
     assert "ResNetCanonizer + envelope gate" in texts(at)  # the run's envelope gates it
     at.toggle(key="compare").set_value(True).run()
@@ -417,3 +422,45 @@ def test_a_page_rerun_does_not_start_the_heatmaps_again(
     at.slider[0].set_value(5).run()  # any widget reruns the page
     ok(at)
     assert len(submitted) == first
+
+
+# ---------------------------------------------------------------- worklist and reviews
+def test_worklist_is_the_landing_page_worst_first_and_filters(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root)
+    ok(at)
+    assert at.title[0].value == "Worklist"
+    rows = at.dataframe[0].value
+    run = read_run(runs_root / TINY_RUN)
+    assert len(rows) == min(50, len(run.samples))
+    scores = rows.iloc[:, 3].to_numpy()  # the score column, worst first
+    assert (np.diff(scores) <= 0).all()
+    assert set(rows["verdict"]) <= {"Looks in-distribution", "Borderline", "Out-of-distribution"}
+    at.multiselect[0].set_value(["OOD"]).run()  # verdict filter
+    ok(at)
+    assert set(at.dataframe[0].value["verdict"]) <= {"Out-of-distribution"}
+    at.multiselect[0].set_value(list(("in-distribution", "borderline", "OOD"))).run()
+    at.text_input[0].set_value("no-such-file").run()
+    assert len(at.dataframe[0].value) == 0 and "**0** of" in texts(at)
+
+
+def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    copy = own_copy(tiny_run, tmp_path / "runs", "reviewed", monkeypatch)
+    at = open_app(tmp_path / "runs", "inspector", sample="4")
+    ok(at)
+    at.radio[0].set_value("disagree")
+    at.text_input(key="reviewer-name").set_value("Dr Rao")
+    form_note = [t for t in at.text_input if t.label == "Note (optional)"][0]
+    form_note.set_value("a normal fold, not a lesion")
+    submit = [b for b in at.get("form_submit_button") if b.label == "Save review"][0]
+    submit.click().run()
+    ok(at)
+    table = pd.read_csv(copy / "annotations.csv")
+    assert list(table[["index", "review", "reviewer"]].iloc[0]) == [4, "disagree", "Dr Rao"]
+    assert table["note"].iat[0] == "a normal fold, not a lesion"
+    at = open_app(tmp_path / "runs", "worklist")
+    rows = at.dataframe[0].value
+    assert rows.loc[rows["index"] == 4, "review"].iat[0] == "disagree"

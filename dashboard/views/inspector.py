@@ -20,6 +20,34 @@ from nero.detect.relevance import softmax
 from nero.run.scoring import nearest_train, neuron_prototypes
 
 NEIGHBOURS = 6
+REVIEW_WORDS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
+
+
+def review_form(r, index: int) -> None:
+    """Agree / disagree / unsure with the verdict, a note and a name: kept in the run."""
+    from nero.run.annotations import REVIEWS, annotate, current_reviews
+
+    reviews = current_reviews(r)
+    if index in reviews.index:
+        last = reviews.loc[index]
+        who = f" by {last['reviewer']}" if last["reviewer"] else ""
+        st.caption(
+            f"Last review{who} ({last['time']}): **{REVIEW_WORDS[last['review']]}**"
+            + (f" — {last['note']}" if last["note"] else "")
+        )
+    with st.form(f"review-{index}", clear_on_submit=True, border=False):
+        choice = st.radio("The verdict is…", REVIEWS, horizontal=True, format_func=REVIEW_WORDS.get)
+        note = st.text_input("Note (optional)", max_chars=500)
+        reviewer = st.text_input("Your name", key="reviewer-name")
+        if st.form_submit_button("Save review", icon=":material/save:"):
+            try:
+                annotate(r, index, choice, note, reviewer)
+            except (OSError, ValueError) as exc:
+                st.error(f"The review could not be saved: {exc}")
+            else:
+                st.toast("Review saved in the run (annotations.csv).", icon=":material/check:")
+
+
 PROTOTYPES = 6
 
 name, r = components.require_run()
@@ -71,7 +99,7 @@ expl = r.detector.explain(features, relevance)
 d = features.shape[1]
 probs = softmax(np.asarray(r.logits[i : i + 1], np.float64))[0]
 pred = int(row["pred"])
-threshold = verdicts.nero_threshold(name, r)
+thr = verdicts.thresholds(r, nero_col)
 score = float(scores[i])
 nearest_class = r.class_names[int(expl.nearest_class[0])]
 if heatmap_jobs.heatmaps_module() is not None and row["path"]:
@@ -98,17 +126,13 @@ with mid:
         f"Predicted: **{row['predicted class']}** ({100 * probs[pred]:.1f} %)  \n"
         f"Nearest centroid: **{nearest_class}**"
     )
-    pct = verdicts.percentile(score, scores[test_rows])
-    st.metric(
-        "NERO score",
-        f"{score:.4g}",
-        help="Higher = more out-of-distribution.",
-    )
-    st.caption(f"Higher than {pct:.0f} % of ID test images.")
-    verdicts.verdict_badge(score, threshold)
+    verdicts.verdict_badge(score, thr)
 with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
+
+with st.expander(":material/rate_review: Your review of this verdict", expanded=False):
+    review_form(r, i)
 
 st.subheader("Why this score")
 explanation.score_parts(expl, 0, r.detector)

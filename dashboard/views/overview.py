@@ -81,8 +81,8 @@ threshold = st.slider(
     format="%.4g",
     key=thr_key,
     help="Starts at the value that keeps 95 % of ID test images (the FPR95 operating point). "
-    "The range ends at the 99.5th percentile of all scores. The sample inspector and the "
-    "new-image page use the NERO threshold set here.",
+    "The range ends at the 99.5th percentile of all scores. Verdicts elsewhere use the run's "
+    "calibrated thresholds (flagging 5 % and 1 % of normal images), not this slider.",
     **thr_cb,
 )
 

@@ -19,7 +19,6 @@ from dashboard import (
     uploads,
     verdicts,
 )
-from nero.detect.metrics import fpr_at_95_tpr_threshold
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
 from nero.run.scoring import feature_methods, nearest_train
@@ -81,8 +80,7 @@ except Exception as exc:  # a moved, replaced or damaged checkpoint: say what to
 result = scorer.score_images(images)
 expl = result.explanation
 table = loaders.table(r)
-id_test = loaders.method_view(r, "nero").id_test
-threshold = verdicts.nero_threshold(name, r)
+thr = verdicts.thresholds(r, "nero")
 probs = scorer.probabilities(result.logits)
 preds = probs.argmax(axis=1)
 
@@ -92,17 +90,12 @@ summary = pd.DataFrame(
         "predicted class": [r.class_names[p] for p in preds],
         "confidence %": (100 * probs.max(axis=1)).round(1),
         "NERO score": result.scores["nero"].to_numpy(),
-        "% of ID test scored lower": [
-            round(verdicts.percentile(s, id_test)) for s in result.scores["nero"]
-        ],
-        "verdict": [verdicts.verdict(s, threshold) for s in result.scores["nero"]],
+        "% of normal images scoring lower": thr.percentile(result.scores["nero"]).round(),
+        "verdict": [verdicts.phrase(s, thr) for s in result.scores["nero"]],
     }
 )
 st.dataframe(summary, width="stretch", hide_index=True)
-st.caption(
-    f"Verdicts at the NERO threshold {threshold:.4g} (set it on the Overview page). "
-    "Scores above the threshold are flagged as out-of-distribution."
-)
+st.caption(verdicts.rule_in_words(thr))
 st.download_button(
     "Scores (CSV)",
     summary.to_csv(index=False).encode(),
@@ -130,9 +123,7 @@ with mid:
         f"Predicted: **{r.class_names[preds[k]]}** ({100 * probs[k, preds[k]]:.1f} %)  \n"
         f"Nearest centroid: **{nearest_class}**"
     )
-    st.metric("NERO score", f"{score:.4g}", help="Higher = more out-of-distribution.")
-    st.caption(f"Higher than {verdicts.percentile(score, id_test):.0f} % of ID test images.")
-    verdicts.verdict_badge(score, threshold)
+    verdicts.verdict_badge(score, thr)
 with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs[k]), key="probs", width="stretch")
@@ -189,14 +180,16 @@ elif st.toggle(
     all_scores = full.score_images([images[k]]).scores.iloc[0]
     rows = []
     for m in all_scores.index:
-        mv = loaders.method_view(r, m)
-        thr = fpr_at_95_tpr_threshold(mv.id_test)
+        method_thr = verdicts.thresholds(r, m)
+        value = float(all_scores[m])
         rows.append(
             {
                 "method": method_label(m),
-                "score": float(all_scores[m]),
-                "threshold (95 % ID kept)": thr,
-                "verdict": verdicts.verdict(float(all_scores[m]), thr),
+                "score": value,
+                "% of normal images scoring lower": round(
+                    float(method_thr.percentile(np.asarray([value]))[0])
+                ),
+                "verdict": verdicts.phrase(value, method_thr),
             }
         )
     st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)

@@ -1,0 +1,127 @@
+"""Worklist: which images of this run should not be trusted? Worst first, a row opens it."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from dashboard import components, loaders, samples, state, verdicts
+from nero.detect.registry import method_label
+from nero.run.annotations import current_reviews
+from nero.run.verdicts import VERDICTS
+
+PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
+THUMB_PX = 72
+
+name, r = components.require_run()
+components.header(
+    "Worklist",
+    "Which images should not be trusted? Every image of the run with its verdict, worst "
+    "first. Filter, search, click a row to see why, and export the list.",
+)
+methods = r.methods
+recommended = r.report.get("recommended", {}).get("method")
+default_method = recommended if recommended in methods else methods[0]
+method_key, method_cb = state.persistent_widget(f"worklist-method::{name}", default_method)
+if st.session_state[method_key] not in methods:
+    st.session_state[method_key] = default_method
+top = st.columns([2, 2, 2, 3])
+method = top[0].selectbox(
+    "Verdicts by",
+    methods,
+    format_func=lambda m: method_label(m) + (" (recommended)" if m == recommended else ""),
+    key=method_key,
+    **method_cb,
+)
+thr = verdicts.thresholds(r, method)
+table = loaders.table(r)
+scores = table[method].to_numpy(np.float64)
+reviews = current_reviews(r)
+work = pd.DataFrame(
+    {
+        "index": table["index"],
+        "file": [Path(p).name for p in table["path"]],
+        "verdict": thr.verdict(scores),
+        "percentile": thr.percentile(scores).round(1),
+        "score": scores,
+        "predicted": table["predicted class"],
+        "set": table["set"],
+        "review": table["index"].map(reviews["review"]).fillna("") if len(reviews) else "",
+    }
+)
+chosen_verdicts = top[1].multiselect(
+    "Verdict", VERDICTS, default=list(VERDICTS), format_func=lambda v: verdicts.STYLE[v][2]
+)
+chosen_sets = top[2].multiselect("Set", sorted(work["set"].unique()), placeholder="all sets")
+search = top[3].text_input("File name contains", placeholder="e.g. 00042")
+c1, c2 = st.columns([3, 2])
+low, high = c1.slider(
+    "Score percentile among normal test images", 0.0, 100.0, (0.0, 100.0), step=0.5
+)
+chosen_classes = c2.multiselect("Predicted class", r.class_names, placeholder="all classes")
+shown = work[
+    work["verdict"].isin(chosen_verdicts)
+    & work["percentile"].between(low, high)
+    & (work["set"].isin(chosen_sets) if chosen_sets else True)
+    & (work["predicted"].isin(chosen_classes) if chosen_classes else True)
+    & (work["file"].str.contains(search, case=False, regex=False) if search else True)
+].sort_values(["score"], ascending=False, kind="stable")
+
+counts = shown["verdict"].value_counts()
+st.caption(
+    f"**{len(shown)}** of {len(work)} images · "
+    + " · ".join(f"{verdicts.STYLE[v][2]}: {int(counts.get(v, 0))}" for v in VERDICTS)
+    + f" · {verdicts.rule_in_words(thr)}"
+)
+pages = max(1, int(np.ceil(len(shown) / PAGE_ROWS)))
+page = 1
+if pages > 1:
+    page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"worklist-page::{name}"))
+rows = shown.iloc[(page - 1) * PAGE_ROWS : page * PAGE_ROWS]
+
+
+def thumbnail_uri(path: str) -> str | None:
+    small = loaders.thumbnail(path, THUMB_PX)
+    if small is None:
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+view = rows.assign(
+    image=[thumbnail_uri(str(table["path"].iat[i])) for i in rows["index"]],
+    verdict=[verdicts.STYLE[v][2] for v in rows["verdict"]],
+)[["image", "verdict", "percentile", "score", "predicted", "set", "file", "review", "index"]]
+picked = st.dataframe(
+    view,
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    key=f"worklist::{name}::{method}::{page}",
+    column_config={
+        "image": st.column_config.ImageColumn("image", width="small"),
+        "percentile": st.column_config.ProgressColumn(
+            "higher than % of normal", min_value=0, max_value=100, format="%.0f %%"
+        ),
+        "score": st.column_config.NumberColumn(f"{method_label(method)} score", format="%.4g"),
+        "index": st.column_config.NumberColumn("#", format="%d"),
+    },
+)
+selection = picked.selection.rows if picked is not None else []
+if selection:
+    samples.open_inspector(int(rows["index"].iat[selection[0]]))
+st.download_button(
+    f"Export these {len(shown)} rows (CSV)",
+    shown.assign(path=[str(table["path"].iat[i]) for i in shown["index"]]).to_csv(index=False),
+    file_name=f"{name}-worklist.csv",
+    mime="text/csv",
+    icon=":material/download:",
+)
