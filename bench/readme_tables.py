@@ -56,8 +56,7 @@ def demo_table(run_path: Path) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"ID test accuracy {run.report['id_accuracy']:.2f} %. All methods: "
-        "`nero report runs/demo`."
+        f"ID test accuracy {run.report['id_accuracy']:.2f} %. All methods: `nero report runs/demo`."
     )
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import charts, imaging, loaders, state
 from dashboard.components import LOG
+from nero.explain.field_of_view import frame_share
 
 # Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
 TOP_NEURONS = 20
@@ -176,6 +177,13 @@ def heatmap_panel(
         if m is not None:
             picture = imaging.outline(picture, m)
     st.image(picture, width="stretch")
+    share = frame_share(hm["relevance"], img)
+    if share.on_frame:
+        st.warning(
+            f":material/crop_free: **{share.frame:.0%} of this map's evidence lies on the frame** "
+            f"(the dark surround, burnt-in text, markers), which covers {share.frame_area:.0%} "
+            "of the image: here the model looks at the frame more than at the tissue."
+        )
     if scale is not None:
         st.image(imaging.colour_bar(scale), width="stretch")
         st.caption(

@@ -354,7 +354,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from nero.explain.drawing import overlay_png
+    from nero.explain.field_of_view import frame_share
     from nero.run.directory import read_run
     from nero.run.heatmap_scale import run_heatmap_scale
     from nero.run.heatmaps import run_heatmap, sample_image
@@ -375,6 +378,13 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
         f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
         f"({heat.rule_set}), conservation {heat.conservation:.3g}"
     )
+    frame = frame_share(heat.relevance, np.asarray(sample_image(run, args.sample)))
+    if frame.has_frame:
+        print(
+            f"on the frame (surround, text, markers): {frame.frame:.0%} of the evidence, "
+            f"{frame.frame_area:.0%} of the image"
+            + (" — the model looks at the frame more than at the tissue" if frame.on_frame else "")
+        )
     if unusual is not None:
         share = scale.kinds["ood"].share_of_normal_below(heat.relevance)
         verdict = "unusual" if unusual else "no unusual evidence"
