@@ -7,7 +7,7 @@ README and is replaced whole, so the README never holds a typed-in figure:
 
 - ``demo-table``: the demo run's report (``nero demo``; the same on every machine of this
   kind: seeded data, deterministic training on a fixed thread count);
-- ``real-table`` / ``select-table`` / ``localisation-table``: copied from
+- ``real-detection`` / ``real-localisation`` / ``demo-localisation`` / ``select-table``: copied from
   ``bench/results/real_data.md`` and ``bench/results/select_default.md`` when present
   (those need the real development data, read from ``../shared/data``).
 """
@@ -84,8 +84,9 @@ def main() -> None:
     text = args.readme.read_text()
     text = replace(text, "demo-table", demo_table(args.demo))
     for name, source in (
-        ("real-table", RESULTS / "real_data.md"),
-        ("localisation-table", RESULTS / "real_data.md"),
+        ("real-detection", RESULTS / "real_data.md"),
+        ("real-localisation", RESULTS / "real_data.md"),
+        ("demo-localisation", RESULTS / "real_data.md"),
         ("select-table", RESULTS / "select_default.md"),
     ):
         body = section(source, name)

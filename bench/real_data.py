@@ -17,7 +17,14 @@ under runs/.bench-real and reused):
    game;
 4. **faithfulness**: deletion curves — the top-k % pixels by each map replaced by a blurred
    copy, the image re-scored by NERO; the area under score-vs-k (normalised by the clean
-   score; lower = the map finds what makes the image unusual faster), against random pixels.
+   score; lower = the map finds what makes the image unusual faster), against random pixels;
+5. **does the score come from the lesion at all?** The lesion is in-painted (filled from the
+   pixels around it) and, as a control, a region of the same shape elsewhere on the tissue;
+   if removing the lesion lowers the score no more often than removing the control, no
+   heatmap can truthfully point at the lesion — the detector's evidence is elsewhere.
+
+Localisation is also given inside the field of view found from the image
+(:mod:`nero.explain.field_of_view`), with the share of each map's evidence on the frame.
 
 Writes a Markdown report whose tables `bench/readme_tables.py` copies into the README.
 """
@@ -42,6 +49,7 @@ from nero.detect.detector import NERO  # noqa: E402
 from nero.detect.params import PRESETS  # noqa: E402
 from nero.detect.registry import method_label  # noqa: E402
 from nero.explain.attribution import HeatmapRequest, compute_heatmaps  # noqa: E402
+from nero.explain.field_of_view import field_of_view, frame_share  # noqa: E402
 from nero.explain.rules import PLAIN_GRADIENT_X_INPUT  # noqa: E402
 from nero.run.directory import Run, read_run  # noqa: E402
 from nero.run.heatmaps import load_run_model, ood_deviation, run_envelope, sample_image  # noqa: E402
@@ -160,17 +168,23 @@ def localisation(run: Run, limit: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, list]] = {}
     for split, group in rows.groupby("split", sort=True):
         picked = group.iloc[np.linspace(0, len(group) - 1, min(limit, len(group))).astype(int)]
-        acc: dict[str, list] = {m: [] for m in MAPS} | {f"{m} pointing": [] for m in MAPS}
-        acc["chance"] = []
+        acc: dict[str, list] = {}
         for _, row in picked.iterrows():
             maps = maps_of(run, int(row["index"]))
-            mask = mask_at(row["mask"], next(iter(maps.values())).shape)
-            acc["chance"].append(mask.mean())
+            shape = next(iter(maps.values())).shape
+            mask = mask_at(row["mask"], shape)
+            image = np.asarray(sample_image(run, int(row["index"])).resize(shape[::-1]))
+            fov = field_of_view(image)
+            acc.setdefault("chance", []).append(mask.mean())
+            acc.setdefault("chance in FOV", []).append(mask[fov].mean())
             for name, rel in maps.items():
                 positive = np.clip(rel, 0, None)
-                total = positive.sum()
-                acc[name].append(positive[mask].sum() / total if total > 0 else 0.0)
-                acc[f"{name} pointing"].append(float(mask.flat[int(np.argmax(rel))]))
+                inside = positive * fov
+                for key, values in ((name, positive), (f"{name} in FOV", inside)):
+                    total = values.sum()
+                    acc.setdefault(key, []).append(values[mask].sum() / total if total > 0 else 0)
+                acc.setdefault(f"{name} pointing", []).append(float(mask.flat[int(np.argmax(rel))]))
+                acc.setdefault(f"{name} on frame", []).append(frame_share(rel, image).frame)
         out[split[4:]] = {k: float(np.mean(v)) for k, v in acc.items()}
     return out
 
@@ -205,6 +219,47 @@ def deletion(run: Run, limit: int, seed: int = 0) -> dict[str, float]:
             steps = np.r_[0.0, DELETION_STEPS]
             areas[name].append(float(np.trapezoid(curve, steps) / steps[-1]))
     return {k: float(np.mean(v)) for k, v in areas.items()}
+
+
+# ---------------------------------------------------------------- 5. lesion removal
+def inpaint(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Fill ``region`` from the pixels around it (normalised Gaussian blur of the rest)."""
+    from scipy import ndimage
+
+    keep = (~region).astype(np.float64)
+    sigma = max(2.0, 0.25 * np.sqrt(region.sum()))
+    weight = ndimage.gaussian_filter(keep, sigma)
+    filled = (
+        np.stack([ndimage.gaussian_filter(image[..., c] * keep, sigma) for c in range(3)], -1)
+        / np.maximum(weight, 1e-6)[..., None]
+    )
+    return np.where(region[..., None], filled, image).clip(0, 255).astype(np.uint8)
+
+
+def lesion_removal(run: Run, limit: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Per OOD set: share of images whose score drops when the lesion is in-painted, and
+    when a same-shape region of tissue elsewhere is (the control)."""
+    from nero.data.images import read_image
+
+    scorer = RunScorer(run, methods=["nero"])
+    rng = np.random.default_rng(seed)
+    rows = run.samples[(run.samples["mask"] != "") & run.samples["split"].str.startswith("ood:")]
+    out = {}
+    for split, group in rows.groupby("split", sort=True):
+        picked = group.iloc[np.linspace(0, len(group) - 1, min(limit, len(group))).astype(int)]
+        lower_lesion, lower_control = [], []
+        for _, row in picked.iterrows():
+            image = np.asarray(read_image(row["path"]))
+            mask = mask_at(row["mask"], image.shape[:2])
+            fov = field_of_view(image)
+            shift = (int(rng.integers(image.shape[0])), int(rng.integers(image.shape[1])))
+            control = np.roll(mask, shift, axis=(0, 1)) & fov & ~mask
+            versions = [image, inpaint(image, mask), inpaint(image, control)]
+            scores = scorer.score_images([Image.fromarray(v) for v in versions]).scores["nero"]
+            lower_lesion.append(scores.iat[1] < scores.iat[0])
+            lower_control.append(scores.iat[2] < scores.iat[0])
+        out[split[4:]] = (float(np.mean(lower_lesion)), float(np.mean(lower_control)))
+    return out
 
 
 # ---------------------------------------------------------------- report

@@ -149,6 +149,7 @@ def main() -> None:
         f"{len(eligible)} of {len(settings) - 1} settings name the right class for ≥ "
         f"{MIN_AGREEMENT:.0f} % of correctly classified ID test images on every run).",
         "",
+        "<!-- select-table -->",
         "| setting | mean proxy | "
         + " | ".join(f"{r} agreement | {r} proxy | {r} eval OOD" for r in per_run)
         + " |",
@@ -175,7 +176,7 @@ def main() -> None:
                 )
                 + " |"
             )
-    lines += ["", "## Evaluation OOD sets, per set (AUROC)", ""]
+    lines += ["<!-- /select-table -->", "", "## Evaluation OOD sets, per set (AUROC)", ""]
     for run_name, r in per_run.items():
         sets = list(next(iter(r["ood"].values())))
         lines += [f"### {run_name}", "", "| method | " + " | ".join(sets) + " | mean |"]
