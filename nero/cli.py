@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score new images against a run, without refitting")
     sc.add_argument("--run", type=Path, required=True, help="a run made by nero evaluate")
-    sc.add_argument("inputs", nargs="+", help="image files, folders, or glob patterns")
+    sc.add_argument("inputs", nargs="+", help="image or video files, folders, or glob patterns")
+    sc.add_argument("--fps", type=float, default=5.0, help="frames per second taken from videos")
     sc.add_argument("--out", type=Path, help="CSV of one row per image (default: print it)")
     sc.add_argument("--into", metavar="NAME", help="also keep them in the run as batch NAME")
     sc.add_argument("--batch-size", type=int, default=32)
@@ -256,7 +257,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         out = Path(tempfile.mkstemp(suffix=".csv")[1])
         out.unlink()
-    result = score_files(run, paths, out, args.into, args.batch_size, args.device)
+    result = score_files(run, paths, out, args.into, args.batch_size, args.device, fps=args.fps)
     if printing:
         print(out.read_text(), end="")
         out.unlink()
@@ -264,7 +265,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"skipped {path}: {error}", file=sys.stderr)
     where = [str(p) for p in (args.out, result.batch) if p is not None]
     print(
-        f"scored {result.rows} of {len(paths)} images (verdicts by {verdict_method(run)})"
+        f"scored {result.rows} of {result.attempted} images (verdicts by {verdict_method(run)})"
         + (f"; written to {', '.join(where)}" if where else ""),
         file=sys.stderr if printing else sys.stdout,
     )

@@ -1,5 +1,7 @@
 """`nero score`: new images against a fitted run, without refitting."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,3 +75,35 @@ def test_three_state_verdicts_follow_the_normal_images():
     verdicts = thresholds.verdict(np.array([50, 97, 101]))
     assert list(verdicts) == ["in-distribution", "borderline", "OOD"]
     np.testing.assert_allclose(thresholds.percentile(np.array([0.5, 50.5, 200])), [0, 50, 100])
+
+
+def write_video(path, seconds: float = 2.0, rate: int = 10, size: int = 32) -> None:
+    """A small MPEG-4 video whose colour changes every second (made with PyAV)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * rate)):
+            colour = (200, 60, 60) if i < rate else (60, 200, 60)
+            image = np.full((size, size, 3), colour, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_a_video_is_scored_frame_by_frame_with_timestamps(scored_run, tmp_path, capsys):
+    _data, run_dir = scored_run
+    video = tmp_path / "colonoscopy.mp4"
+    write_video(video)
+    args = ["score", "--run", str(run_dir), str(video), "--fps", "5", "--into", "video1"]
+    assert main(args) == 0
+    assert "scored 10 of 10 images" in capsys.readouterr().out
+    frames = read_batch(read_run(run_dir), "video1")
+    np.testing.assert_allclose(frames["time"], np.arange(10) * 0.2, atol=1e-6)
+    assert list(frames["frame"]) == list(range(0, 20, 2))
+    assert set(frames["video"]) == {str(video)}
+    assert all(Path(p).is_file() for p in frames["path"])  # the frames are kept in the run
+    assert main(["score", "--run", str(run_dir), str(tmp_path / "none.mp4")]) == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ import torch
 
 from nero.data.folders import make_loader
 from nero.data.images import is_image
+from nero.data.video import extract_frames, is_video
 from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
@@ -45,24 +47,43 @@ def verdict_method(run: Run) -> str:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (recursively) and glob patterns → image paths, sorted and unique."""
+    """Files, folders (recursively) and glob patterns → image and video paths, sorted, unique."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if is_image(p))
+            found += sorted(p for p in path.rglob("*") if is_image(p) or is_video(p))
         elif path.is_file():
             found.append(path)
         elif any(c in str(item) for c in "*?["):
             anchor = Path(path.anchor or ".")
             pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(item)
-            found += sorted(p for p in anchor.glob(pattern) if is_image(p))
+            found += sorted(p for p in anchor.glob(pattern) if is_image(p) or is_video(p))
         else:
             raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
     unique = list(dict.fromkeys(p.absolute() for p in found))
     if not unique:
-        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+        raise ValueError(f"no images or videos found in {', '.join(map(str, inputs))}")
     return unique
+
+
+def frames_of_videos(
+    paths: Sequence[Path], fps: float, folder: Path
+) -> tuple[list[Path], dict[str, tuple[str, int, float]]]:
+    """Videos among ``paths`` replaced by their frames at ``fps`` (written into ``folder``).
+
+    Returns the image paths to score and, for each frame file, (video, frame number, seconds).
+    """
+    images: list[Path] = []
+    frames: dict[str, tuple[str, int, float]] = {}
+    for path in paths:
+        if not is_video(path):
+            images.append(path)
+            continue
+        for file, number, time in extract_frames(path, fps, folder / path.stem):
+            images.append(file)
+            frames[str(file)] = (str(path), number, time)
+    return images, frames
 
 
 @dataclass
@@ -71,6 +92,7 @@ class ScoredFiles:
 
     table: Path | None  # the CSV of one row per readable image
     rows: int
+    attempted: int  # images and video frames that were read (or tried)
     failures: dict[str, str]  # path → why it could not be read
     batch: Path | None  # the run's batch folder, when written into the run
 
@@ -83,8 +105,13 @@ def score_files(
     batch_size: int = 32,
     device: str = "cpu",
     progress: Progress | None = None,
+    fps: float = 5.0,
 ) -> ScoredFiles:
-    """Score ``paths`` with the run's model and detectors; see the module docstring."""
+    """Score ``paths`` with the run's model and detectors; see the module docstring.
+
+    Videos among ``paths`` are scored frame by frame at ``fps``; their rows carry the video,
+    the frame number and its time in seconds (frames are kept in the batch when ``into``).
+    """
     if into is not None:
         _check_batch_name(run, into)
     scorer = RunScorer(run, device=device)
@@ -95,6 +122,23 @@ def score_files(
         stage = run.path / BATCHES_DIR / f".{into}.incomplete"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
+    scratch = None
+    if any(is_video(p) for p in paths):
+        scratch = Path(tempfile.mkdtemp(prefix="nero-frames-")) if stage is None else None
+        paths, frames = frames_of_videos(paths, fps, (stage or scratch) / "frames")
+    else:
+        frames = {}
+    try:
+        return _score(
+            run, scorer, paths, frames, out, into, stage, batch_size, main, thresholds, progress
+        )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _score(run, scorer, paths, frames, out, into, stage, batch_size, main, thresholds, progress):
+    """The streamed pass of :func:`score_files`."""
     n = len(paths)
     arrays: dict[str, np.ndarray] = {}
     failures: dict[str, str] = {}
@@ -126,6 +170,11 @@ def score_files(
                     "notes": np.asarray(notes, object)[good],
                 }
             )
+            if frames:
+                info = [frames.get(p, ("", -1, float("nan"))) for p in rows["path"]]
+                rows["video"] = [v for v, _, _ in info]
+                rows["frame"] = [f for _, f, _ in info]
+                rows["time"] = [t for _, _, t in info]
             if thresholds is not None:
                 rows["verdict"] = thresholds.verdict(scores[main])
                 rows["percentile"] = thresholds.percentile(scores[main]).round(2)
@@ -158,7 +207,7 @@ def score_files(
         batch = _finish_batch(run, into, stage, arrays, written, failures, main, thresholds)
         if out is not None:
             shutil.copyfile(batch / "scores.csv", out)
-    return ScoredFiles(out if out is not None else None, written, failures, batch)
+    return ScoredFiles(out if out is not None else None, written, n, failures, batch)
 
 
 def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds) -> Path:
@@ -183,6 +232,9 @@ def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds)
         },
     )
     final = run.path / BATCHES_DIR / name
+    table = stage / "scores.csv"
+    # Frames of videos were written into the staging folder: name them where they end up.
+    table.write_text(table.read_text().replace(str(stage), str(final)))
     stage.rename(final)
     return final
 
