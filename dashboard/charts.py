@@ -314,3 +314,52 @@ def probability_bars(class_names: Sequence[str], probabilities: np.ndarray) -> g
     fig.update_xaxes(title_text="probability (%)", range=[0, 100], title_standoff=4)
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, max(170, 90 + 30 * len(class_names)), showlegend=False)
+
+
+def score_timeline(
+    times: np.ndarray,
+    scores: np.ndarray,
+    verdicts: Sequence[str],
+    colours: Mapping[str, str],
+    borderline: float,
+    ood: float,
+    label: str,
+) -> go.Figure:
+    """A video's score over time: a dot per sampled frame in its verdict's colour, the two
+    thresholds as lines, and the flagged stretches shaded."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=times,
+        y=scores,
+        mode="lines",
+        line=dict(color="#BBB", width=1),
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    for verdict in dict.fromkeys(verdicts):
+        pick = np.asarray(verdicts) == verdict
+        fig.add_scatter(
+            x=np.asarray(times)[pick],
+            y=np.asarray(scores)[pick],
+            mode="markers",
+            marker=dict(color=colours[verdict], size=8),
+            name=verdict,
+            customdata=np.flatnonzero(pick),
+            hovertemplate="%{x:.1f} s · score %{y:.4g}<extra>%{fullData.name}</extra>",
+        )
+    for value, name in ((borderline, "borderline"), (ood, "out-of-distribution")):
+        fig.add_hline(y=value, line=dict(dash="dot", width=1), annotation_text=name)
+    flagged = np.asarray(scores) > ood
+    starts = np.flatnonzero(flagged & ~np.r_[False, flagged[:-1]])
+    ends = np.flatnonzero(flagged & ~np.r_[flagged[1:], False])
+    for a, b in zip(starts, ends, strict=True):
+        fig.add_vrect(
+            x0=times[a],
+            x1=times[b],
+            fillcolor=colours.get("OOD", POSITIVE),
+            opacity=0.12,
+            line_width=0,
+        )
+    fig.update_xaxes(title="time in the video (s)")
+    fig.update_yaxes(title=f"{label} score")
+    return _layout(fig, 320)

@@ -464,3 +464,23 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     at = open_app(tmp_path / "runs", "worklist")
     rows = at.dataframe[0].value
     assert rows.loc[rows["index"] == 4, "review"].iat[0] == "disagree"
+
+
+def test_a_scored_video_batch_has_its_timeline_in_the_worklist(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero.run.new_data import score_files
+    from tests.test_score import write_video
+
+    copy = own_copy(tiny_run, tmp_path / "runs", "video", monkeypatch)
+    write_video(tmp_path / "exam.mp4", seconds=1.0)
+    score_files(read_run(copy), [tmp_path / "exam.mp4"], into="exam", fps=5)
+    at = open_app(tmp_path / "runs", "worklist")
+    ok(at)
+    at.segmented_control(key="worklist-source::video").set_value("exam").run()
+    ok(at)
+    assert len(at.dataframe[0].value) == 5  # 1 s at 5 frames per second
+    timeline = charts(at)[0]
+    assert "time in the video (s)" in json.dumps(timeline["layout"]["xaxis"])

@@ -14,10 +14,96 @@ from PIL import Image
 from dashboard import components, loaders, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.run.annotations import current_reviews
+from nero.run.new_data import batch_info, read_batch, run_batches
 from nero.run.verdicts import VERDICTS
 
 PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
 THUMB_PX = 72
+
+
+def batch_view(r, batch: str) -> None:
+    """A batch scored by `nero score`: its table, a video's timeline, one frame at a time."""
+    from dashboard import charts, imaging
+
+    table = read_batch(r, batch)
+    info = batch_info(r, batch)
+    method = info["verdict_method"]
+    thr = verdicts.thresholds(r, method)
+    words = {v: verdicts.STYLE[v][2] for v in VERDICTS}
+    st.caption(
+        f"Batch **{batch}** scored {info['created']}: {len(table)} images. "
+        + verdicts.rule_in_words(thr)
+    )
+    picked = None
+    if "time" in table.columns and (table["video"] != "").any():
+        video = st.selectbox(
+            "Video", sorted(set(table["video"]) - {""}), format_func=lambda v: Path(v).name
+        )
+        frames = table[table["video"] == video].sort_values("time")
+        chosen = st.plotly_chart(
+            charts.score_timeline(
+                frames["time"].to_numpy(),
+                frames[method].to_numpy(),
+                [words[v] for v in frames["verdict"]],
+                {words[v]: verdicts.COLOURS[v] for v in VERDICTS}
+                | {"OOD": verdicts.COLOURS["OOD"]},
+                thr.borderline,
+                thr.ood,
+                method_label(method),
+            ),
+            on_select="rerun",
+            selection_mode="points",
+            key=f"timeline::{batch}::{video}",
+            width="stretch",
+        )
+        points = chosen.selection.points if chosen is not None else []
+        if points:
+            time = float(points[0]["x"])
+            picked = frames.iloc[int(np.argmin(np.abs(frames["time"].to_numpy() - time)))]
+        else:
+            st.caption("Click a dot to see that frame.")
+    shown = table.sort_values(method, ascending=False, kind="stable")
+    listing = st.dataframe(
+        shown.assign(verdict=[words[v] for v in shown["verdict"]]),
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"batch::{batch}",
+    )
+    rows = listing.selection.rows if listing is not None else []
+    if rows:
+        picked = shown.iloc[rows[0]]
+    if picked is not None:
+        st.divider()
+        left, right = st.columns([1, 2], gap="large")
+        image = loaders.image(str(picked["path"]))
+        if image is None:
+            left.warning(f"The image file is not readable any more: `{picked['path']}`")
+        else:
+            left.image(imaging.upscale(image), width="stretch", caption=Path(picked["path"]).name)
+        with right:
+            when = (
+                f" at {picked['time']:.1f} s"
+                if "time" in picked and picked["time"] == picked["time"]
+                else ""
+            )
+            st.markdown(
+                f"**{Path(str(picked['path'])).name}**{when} · predicted **{picked['predicted']}**"
+            )
+            verdicts.verdict_badge(float(picked[method]), thr)
+            st.caption(
+                "Open the **Score a new image** page and upload this frame for its heatmaps and "
+                "neurons."
+            )
+    st.download_button(
+        f"Export batch {batch} (CSV)",
+        table.to_csv(index=False),
+        file_name=f"{r.path.name}-{batch}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+    )
+
 
 name, r = components.require_run()
 components.header(
@@ -25,6 +111,18 @@ components.header(
     "Which images should not be trusted? Every image of the run with its verdict, worst "
     "first. Filter, search, click a row to see why, and export the list.",
 )
+batches = run_batches(r)
+if batches:
+    source = st.segmented_control(
+        "Images",
+        ["the run's images", *batches],
+        default="the run's images",
+        key=f"worklist-source::{name}",
+        help="Batches are new images scored later with `nero score --into`.",
+    )
+    if source and source != "the run's images":
+        batch_view(r, source)
+        st.stop()
 methods = r.methods
 recommended = r.report.get("recommended", {}).get("method")
 default_method = recommended if recommended in methods else methods[0]

@@ -262,6 +262,14 @@ def run_batches(run: Run) -> list[str]:
     ]
 
 
+def batch_info(run: Run, name: str) -> dict:
+    """A batch's ``batch.json``: when, how many, by which method's thresholds."""
+    path = run.path / BATCHES_DIR / name / "batch.json"
+    if not path.is_file():
+        raise ValueError(f"the run has no batch named {name!r} (batches: {run_batches(run)})")
+    return json.loads(path.read_text())
+
+
 def read_batch(run: Run, name: str) -> pd.DataFrame:
     """One batch's table (path, predicted, confidence, scores, verdict, percentile)."""
     path = run.path / BATCHES_DIR / name / "scores.csv"
