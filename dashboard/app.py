@@ -23,7 +23,8 @@ from dashboard.pages import DEFAULT, PAGES  # noqa: E402
 
 st.set_page_config(
     page_title="NERO Explorer",
-    page_icon=":material/biotech:",
+    # A local file: a material icon would be fetched from Google's font host (no outside requests).
+    page_icon=str(Path(__file__).with_name("favicon.png")),
     layout="wide",
     initial_sidebar_state="expanded",
 )
@@ -34,15 +35,17 @@ if LOGO.is_file():
 loaders.configure_torch()
 cfg = components.config()
 runs = state.available_runs(cfg)
-wanted_view = state.read_url(cfg, runs) or DEFAULT
+legacy_view = state.read_url(cfg, runs)
 
+# The default page never changes: a page marked default is served at "/" only, so making
+# the linked page the default broke its own /path (a "Page not found" over the page).
 pages = {
     page.key: st.Page(
         page.script,
         title=page.title,
         icon=page.icon,
         url_path=page.key,
-        default=page.key == wanted_view,
+        default=page.key == DEFAULT,
     )
     for page in PAGES
 }
@@ -52,10 +55,14 @@ for page in PAGES:
 nav = st.navigation(sections)
 view = next((k for k, p in pages.items() if p.title == nav.title), DEFAULT)
 st.session_state[state.VIEW] = view
+if legacy_view is not None and legacy_view != view:  # an old ?view= link: its page
+    st.switch_page(pages[legacy_view], query_params=state.url_params())
+for problem in st.session_state.pop(state.URL_PROBLEMS, []):
+    st.warning(problem, icon=":material/link_off:")
 
 sidebar.sidebar(cfg, runs)
 try:
     nav.run()
 except Exception as exc:  # noqa: BLE001 — a page error must never show a traceback
     components.page_failed(exc)
-state.write_url(view)
+state.write_url()

@@ -14,7 +14,7 @@ GRID_COLUMNS = 6
 
 def open_inspector(index: int) -> None:
     state.pick_sample(index)
-    st.switch_page(pages.script("inspector"), query_params=state.url_params("inspector"))
+    st.switch_page(pages.script("inspector"), query_params=state.url_params())
 
 
 def sample_caption(row) -> str:

@@ -25,7 +25,7 @@ RUN = "run_name"
 SAMPLE = "sample"
 VIEW = "view"
 URL_READ = "_url_read"
-INITIAL_VIEW = "_initial_view"  # the ?view= of the session's first request: the default page
+URL_PROBLEMS = "_url_problems"  # what a link named that is not there, shown to the user
 
 
 @dataclass(frozen=True)
@@ -65,36 +65,122 @@ def default_run(config: Config, runs: dict[str, Path]) -> str | None:
     return next(iter(runs), None)
 
 
-def read_url(config: Config, runs: dict[str, Path]) -> str | None:
-    """On a session's first script run, take run, sample and view from the query string.
+def method_key(run_name: str) -> str:
+    """The session key of a run's chosen method (overview, worklist and links share it)."""
+    return f"method::{run_name}"
 
-    Returns the view asked for (a key of :data:`dashboard.pages.KEYS`) or ``None``.
+
+def ood_set_key(run_name: str) -> str:
+    return f"ood-set::{run_name}"
+
+
+ALL_SETS = "__all__"
+
+
+def read_url(config: Config, runs: dict[str, Path]) -> str | None:
+    """On a session's first script run, take the link's run, sample, method, threshold and
+    OOD set into the session; anything the link names that is not there becomes a visible
+    message (:data:`URL_PROBLEMS`), never a silent switch to something else.
+
+    Returns the page a legacy ``?view=`` link asks for (else ``None``: the URL path decides).
     """
     ss = st.session_state
     if ss.get(URL_READ):
-        return ss.get(INITIAL_VIEW)
+        return None
     ss[URL_READ] = True
     params = st.query_params
+    problems: list[str] = []
     name = params.get("run")
-    ss[RUN] = name if name in runs else default_run(config, runs)
+    fallback = default_run(config, runs)
+    if name is not None and name not in runs:
+        problems.append(
+            f"The link names the run “{name}”, which is not here; showing "
+            + (f"“{fallback}” instead." if fallback else "no run.")
+            + (
+                " The link's sample and settings belong to that run and are not applied."
+                if len(params) > 1
+                else ""
+            )
+        )
+        ss[RUN] = fallback
+        ss[URL_PROBLEMS] = problems
+        return None
+    ss[RUN] = name or fallback
+    run = _link_run(runs, ss[RUN])
     sample = params.get("sample")
-    if sample is not None and sample.isdigit():
-        ss[SAMPLE] = int(sample)
+    if sample is not None:
+        size = len(run.samples) if run is not None else 0
+        if sample.isdigit() and int(sample) < size:
+            ss[SAMPLE] = int(sample)
+        else:
+            problems.append(
+                f"The link's sample “{sample}” is not a sample of run “{ss[RUN]}” "
+                f"(0 – {size - 1}); nothing is selected."
+            )
+    method = params.get("method")
+    if method is not None and run is not None:
+        if method in run.methods:
+            ss[method_key(ss[RUN])] = method
+        else:
+            problems.append(
+                f"The link's method “{method}” is not in this run; the default is used."
+            )
+            method = None
+    threshold = params.get("threshold")
+    if threshold is not None and run is not None:
+        try:
+            value = float(threshold)
+        except ValueError:
+            problems.append(f"The link's threshold “{threshold}” is not a number; ignored.")
+        else:
+            chosen = method or ss.get(method_key(ss[RUN]))
+            if chosen is not None:
+                ss[threshold_key(ss[RUN], chosen)] = value
+    ood_set = params.get("set")
+    if ood_set is not None and run is not None:
+        if ood_set in run.ood_sets:
+            ss[ood_set_key(ss[RUN])] = ood_set
+        else:
+            problems.append(
+                f"The link's OOD set “{ood_set}” is not in this run; all sets are shown."
+            )
+    ss[URL_PROBLEMS] = problems
     view = params.get("view")
-    ss[INITIAL_VIEW] = view if view in pages.KEYS else None
-    return ss[INITIAL_VIEW]
+    return view if view in pages.KEYS else None
 
 
-def url_params(view: str) -> dict[str, str]:
-    """The query string of ``view`` for the current run and sample."""
+def _link_run(runs: dict[str, Path], name: str | None):
+    """The run a link names, read (cached) to check the link against it; None if unreadable."""
+    from dashboard import loaders
+
+    if name not in runs:
+        return None
+    try:
+        return loaders.run(runs[name])
+    except (OSError, ValueError):
+        return None
+
+
+def url_params() -> dict[str, str]:
+    """The query string of what the user is looking at: run, sample, method, threshold, set."""
     ss = st.session_state
-    wanted = {"run": ss.get(RUN), "view": view, "sample": ss.get(SAMPLE)}
+    name = ss.get(RUN)
+    method = ss.get(method_key(name)) if name else None
+    threshold = ss.get(threshold_key(name, method)) if method else None
+    ood_set = ss.get(ood_set_key(name)) if name else None
+    wanted = {
+        "run": name,
+        "sample": ss.get(SAMPLE),
+        "method": method,
+        "threshold": f"{threshold:.6g}" if threshold is not None else None,
+        "set": ood_set if ood_set not in (None, ALL_SETS) else None,
+    }
     return {k: str(v) for k, v in wanted.items() if v is not None}
 
 
-def write_url(view: str) -> None:
-    """Mirror run, view and sample into the query string so the address can be shared."""
-    wanted = url_params(view)
+def write_url() -> None:
+    """Mirror the view's state into the query string so the address can be shared."""
+    wanted = url_params()
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)
 

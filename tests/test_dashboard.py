@@ -79,7 +79,7 @@ def test_overview_threshold_slider_changes_the_rates(runs_root: Path) -> None:  
     ood = run.samples["split"].str.startswith("ood:").to_numpy()
     lowest = nero_scores[ood | (run.samples["split"] == "id_test").to_numpy()].min()
     assert after[0] == f"{100 * np.mean(nero_scores[ood] > lowest):.1f} %"
-    assert at.query_params["view"] == "overview" and at.query_params["run"] == TINY_RUN
+    assert at.query_params["run"] == TINY_RUN and "threshold" in at.query_params
 
 
 def test_overview_method_selector_changes_the_histogram(runs_root: Path) -> None:  # noqa: F811
@@ -394,12 +394,28 @@ def test_a_broken_run_gives_an_error_message(
 
 
 def test_url_names_runs_it_never_uses_as_paths(runs_root: Path) -> None:  # noqa: F811
-    at = open_app(runs_root, "overview", run="../../etc", sample="999999")
+    at = open_app(runs_root, "overview", run="../../etc", sample="3")
     ok(at)
     assert at.session_state["run_name"] == TINY_RUN
-    at = open_app(runs_root, "inspector", sample="not-a-number")
+    said = " ".join(w.value for w in at.warning)
+    assert "names the run “../../etc”, which is not here" in said and "not applied" in said
+    assert "sample" not in at.query_params or at.query_params["sample"] != "3"
+    for bad in ("not-a-number", "999999", "-5"):
+        at = open_app(runs_root, "inspector", sample=bad)
+        ok(at)
+        assert at.title[0].value == "Sample inspector"
+        assert f"sample “{bad}” is not a sample of run" in " ".join(w.value for w in at.warning)
+
+
+def test_a_link_carries_method_threshold_and_ood_set(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview", method="msp", threshold="-0.5", set="noise")
     ok(at)
-    assert at.title[0].value == "Sample inspector"
+    assert at.selectbox(key="_w::method::tiny").value == "msp"
+    assert at.selectbox(key="ood-set::tiny").value == "noise"
+    assert at.query_params["method"] == "msp" and at.query_params["set"] == "noise"
+    at = open_app(runs_root, "overview", method="bogus", threshold="abc")
+    said = " ".join(w.value for w in at.warning)
+    assert "method “bogus” is not in this run" in said and "threshold “abc” is not a number" in said
 
 
 def test_a_page_rerun_does_not_start_the_heatmaps_again(

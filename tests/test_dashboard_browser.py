@@ -227,7 +227,7 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     settle(page)
     assert page.locator(".js-plotly-plot").count() >= 2
     no_exception(page)
-    assert "view=overview" in page.url
+    assert "/overview" in page.url  # an old ?view= link lands on the page's own address
     shoot(page, "overview")
 
     # Relevance map: click a sample, then open it in the inspector
@@ -249,8 +249,9 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     )
     settle(page)
     no_exception(page)
-    assert "view=inspector" in page.url and "sample=" in page.url
+    assert "/inspector" in page.url and "sample=" in page.url
     assert page.get_by_text("Heatmap (PNG)").count() == 2
+    picked = page.url
 
     # A shared link opens the inspector on a telling sample (an artefact with its outline)
     page.goto(f"{base}/?run={run_name}&view=inspector&sample={telling_sample(root, run_name)}")
@@ -267,7 +268,13 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     page.get_by_role("link", name="Overview").click()
     page.wait_for_selector("h1:has-text('Overview')")
     settle(page)
-    page.wait_for_function("() => location.search.includes('view=overview')")
+    page.wait_for_function("() => location.pathname.endsWith('/overview')")
+
+    # ... and the copied address of a page opens that page, not "Page not found"
+    page.goto(picked)
+    page.wait_for_selector("h1:has-text('Sample inspector')")
+    settle(page)
+    assert "Page not found" not in page.inner_text("body")
 
     # Score a new image: upload one of the run's OOD images, get its verdict and explanation
     page.goto(f"{base}/score?run={run_name}")
@@ -287,6 +294,56 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     settle(page)
     no_exception(page)
     shoot(page, "new_run")
+
+
+def test_worklist_filters_and_opens_a_row_and_links_fail_visibly(server, page):
+    base, run_name, _root = server
+    page.goto(f"{base}/?run={run_name}")
+    page.wait_for_selector("h1:has-text('Worklist')")
+    page.wait_for_selector('[data-testid="stDataFrame"]')
+    settle(page)
+    no_exception(page)
+    shoot(page, "worklist")
+    # a filter that matches nothing, then back
+    page.get_by_label("File name contains").fill("no-such-file")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.body.innerText.includes('0 of')", timeout=RENDER_MS)
+    page.get_by_label("File name contains").fill("")
+    page.keyboard.press("Enter")
+    settle(page)
+    # the first row's selection box opens it in the inspector
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + 36 + 17)
+    page.wait_for_selector("h1:has-text('Sample inspector')", timeout=RENDER_MS)
+    settle(page)
+    no_exception(page)
+    assert "/inspector" in page.url and "sample=" in page.url
+    # a link to a run that is not here says so
+    page.goto(f"{base}/inspector?run=nope&sample=3")
+    page.wait_for_selector("h1:has-text('Sample inspector')")
+    settle(page)
+    assert "names the run “nope”, which is not here" in page.inner_text("body")
+
+
+def test_the_page_makes_no_request_outside_this_machine(server, page):
+    base, run_name, _root = server
+    outside: list[str] = []
+
+    def watch(request) -> None:
+        host = request.url.split("/")[2] if "://" in request.url else ""
+        if request.url.startswith(
+            ("http://", "https://", "ws://", "wss://")
+        ) and not host.startswith(("127.0.0.1", "localhost")):
+            outside.append(request.url)
+
+    page.on("request", watch)
+    for path in ("", "overview", "map", "inspector", "score", "new-run"):
+        page.goto(f"{base}/{path}?run={run_name}")
+        page.wait_for_selector("h1")
+        settle(page)
+    page.remove_listener("request", watch)
+    assert outside == [], outside[:5]
 
 
 def websocket_status(base: str, host: str) -> str:

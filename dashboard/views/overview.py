@@ -13,7 +13,7 @@ from nero.detect.metrics import auroc, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.report import best_mask, comparison_frame
 
-ALL_SETS = "__all__"
+ALL_SETS = state.ALL_SETS
 # Resolution of the threshold slider: steps across the score range.
 SLIDER_STEPS = 400
 
@@ -33,7 +33,7 @@ labels = {m: method_label(m) for m in methods}
 recommended = r.report.get("recommended", {}).get("method")
 c1, c2 = st.columns([3, 2])
 method_key, method_cb = state.persistent_widget(
-    f"method::{name}",
+    state.method_key(name),
     recommended if recommended in methods else ("nero" if "nero" in methods else methods[0]),
 )
 if st.session_state[method_key] not in methods:
@@ -61,7 +61,7 @@ ood_choice = c2.selectbox(
     "OOD set",
     set_options,
     format_func=lambda s: "All OOD sets together" if s == ALL_SETS else s,
-    key=f"ood-set::{name}",
+    key=state.ood_set_key(name),
     help="Which out-of-distribution images count as positives for the rates and ROC.",
 )
 view = loaders.method_view(r, method)

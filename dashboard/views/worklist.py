@@ -126,7 +126,7 @@ if batches:
 methods = r.methods
 recommended = r.report.get("recommended", {}).get("method")
 default_method = recommended if recommended in methods else methods[0]
-method_key, method_cb = state.persistent_widget(f"worklist-method::{name}", default_method)
+method_key, method_cb = state.persistent_widget(state.method_key(name), default_method)
 if st.session_state[method_key] not in methods:
     st.session_state[method_key] = default_method
 top = st.columns([2, 2, 2, 3])
