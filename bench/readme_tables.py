@@ -43,8 +43,9 @@ def demo_table(run_path: Path) -> str:
         rows.append(recommended)
     head = "| method (AUROC / FPR95, %) | " + " | ".join([*sets, "mean"]) + " |"
     lines = [head, "|---" * (len(sets) + 2) + "|"]
+    names = {"nero": "NERO `default`", "nero_reference": "NERO `reference` (the release)"}
     for m in rows:
-        name = method_label(m)
+        name = names.get(m, method_label(m))
         if m == best:
             name += " (best baseline)"
         if m == recommended:
@@ -70,10 +71,10 @@ def section(path: Path, name: str) -> str | None:
 
 
 def replace(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
         raise SystemExit(f"README has no <!-- {name}:start --> … <!-- {name}:end --> markers")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
 def main() -> None:
