@@ -193,7 +193,7 @@ def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
     warnings = [w.value for w in at.warning]
     # both heatmap panels and the deviating neuron's heatmap say so
     assert sum("could not be computed: disk on fire" in w for w in warnings) == 3
-    assert "Which neurons deviate" in [h.value for h in at.subheader]  # the rest is there
+    assert "Closest training images" in [h.value for h in at.subheader]  # the rest is there
 
 
 def test_inspector_quick_picks_and_number_input_switch_samples(

@@ -14,6 +14,7 @@ from nero.run.scoring import (
     feature_methods,
     nearest_train,
     neuron_prototypes,
+    plain_explanation,
 )
 from tests.dashboard_fixtures import METHODS, runs_root, tiny_data, tiny_run  # noqa: F401
 
@@ -86,3 +87,20 @@ def test_neuron_prototypes_by_activation_and_by_relevance(run) -> None:
     assert (labels[one_class] == 1).all()
     with pytest.raises(ValueError, match="out of range"):
         neuron_prototypes(run, feats.shape[1])
+
+
+def test_the_plain_explanation_counts_neurons_outside_the_class_range(run) -> None:
+    from nero.run.scoring import unusual_neurons
+
+    train = run.rows("id_train")
+    label = int(run.samples["label"].iat[int(train[0])])
+    normal = np.asarray(run.relevance[train[0]], np.float64)
+    above, below = unusual_neurons(run, normal, label)
+    assert above.size + below.size < 0.05 * normal.size  # a training image is mostly in range
+    odd = normal.copy()
+    odd[[3, 7]] += 1e3  # far above anything the class shows
+    above, _ = unusual_neurons(run, odd, label)
+    assert {3, 7} <= set(above.tolist())
+    sentence = plain_explanation(run, odd, label, "OOD")
+    assert sentence.startswith(f"Unusual for a **{run.class_names[label]}** image")
+    assert "far more relevance than in normal" in sentence

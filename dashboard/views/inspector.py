@@ -17,7 +17,7 @@ from dashboard import (
     verdicts,
 )
 from nero.detect.relevance import softmax
-from nero.run.scoring import nearest_train, neuron_prototypes
+from nero.run.scoring import nearest_train, neuron_prototypes, plain_explanation
 
 NEIGHBOURS = 6
 REVIEW_WORDS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
@@ -135,16 +135,18 @@ with st.expander(":material/rate_review: Your review of this verdict", expanded=
     review_form(r, i)
 
 st.subheader("Why this score")
-explanation.score_parts(expl, 0, r.detector)
-
-st.subheader("Which neurons deviate")
-top = explanation.neuron_section(
-    relevance[0, :d],
-    expl.deviation[0],
-    r.detector.centroid_relevance(int(expl.nearest_centroid[0])),
-    nearest_class,
-    key="insp",
+st.markdown(
+    plain_explanation(r, relevance[0], int(expl.nearest_class[0]), verdicts.verdict_of(score, thr))
 )
+with st.expander("Technical breakdown: the score's parts and the neurons that deviate"):
+    explanation.score_parts(expl, 0, r.detector)
+    top = explanation.neuron_section(
+        relevance[0, :d],
+        expl.deviation[0],
+        r.detector.centroid_relevance(int(expl.nearest_centroid[0])),
+        nearest_class,
+        key="insp",
+    )
 
 # ---------------------------------------------------------------- heatmaps
 st.subheader("Where in the image")

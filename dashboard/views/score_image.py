@@ -21,7 +21,7 @@ from dashboard import (
 )
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
-from nero.run.scoring import feature_methods, nearest_train
+from nero.run.scoring import feature_methods, nearest_train, plain_explanation
 
 NEIGHBOURS = 6
 
@@ -129,15 +129,20 @@ with right:
     st.plotly_chart(charts.probability_bars(r.class_names, probs[k]), key="probs", width="stretch")
 
 st.subheader("Why this score")
-explanation.score_parts(expl, k, r.detector)
-st.subheader("Which neurons deviate")
-explanation.neuron_section(
-    result.relevance[k, :d].astype(np.float64),
-    expl.deviation[k],
-    r.detector.centroid_relevance(int(expl.nearest_centroid[k])),
-    nearest_class,
-    key="new",
+st.markdown(
+    plain_explanation(
+        r, result.relevance[k], int(expl.nearest_class[k]), verdicts.verdict_of(score, thr)
+    )
 )
+with st.expander("Technical breakdown: the score's parts and the neurons that deviate"):
+    explanation.score_parts(expl, k, r.detector)
+    explanation.neuron_section(
+        result.relevance[k, :d].astype(np.float64),
+        expl.deviation[k],
+        r.detector.centroid_relevance(int(expl.nearest_centroid[k])),
+        nearest_class,
+        key="new",
+    )
 
 st.subheader("Where in the image")
 fill_heatmaps = None

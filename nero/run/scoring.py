@@ -8,6 +8,7 @@ input gradients (``needs_inputs``) are skipped: they cannot score from cached ev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -167,3 +168,53 @@ def neuron_prototypes(
     values = np.asarray(source[train, neuron], np.float64)
     order = np.argsort(-values, kind="stable")[: max(0, k)]
     return train[order], values[order]
+
+
+# ------------------------------------------------------------------ plain language
+# A neuron is "far outside" its class when its relevance lies this many of the class's
+# training standard deviations away from the class mean.
+FAR_OUTSIDE_SD = 3.0
+
+
+@functools.lru_cache(maxsize=16)
+def _class_ranges(run_path: str, detector_key: str, label: int) -> tuple[np.ndarray, np.ndarray]:
+    from nero.run.directory import read_run
+
+    run = read_run(run_path)
+    train = run.rows("id_train")
+    rows = train[run.samples["label"].to_numpy()[train] == label]
+    d = run.features.shape[1]
+    rel = np.asarray(run.relevance[rows, :d], np.float64)
+    return rel.mean(axis=0), rel.std(axis=0)
+
+
+def unusual_neurons(run: Run, relevance: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neurons far above and far below what normal training images of class ``label`` show."""
+    key = str((run.path / "detector.npz").stat().st_mtime_ns)
+    mean, sd = _class_ranges(str(run.path.resolve()), key, int(label))
+    d = mean.shape[0]
+    z = (np.asarray(relevance, np.float64).ravel()[:d] - mean) / np.maximum(sd, 1e-12)
+    return np.flatnonzero(z > FAR_OUTSIDE_SD), np.flatnonzero(z < -FAR_OUTSIDE_SD)
+
+
+def plain_explanation(run: Run, relevance: np.ndarray, label: int, verdict: str) -> str:
+    """The verdict in a sentence a clinician reads first: unusual for which class, and how."""
+    cls = run.class_names[int(label)]
+    above, below = unusual_neurons(run, relevance, label)
+    if verdict == "in-distribution" and not above.size and not below.size:
+        return f"Looks like a normal **{cls}** image: no neuron is outside what {cls} images show."
+    parts = []
+    if above.size:
+        parts.append(f"{above.size} carry far more relevance than in normal {cls} images")
+    if below.size:
+        parts.append(f"{below.size} far less")
+    how = ", ".join(parts) if parts else "no single neuron stands out; many are a little off"
+    lead = {
+        "in-distribution": f"Close to normal **{cls}** images",
+        "borderline": f"Borderline for a **{cls}** image",
+        "OOD": f"Unusual for a **{cls}** image",
+    }.get(verdict, f"Compared with **{cls}** images")
+    return (
+        f"{lead}: of the neurons the decision uses, {how}. The OOD heatmap shows which part of "
+        "the image drives them."
+    )
