@@ -232,7 +232,7 @@ def embedding_figure(
             mode="markers+text",
             name="class centroids",
             text=list(centroid_labels),
-            textposition="top center",
+            textposition=label_positions(centroids),
             textfont=dict(size=14, color="#111"),
             hovertemplate="centroid of %{text}<extra></extra>",
             marker=dict(
@@ -255,16 +255,57 @@ def embedding_figure(
                 marker=dict(symbol="circle-open", size=22, color="#111", line=dict(width=3)),
             )
         )
-    fig.update_xaxes(showticklabels=False, title_text="", zeroline=False)
-    fig.update_yaxes(showticklabels=False, title_text="", zeroline=False)
+    # The initial view holds the bulk of the points and every centroid; far-out strands stay
+    # reachable (zoom out, or double-click for the whole map) instead of squashing the rest.
+    view = np.vstack([robust_box(shown), centroids]) if len(shown) else centroids
+    (x0, y0), (x1, y1) = view.min(axis=0), view.max(axis=0)
+    pad_x, pad_y = 0.08 * (x1 - x0 or 1.0), 0.08 * (y1 - y0 or 1.0)
+    fig.update_xaxes(
+        showticklabels=False, title_text="", zeroline=False, range=[x0 - pad_x, x1 + pad_x]
+    )
+    fig.update_yaxes(
+        showticklabels=False, title_text="", zeroline=False, range=[y0 - pad_y, y1 + pad_y]
+    )
     # No dragmode: Streamlit then pans on drag and selects on click; the toolbar's box and
-    # lasso tools switch to area selection. Legend below, clear of the toolbar.
+    # lasso tools switch to area selection. The legend above the map, in view.
     fig = _layout(fig, 600)
     fig.update_layout(
-        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
-        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
+        margin=dict(l=10, r=10, t=60, b=10),
     )
     return fig
+
+
+# The map's initial view spans these percentiles of the points (outliers are zoomed out to).
+VIEW_PERCENTILES = (1.0, 99.0)
+
+
+def robust_box(points: np.ndarray) -> np.ndarray:
+    """Two corners (2×2) of the box holding the bulk of ``points``."""
+    lo, hi = np.percentile(points, VIEW_PERCENTILES, axis=0)
+    return np.vstack([lo, hi])
+
+
+def label_positions(points: np.ndarray) -> list[str]:
+    """Text positions for point labels so that labels of nearby points do not overlap:
+    each label goes on the side facing away from its nearest neighbour."""
+    points = np.asarray(points, np.float64)
+    if len(points) < 2:
+        return ["top center"] * len(points)
+    span = np.ptp(points, axis=0)
+    span[span == 0] = 1.0
+    scaled = points / span
+    gaps = scaled[:, None, :] - scaled[None]
+    dist = np.sqrt((gaps**2).sum(-1)) + np.eye(len(points)) * 1e9
+    nearest = dist.argmin(axis=1)
+    away = scaled - scaled[nearest]
+    positions = []
+    for dx, dy in away:
+        if abs(dy) >= abs(dx):
+            positions.append("top center" if dy > 0 else "bottom center")
+        else:
+            positions.append("middle right" if dx > 0 else "middle left")
+    return positions
 
 
 def neuron_bars(

@@ -157,3 +157,25 @@ def test_histogram_and_embedding_figures() -> None:
     names = [t.name for t in emb.data]
     assert names == ["ID test", "OOD: far", "class centroids", "picked sample #3"]
     assert list(emb.data[1].customdata) == [3, 5]
+
+
+def test_centroid_labels_face_away_from_their_nearest_neighbour() -> None:
+    positions = charts.label_positions(np.array([[0.0, 0.0], [0.0, 0.1], [5.0, 0.0]]))
+    assert positions[0] == "bottom center" and positions[1] == "top center"
+    assert positions[2] == "middle right"
+
+
+def test_the_map_opens_on_the_bulk_of_the_points_not_the_outliers() -> None:
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.normal(size=(500, 2)), [[400.0, 400.0]]])  # one far strand point
+    fig = charts.embedding_figure(
+        points,
+        np.arange(501),
+        ["a"] * 501,
+        {"a": "#000"},
+        [""] * 501,
+        np.zeros((1, 2)),
+        ["c"],
+        ["#f00"],
+    )
+    assert fig.layout.xaxis.range[1] < 50  # the outlier is reachable by zooming out, not shown

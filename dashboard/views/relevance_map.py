@@ -19,8 +19,9 @@ name, r = components.require_run()
 components.header(
     "Relevance map",
     "Where do samples sit? Each dot is an image, placed by how its neurons contributed to the "
-    "decision (UMAP of NERO's relevance space). Stars are the class centroids: the further an "
-    "image is from every star, the higher its NERO score.",
+    "decision (UMAP of NERO's relevance space); stars are the class centroids. A 2-D map keeps "
+    "neighbourhoods, not distances: an image far from every star *on the map* is not always "
+    "far in the space NERO measures — its score is the measure.",
 )
 emb = loaders.embedding(r)
 if emb is None:
@@ -188,7 +189,15 @@ if len(chosen) > 1:
     by_score = sorted(chosen, key=lambda i: -nero_scores[i])
     if len(chosen) > MAX_SELECTION_THUMBS:
         st.caption(f"Showing the {MAX_SELECTION_THUMBS} with the highest NERO score.")
-    samples.thumbnail_grid(table, by_score[:MAX_SELECTION_THUMBS], key="sel")
+    samples.thumbnail_grid(
+        table,
+        by_score[:MAX_SELECTION_THUMBS],
+        key="sel",
+        captions=[
+            f"#{i} · {charts.split_label(table['split'].iat[i])} · score {nero_scores[i]:.3g}"
+            for i in by_score[:MAX_SELECTION_THUMBS]
+        ],
+    )
     st.download_button(
         "Selection (CSV)",
         table.iloc[chosen].to_csv(index=False).encode(),
