@@ -63,56 +63,87 @@ def robust_range(scores: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+AXES = ("score", "log", "percentile")
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 def score_histogram(
     id_test: np.ndarray,
     ood: Mapping[str, np.ndarray],
     threshold: float,
     method_label: str,
-    log: bool = False,
+    axis: str = "score",
+    colours: Mapping[str, str] | None = None,
 ) -> tuple[go.Figure, int, float]:
-    """Overlaid score histograms (share of each split per bin) with the threshold line.
+    """Score histograms (share of each split per bin) as outlined steps, and the threshold.
 
-    ``log`` bins log10 of the scores (all must be > 0). Scores above the robust range are
-    counted in the last bin; returns the figure, how many were, and where that bin starts.
+    ``axis``: the score, its log10 (all scores > 0), or its percentile among the ID test
+    scores (heavy tails and scores piled near zero spread out evenly). ``colours``: the
+    run's fixed colour of each OOD set, so a set keeps its colour when others are filtered
+    out. Scores beyond the robust range are counted in the last bin; returns the figure, how
+    many were, and where that bin starts (in score units).
     """
-    transform = np.log10 if log else np.asarray
-    id_test = transform(np.asarray(id_test, np.float64))
-    ood = {k: transform(np.asarray(v, np.float64)) for k, v in ood.items()}
-    threshold = float(transform(threshold))
-    everything = np.concatenate([id_test, *ood.values()]) if ood else id_test
-    lo, hi = robust_range(everything)
-    size = (hi - lo) / HIST_BINS
-    bins = dict(start=lo, end=hi + size, size=size)
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
+    reference = np.sort(np.asarray(id_test, np.float64))
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if axis == "log":
+            return np.log10(x)
+        if axis == "percentile":
+            return 100.0 * np.searchsorted(reference, x, side="right") / reference.size
+        return x
+
+    id_t = transform(id_test)
+    ood_t = {k: transform(v) for k, v in ood.items()}
+    everything = np.concatenate([id_t, *ood_t.values()]) if ood_t else id_t
+    lo, hi = (0.0, 100.0) if axis == "percentile" else robust_range(everything)
+    edges = np.linspace(lo, hi, HIST_BINS + 1)
     clipped = int((everything > hi).sum())
     fig = go.Figure()
-    traces = [("ID test", id_test, ID_TEST_COLOUR)] + [
-        (f"OOD: {name}", scores, OOD_COLOURS[i % len(OOD_COLOURS)])
-        for i, (name, scores) in enumerate(ood.items())
+    colours = colours or {}
+    traces = [("ID test", id_t, ID_TEST_COLOUR)] + [
+        (f"OOD: {name}", scores, colours.get(name, OOD_COLOURS[i % len(OOD_COLOURS)]))
+        for i, (name, scores) in enumerate(ood_t.items())
     ]
     for name, scores, colour in traces:
-        fig.add_histogram(
-            x=np.minimum(scores, hi),
+        counts, _ = np.histogram(np.clip(scores, lo, hi), bins=edges)
+        share = 100.0 * counts / max(scores.size, 1)
+        fig.add_scatter(
+            x=edges,
+            y=np.r_[share, share[-1]],
+            mode="lines",
+            line_shape="hv",
             name=name,
-            marker_color=colour,
-            xbins=bins,
-            histnorm="percent",
-            opacity=0.6,
+            line=dict(color=colour, width=2),
+            fill="tozeroy",
+            fillcolor=_rgba(colour, 0.12),
+            hovertemplate="%{y:.1f} %<extra>" + name + "</extra>",
         )
     fig.add_vline(
-        x=min(threshold, hi),
+        x=float(np.clip(transform(np.array([threshold]))[0], lo, hi)),
         line=dict(color="#222", width=2, dash="dash"),
         annotation_text="threshold",
         annotation_position="top right",
     )
-    what = f"log₁₀ {method_label} score" if log else f"{method_label} score"
+    what = {
+        "score": f"{method_label} score",
+        "log": f"log₁₀ {method_label} score",
+        "percentile": f"{method_label} score as % of ID test images scoring lower",
+    }[axis]
     fig.update_xaxes(title_text=f"{what} (higher = more out-of-distribution)")
     fig.update_yaxes(title_text="% of the split")
-    fig = _layout(fig, 400, barmode="overlay")
+    fig = _layout(fig, 400)
     fig.update_layout(
-        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
-        margin=dict(l=10, r=10, t=20, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
+        margin=dict(l=10, r=10, t=40, b=10),
     )
-    return fig, clipped, float(10**hi if log else hi)
+    return fig, clipped, float(10**hi if axis == "log" else hi)
 
 
 def roc_figure(

@@ -86,9 +86,9 @@ def test_overview_method_selector_changes_the_histogram(runs_root: Path) -> None
     at = open_app(runs_root, "overview")
     hist = charts(at)[0]
     assert "NERO score" in json.dumps(hist["layout"]["xaxis"])
-    at.toggle(key="hist-log").set_value(True).run()
+    at.segmented_control(key="hist-axis").set_value("log").run()
     assert "log₁₀ NERO score" in json.dumps(charts(at)[0]["layout"]["xaxis"], ensure_ascii=False)
-    at.toggle(key="hist-log").set_value(False).run()
+    at.segmented_control(key="hist-axis").set_value("percentile").run()
     at.selectbox[0].select("msp").run()
     ok(at)
     changed = charts(at)[0]

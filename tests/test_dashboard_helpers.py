@@ -137,11 +137,18 @@ def test_available_runs_puts_the_demo_first_and_adds_a_pinned_run(tmp_path: Path
 # ---------------------------------------------------------------- charts
 def test_histogram_and_embedding_figures() -> None:
     far = np.r_[np.arange(5.0) + 3, 1e6]  # one extreme score
-    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "NERO")
+    fig, clipped, edge = charts.score_histogram(
+        np.arange(1.0, 6.0), {"far": far}, 2.5, "NERO", colours={"far": "#123456"}
+    )
     assert [t.name for t in fig.data] == ["ID test", "OOD: far"]
+    assert fig.data[1].line.color == "#123456"  # the run's fixed colour of the set
     assert clipped == 1 and edge < 1e6 and max(fig.data[1].x) == edge
-    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", True)
+    assert fig.data[1].y[-2] == pytest.approx(100 / 6)  # the extreme score in the last bin
+    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "log")
     assert "log" in fig.layout.xaxis.title.text and max(fig.data[1].x) == np.log10(edge)
+    fig, _, _ = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "percentile")
+    assert max(fig.data[1].x) == 100  # 5, 6, 7 and 1e6 score above every normal image:
+    assert fig.data[1].y[-2] == pytest.approx(100 * 4 / 6)
     pts = np.arange(12.0).reshape(6, 2)
     emb = charts.embedding_figure(
         pts,

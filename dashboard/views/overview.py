@@ -87,23 +87,40 @@ threshold = st.slider(
 )
 
 rates = rates_at_threshold(view.id_test, ood_scores, threshold)
+m1, m2, m3, m4 = st.columns(4)
+m4.metric("Threshold", f"{threshold:.4g}", help="Images scoring above it are flagged.")
 left, right = st.columns([3, 2], gap="large")
 with left:
     positive = bool(view.id_test.min() > 0 and ood_scores.min() > 0)
-    log = positive and st.toggle(
-        "Logarithmic score axis",
-        key="hist-log",
-        help="Spreads out scores that pile up near zero (only for methods whose scores are "
-        "all positive).",
+    axes = ["score", "log", "percentile"] if positive else ["score", "percentile"]
+    axis = (
+        st.segmented_control(
+            "Score axis",
+            axes,
+            default="score",
+            key="hist-axis",
+            format_func={
+                "score": "score",
+                "log": "log score",
+                "percentile": "percentile of normal",
+            }.get,
+            help="Log spreads out scores piled near zero (positive scores only); the percentile "
+            "among normal test images spreads out any heavy tail evenly.",
+        )
+        or "score"
     )
     fig, clipped, edge = charts.score_histogram(
-        view.id_test, shown_ood, threshold, labels[method], log=log
+        view.id_test,
+        shown_ood,
+        threshold,
+        labels[method],
+        axis=axis,
+        colours={s: c for s, c in zip(r.ood_sets, charts.OOD_COLOURS * 3, strict=False)},
     )
     st.plotly_chart(fig, key="histogram", width="stretch")
     if clipped:
         st.caption(f"{clipped} scores above {edge:.4g} are counted in the last bin.")
 with right:
-    m1, m2, m3 = st.columns(3)
     m1.metric(
         "OOD caught",
         f"{100 * rates['tpr']:.1f} %",
