@@ -27,6 +27,7 @@ STYLE = {
     OUT_OF_DISTRIBUTION: ("red", ":material/warning:", "Out-of-distribution"),
 }
 COLOURS = {IN_DISTRIBUTION: "#2E7D32", BORDERLINE: "#EF8F00", OUT_OF_DISTRIBUTION: "#C62828"}
+DOTS = {IN_DISTRIBUTION: "🟢", BORDERLINE: "🟠", OUT_OF_DISTRIBUTION: "🔴"}  # for tables
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

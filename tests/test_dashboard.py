@@ -447,13 +447,15 @@ def test_worklist_is_the_landing_page_worst_first_and_filters(runs_root: Path) -
     assert at.title[0].value == "Worklist"
     rows = at.dataframe[0].value
     run = read_run(runs_root / TINY_RUN)
-    assert len(rows) == min(50, len(run.samples))
+    to_review = int((run.samples["split"] != "id_train").sum())  # training images are not
+    assert len(rows) == min(50, to_review) and "id_train" not in set(rows["set"])
     scores = rows.iloc[:, 3].to_numpy()  # the score column, worst first
     assert (np.diff(scores) <= 0).all()
-    assert set(rows["verdict"]) <= {"Looks in-distribution", "Borderline", "Out-of-distribution"}
+    words = {"🟢 Looks in-distribution", "🟠 Borderline", "🔴 Out-of-distribution"}
+    assert set(rows["verdict"]) <= words
     at.multiselect[0].set_value(["OOD"]).run()  # verdict filter
     ok(at)
-    assert set(at.dataframe[0].value["verdict"]) <= {"Out-of-distribution"}
+    assert set(at.dataframe[0].value["verdict"]) <= {"🔴 Out-of-distribution"}
     at.multiselect[0].set_value(list(("in-distribution", "borderline", "OOD"))).run()
     at.text_input[0].set_value("no-such-file").run()
     assert len(at.dataframe[0].value) == 0 and "**0** of" in texts(at)
@@ -465,7 +467,8 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     copy = own_copy(tiny_run, tmp_path / "runs", "reviewed", monkeypatch)
-    at = open_app(tmp_path / "runs", "inspector", sample="4")
+    sample = int(read_run(copy).rows("id_test")[0])  # one the worklist lists by default
+    at = open_app(tmp_path / "runs", "inspector", sample=str(sample))
     ok(at)
     at.radio[0].set_value("disagree")
     at.text_input(key="reviewer-name").set_value("Dr Rao")
@@ -475,11 +478,11 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     submit.click().run()
     ok(at)
     table = pd.read_csv(copy / "annotations.csv")
-    assert list(table[["index", "review", "reviewer"]].iloc[0]) == [4, "disagree", "Dr Rao"]
+    assert list(table[["index", "review", "reviewer"]].iloc[0]) == [sample, "disagree", "Dr Rao"]
     assert table["note"].iat[0] == "a normal fold, not a lesion"
     at = open_app(tmp_path / "runs", "worklist")
     rows = at.dataframe[0].value
-    assert rows.loc[rows["index"] == 4, "review"].iat[0] == "disagree"
+    assert rows.loc[rows["index"] == sample, "review"].iat[0] == "disagree"
 
 
 def test_a_scored_video_batch_has_its_timeline_in_the_worklist(

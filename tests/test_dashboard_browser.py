@@ -250,7 +250,9 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     settle(page)
     no_exception(page)
     assert "/inspector" in page.url and "sample=" in page.url
-    assert page.get_by_text("Heatmap (PNG)").count() == 2
+    # both panels: a heatmap, or an OOD map with nothing beyond what normal images show
+    drawn = page.get_by_text("Heatmap (PNG)").count()
+    assert drawn == 2 or (drawn == 1 and page.get_by_text("No unusual evidence").count() == 1)
     picked = page.url
 
     # A shared link opens the inspector on a telling sample (an artefact with its outline)

@@ -156,7 +156,14 @@ work = pd.DataFrame(
 chosen_verdicts = top[1].multiselect(
     "Verdict", VERDICTS, default=list(VERDICTS), format_func=lambda v: verdicts.STYLE[v][2]
 )
-chosen_sets = top[2].multiselect("Set", sorted(work["set"].unique()), placeholder="all sets")
+all_sets = sorted(work["set"].unique())
+chosen_sets = top[2].multiselect(
+    "Set",
+    all_sets,
+    default=[s for s in all_sets if s != "id_train"],  # training images are not for review
+    placeholder="all sets",
+    key=f"worklist-sets::{name}",
+)
 search = top[3].text_input("File name contains", placeholder="e.g. 00042")
 c1, c2 = st.columns([3, 2])
 low, high = c1.slider(
@@ -195,7 +202,7 @@ def thumbnail_uri(path: str) -> str | None:
 
 view = rows.assign(
     image=[thumbnail_uri(str(table["path"].iat[i])) for i in rows["index"]],
-    verdict=[verdicts.STYLE[v][2] for v in rows["verdict"]],
+    verdict=[f"{verdicts.DOTS[v]} {verdicts.STYLE[v][2]}" for v in rows["verdict"]],
 )[["image", "verdict", "percentile", "score", "predicted", "set", "file", "review", "index"]]
 picked = st.dataframe(
     view,
