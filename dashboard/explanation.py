@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import charts, imaging, loaders, state
 from dashboard.components import LOG
 from nero.explain.field_of_view import frame_share
+from nero.run.heatmap_scale import display_scale
 
 # Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
 TOP_NEURONS = 20
@@ -171,6 +172,9 @@ def heatmap_panel(
             "normal images show."
         )
         return
+    factor = 1.0
+    if scale is not None:
+        scale, factor = display_scale(hm["relevance"], scale)
     picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity, scale))
     if mask_path:  # outlined after upscaling, so the line stays thin
         m = loaders.mask(mask_path, (picture.shape[1], picture.shape[0]))
@@ -187,8 +191,14 @@ def heatmap_panel(
     if scale is not None:
         st.image(imaging.colour_bar(scale), width="stretch")
         st.caption(
-            f"blue −{scale:.3g} · 0 · red +{scale:.3g}: the run's scale (full colour at what "
-            "the strongest pixels of normal test images reach)"
+            f"blue −{scale:.3g} · 0 · red +{scale:.3g}: "
+            + (
+                "the run's scale (full colour at what the strongest pixels of normal test "
+                "images reach)"
+                if factor <= 1.0
+                else f"{factor:.3g}× the run's scale: this map is that much stronger than "
+                "normal images' strongest pixels"
+            )
             + (
                 f"; more OOD evidence than {hm['evidence_share']:.0f} % of normal images"
                 if hm.get("unusual")

@@ -360,19 +360,20 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     from nero.explain.drawing import overlay_png
     from nero.explain.field_of_view import frame_share
     from nero.run.directory import read_run
-    from nero.run.heatmap_scale import run_heatmap_scale
+    from nero.run.heatmap_scale import display_scale, run_heatmap_scale
     from nero.run.heatmaps import run_heatmap, sample_image
 
     run = read_run(args.run)
     heat = run_heatmap(run, args.sample, args.kind, args.target)
     scale = run_heatmap_scale(run)  # calibrated on normal test images once, then stored
     unusual = scale.unusual(heat)
+    shown, factor = display_scale(heat.relevance, scale.pixel(heat.kind))
     overlay_png(
         sample_image(run, args.sample),
         heat,
         out=args.out,
         class_names=run.class_names,
-        scale=scale.pixel(heat.kind),
+        scale=shown,
         unusual=unusual,
     )
     print(
@@ -386,6 +387,8 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
             f"{frame.frame_area:.0%} of the image"
             + (" — the model looks at the frame more than at the tissue" if frame.on_frame else "")
         )
+    if factor > 1.0:
+        print(f"colour scale: {factor:.3g}× the run's (stronger than normal images' maps)")
     if unusual is not None:
         share = scale.kinds["ood"].share_of_normal_below(heat.relevance)
         verdict = "unusual" if unusual else "no unusual evidence"

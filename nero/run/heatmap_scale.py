@@ -73,6 +73,20 @@ class HeatmapScale:
         return evidence(heat.relevance) > found.normal_evidence
 
 
+def display_scale(relevance: np.ndarray, run_pixel: float | None) -> tuple[float, float]:
+    """The |relevance| to draw at full colour, and how many times the run's scale it is.
+
+    At least the run's scale, so a map weaker than normal images' maps is drawn faintly; a
+    map stronger than that is drawn at its own high percentile (else it would be one
+    saturated patch), and the factor says how much stronger it is.
+    """
+    own = float(np.percentile(np.abs(np.asarray(relevance, np.float64)), PIXEL_PERCENTILE))
+    if run_pixel is None or run_pixel <= 0:
+        return own or 1.0, 1.0
+    scale = max(run_pixel, own)
+    return scale, scale / run_pixel
+
+
 def calibration_rows(run: Run, n: int = CALIBRATION_IMAGES) -> np.ndarray:
     """ID test rows spread evenly over the split (deterministic)."""
     rows = run.rows("id_test")

@@ -8,7 +8,6 @@ input gradients (``needs_inputs``) are skipped: they cannot score from cached ev
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -171,50 +170,41 @@ def neuron_prototypes(
 
 
 # ------------------------------------------------------------------ plain language
-# A neuron is "far outside" its class when its relevance lies this many of the class's
-# training standard deviations away from the class mean.
-FAR_OUTSIDE_SD = 3.0
+# The neurons named in the plain explanation: the fewest that make up this share of the
+# distance to the class centroid.
+EXPLAINED_SHARE = 0.5
 
 
-@functools.lru_cache(maxsize=16)
-def _class_ranges(run_path: str, detector_key: str, label: int) -> tuple[np.ndarray, np.ndarray]:
-    from nero.run.directory import read_run
-
-    run = read_run(run_path)
-    train = run.rows("id_train")
-    rows = train[run.samples["label"].to_numpy()[train] == label]
-    d = run.features.shape[1]
-    rel = np.asarray(run.relevance[rows, :d], np.float64)
-    return rel.mean(axis=0), rel.std(axis=0)
-
-
-def unusual_neurons(run: Run, relevance: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
-    """Neurons far above and far below what normal training images of class ``label`` show."""
-    key = str((run.path / "detector.npz").stat().st_mtime_ns)
-    mean, sd = _class_ranges(str(run.path.resolve()), key, int(label))
-    d = mean.shape[0]
-    z = (np.asarray(relevance, np.float64).ravel()[:d] - mean) / np.maximum(sd, 1e-12)
-    return np.flatnonzero(z > FAR_OUTSIDE_SD), np.flatnonzero(z < -FAR_OUTSIDE_SD)
+def driving_neurons(run: Run, relevance: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fewest neurons whose shares make up half of the distance to class ``label``'s
+    centroid (largest first), and their deviation from it (+: more relevance than normal)."""
+    detector = run.detector
+    row = np.asarray(relevance, np.float64).reshape(1, -1)
+    centroid = detector.nearest(row, target_class=int(label)).centroid
+    shares = detector.distance_shares(row, centroid)[0]
+    order = np.argsort(-shares, kind="stable")
+    total = float(shares.sum())
+    if total <= 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    count = int(np.searchsorted(np.cumsum(shares[order]), EXPLAINED_SHARE * total)) + 1
+    chosen = order[:count]
+    return chosen, detector.deviation(row, centroid)[0][chosen]
 
 
 def plain_explanation(run: Run, relevance: np.ndarray, label: int, verdict: str) -> str:
     """The verdict in a sentence a clinician reads first: unusual for which class, and how."""
     cls = run.class_names[int(label)]
-    above, below = unusual_neurons(run, relevance, label)
-    if verdict == "in-distribution" and not above.size and not below.size:
-        return f"Looks like a normal **{cls}** image: no neuron is outside what {cls} images show."
-    parts = []
-    if above.size:
-        parts.append(f"{above.size} carry far more relevance than in normal {cls} images")
-    if below.size:
-        parts.append(f"{below.size} far less")
-    how = ", ".join(parts) if parts else "no single neuron stands out; many are a little off"
-    lead = {
-        "in-distribution": f"Close to normal **{cls}** images",
-        "borderline": f"Borderline for a **{cls}** image",
-        "OOD": f"Unusual for a **{cls}** image",
-    }.get(verdict, f"Compared with **{cls}** images")
+    if verdict == "in-distribution":
+        return (
+            f"Looks like a normal **{cls}** image: its neurons' relevance is as far from normal "
+            f"{cls} images as theirs usually is."
+        )
+    neurons, deviation = driving_neurons(run, relevance, label)
+    total = run.features.shape[1]
+    more, less = int((deviation > 0).sum()), int((deviation <= 0).sum())
+    lead = "Borderline for" if verdict == "borderline" else "Unusual for"
     return (
-        f"{lead}: of the neurons the decision uses, {how}. The OOD heatmap shows which part of "
-        "the image drives them."
+        f"{lead} a **{cls}** image: {neurons.size} of its {total} neurons make up half of what "
+        f"sets it apart from normal {cls} images — {more} carry more relevance than normal, "
+        f"{less} less. The OOD heatmap shows which part of the image drives them."
     )
