@@ -62,7 +62,7 @@ def overlay_png(
         scale_label = f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of this map)"
     else:
         lim = scale
-        scale_label = "relevance (full colour: the run's scale from normal images, or this map's own if stronger)"
+        scale_label = "relevance (full colour: the run's scale, or this map's own if stronger)"
     lim = lim or 1.0
     norm = colors.Normalize(vmin=-lim, vmax=lim)
     cmap = colormaps["bwr"]
