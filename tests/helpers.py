@@ -60,3 +60,14 @@ def evaluate_args(data, out, *extra: str) -> list[str]:
         str(out),
         *extra,
     ]
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A random 2-class ResNet-18 (32 px) saved as a state_dict, the same for a seed."""
+    import torch
+
+    from nero.model.classifier import build_model
+
+    torch.manual_seed(seed)
+    torch.save(build_model("resnet18", 2, 32).state_dict(), path)
+    return path

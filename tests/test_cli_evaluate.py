@@ -9,9 +9,9 @@ import torch
 
 from nero.cli import main
 from nero.detect.relevance import head_relevance
-from nero.model.classifier import build_model, head_arrays, load_classifier
+from nero.model.classifier import head_arrays, load_classifier
 from nero.run.directory import RunFormatError, read_run
-from tests.helpers import evaluate_args, make_folders
+from tests.helpers import evaluate_args, make_folders, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,7 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save(build_model("resnet18", 2, 32).state_dict(), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path, capsys):

@@ -30,7 +30,7 @@ from PIL import Image
 from nero.cli import main
 from nero.model.classifier import build_model
 from nero.run.directory import read_run
-from tests.helpers import evaluate_args, make_folders
+from tests.helpers import evaluate_args, make_folders, tiny_checkpoint
 
 
 # ---------------------------------------------------------------- shared material
@@ -39,9 +39,7 @@ def base(tmp_path_factory) -> dict[str, Path]:
     """Data, a checkpoint (with its sidecar-free relative use) and one finished run."""
     root = tmp_path_factory.mktemp("faults")
     data = make_folders(root / "data")
-    torch.manual_seed(0)
-    checkpoint = root / "model.pt"
-    torch.save(build_model("resnet18", 2, 32).state_dict(), checkpoint)
+    checkpoint = tiny_checkpoint(root / "model.pt")
     run = root / "run"
     assert main(evaluate_args(data, run, "--model", str(checkpoint))) == 0
     return {"root": root, "data": data, "checkpoint": checkpoint, "run": run}
@@ -194,8 +192,7 @@ def checkpoint_replaced_after_the_run(b, tmp):
     run = tmp / "run"
     assert main(evaluate_args(b["data"], run, "--model", str(ckpt))) == 0
     recorded = read_run(run).checkpoint_sha256
-    torch.manual_seed(1)
-    torch.save(build_model("resnet18", 2, 32).state_dict(), ckpt)  # other weights, same path
+    tiny_checkpoint(ckpt, seed=1)  # other weights, same path
     now = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     argv = ["heatmap", "--run", str(run), "--sample", "0", "--out", str(tmp / "h.png")]
 

@@ -5,14 +5,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from nero.cli import main
-from nero.model.classifier import build_model
 from nero.run.directory import read_run
 from nero.run.new_data import read_batch, run_batches
 from nero.run.verdicts import VERDICTS, Thresholds
-from tests.helpers import evaluate_args, make_folders
+from tests.helpers import evaluate_args, make_folders, tiny_checkpoint
 
 METHODS = "nero,msp,energy,knn,vim"
 
@@ -21,9 +19,7 @@ METHODS = "nero,msp,energy,knn,vim"
 def scored_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
     data = make_folders(root / "data")
-    torch.manual_seed(0)
-    ckpt = root / "model.pt"
-    torch.save(build_model("resnet18", 2, 32).state_dict(), ckpt)
+    ckpt = tiny_checkpoint(root / "model.pt")
     run = root / "run"
     with pytest.warns(UserWarning):
         assert main(evaluate_args(data, run, "--model", str(ckpt), "--methods", METHODS)) == 0
