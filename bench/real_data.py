@@ -289,17 +289,33 @@ def report(name: str, run: Run, args: argparse.Namespace) -> list[str]:
     lines.append("")
     loc = localisation(run, args.localise)
     if loc:
-        lines += [
-            "| OOD set | " + " | ".join(MAPS) + " | chance | pointing game (OOD / class / G×I) |"
-        ]
-        lines.append("|---" * (len(MAPS) + 3) + "|")
+        lines.append(f"<!-- {name}-localisation -->")
+        lines.append(
+            "| OOD set | " + " | ".join(MAPS) + " | chance | the same inside the field of view "
+            "(chance) | share of evidence on the frame | pointing game |"
+        )
+        lines.append("|---" * (len(MAPS) + 5) + "|")
         for split, v in loc.items():
+            inside = " / ".join(f"{v[f'{m} in FOV']:.3f}" for m in MAPS)
+            frame = " / ".join(f"{v[f'{m} on frame']:.2f}" for m in MAPS)
             pointing = " / ".join(f"{v[f'{m} pointing']:.2f}" for m in MAPS)
             lines.append(
                 f"| {split} | "
                 + " | ".join(f"{v[m]:.3f}" for m in MAPS)
-                + f" | {v['chance']:.3f} | {pointing} |"
+                + f" | {v['chance']:.3f} | {inside} ({v['chance in FOV']:.3f}) | {frame} | "
+                + f"{pointing} |"
             )
+        lines.append(f"<!-- /{name}-localisation -->")
+        lines.append("")
+        removal = lesion_removal(run, args.deletion)
+        lines.append(
+            "Removing the lesion (in-painted from its surroundings) lowers NERO's score in: "
+            + "; ".join(
+                f"{k} {lesion:.0%} of images (a same-shape tissue region elsewhere: {control:.0%})"
+                for k, (lesion, control) in removal.items()
+            )
+            + "."
+        )
         lines.append("")
     dele = deletion(run, args.deletion)
     lines.append(
