@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,6 +49,7 @@ from nero.detect.detector import NERO  # noqa: E402
 from nero.detect.params import PRESETS  # noqa: E402
 from nero.detect.registry import method_label  # noqa: E402
 from nero.explain.attribution import HeatmapRequest, compute_heatmaps  # noqa: E402
+from nero.explain.faithfulness import deletion_area  # noqa: E402
 from nero.explain.field_of_view import field_of_view, frame_share  # noqa: E402
 from nero.explain.rules import PLAIN_GRADIENT_X_INPUT  # noqa: E402
 from nero.run.directory import Run, read_run  # noqa: E402
@@ -62,7 +63,6 @@ REAL_DATA = SHARED / "data" / "hyperkvasir-lower-dev"
 REAL_MODEL = SHARED / "models" / "hyperkvasir-lower-resnet18.pt"
 WORK = ROOT / "runs" / ".bench-real"
 RESULTS = ROOT / "bench" / "results" / "real_data.md"
-DELETION_STEPS = (0.05, 0.10, 0.20, 0.40)
 MAPS = ("OOD heatmap", "class heatmap", "Gradient×Input")
 
 
@@ -191,33 +191,23 @@ def localisation(run: Run, limit: int) -> dict[str, dict[str, float]]:
 
 # ---------------------------------------------------------------- 4. deletion
 def deletion(run: Run, limit: int, seed: int = 0) -> dict[str, float]:
-    """Mean normalised area under the NERO score as the top-k % pixels are blurred away."""
+    """Mean deletion area (:mod:`nero.explain.faithfulness`) of each map, and random pixels."""
     scorer = RunScorer(run, methods=["nero"])
     rows = run.samples[run.samples["split"].str.startswith("ood:")]
     picked = rows.iloc[np.linspace(0, len(rows) - 1, min(limit, len(rows))).astype(int)]
     rng = np.random.default_rng(seed)
+
+    def nero_score(images) -> np.ndarray:
+        return scorer.score_images(images).scores["nero"].to_numpy()
+
     areas: dict[str, list] = {m: [] for m in [*MAPS, "random pixels"]}
     for _, row in picked.iterrows():
         index = int(row["index"])
-        size = run.manifest["img_size"]
-        image = sample_image(run, index).resize((size, size))
-        blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(size / 16)))
-        pixels = np.asarray(image)
         maps = maps_of(run, index)
-        maps["random pixels"] = rng.random((size, size))
-        base = float(scorer.score_images([image]).scores["nero"].iat[0])
+        maps["random pixels"] = rng.random(next(iter(maps.values())).shape)
+        image = sample_image(run, index)
         for name, rel in maps.items():
-            order = np.argsort(-np.asarray(rel).ravel(), kind="stable")
-            images = []
-            for k in DELETION_STEPS:
-                keep = np.ones(size * size, bool)
-                keep[order[: int(k * size * size)]] = False
-                keep = keep.reshape(size, size)[..., None]
-                images.append(Image.fromarray(np.where(keep, pixels, blurred).astype(np.uint8)))
-            scores = scorer.score_images(images).scores["nero"].to_numpy() / max(base, 1e-12)
-            curve = np.r_[1.0, scores]
-            steps = np.r_[0.0, DELETION_STEPS]
-            areas[name].append(float(np.trapezoid(curve, steps) / steps[-1]))
+            areas[name].append(deletion_area(nero_score, image, rel))
     return {k: float(np.mean(v)) for k, v in areas.items()}
 
 
