@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -326,6 +327,95 @@ def test_worklist_filters_and_opens_a_row_and_links_fail_visibly(server, page):
     page.wait_for_selector("h1:has-text('Sample inspector')")
     settle(page)
     assert "names the run “nope”, which is not here" in page.inner_text("body")
+
+
+def query_of(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def test_every_page_keeps_its_link_and_shows_the_three_verdicts(server, page):
+    """A link with run, sample, method and threshold opens every page as it says and stays."""
+    import pandas as pd
+
+    from dashboard.pages import BY_KEY, DEFAULT, KEYS
+    from dashboard.verdicts import STYLE
+    from nero.run.directory import read_run
+    from nero.run.verdicts import run_thresholds
+
+    base, run_name, root = server
+    run = read_run(root / run_name)
+    method = next(m for m in run.methods if m != "nero")
+    wanted = {"run": run_name, "sample": "5", "method": method, "threshold": "1.25"}
+    for key in KEYS:
+        path = "/" if key == DEFAULT else f"/{key}"  # the landing page's address is the root
+        page.goto(f"{base}{path}?" + "&".join(f"{k}={v}" for k, v in wanted.items()))
+        page.wait_for_selector(f"h1:has-text('{BY_KEY[key].title}')")
+        settle(page)
+        no_exception(page)
+        assert urlsplit(page.url).path == path, (key, page.url)
+        assert query_of(page.url) == wanted, (key, page.url)
+        body = page.inner_text("body")
+        assert "not in this run" not in body and "Page not found" not in body, key
+
+    # the inspector's badge: the engine's verdict of that sample, in words, with the rule
+    thr = run_thresholds(run, "nero")
+    verdicts = thr.verdict(run.scores["nero"].to_numpy())
+    for state in pd.unique(verdicts):
+        sample = list(verdicts).index(state)
+        page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
+        page.wait_for_selector("h1:has-text('Sample inspector')")
+        settle(page)
+        body = page.inner_text("body")
+        assert STYLE[state][2] in body, (state, sample)
+        assert "of normal test images exceed" in body
+
+
+def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(server, page):
+    if os.environ.get("NERO_SCREENSHOT_ROOT"):
+        pytest.skip("writes a review into the run; only on the test's own run")
+    import pandas as pd
+
+    from nero.run.directory import read_run
+
+    base, run_name, root = server
+    sample = int(read_run(root / run_name).rows("id_test")[0])  # the worklist hides training
+    annotations = root / run_name / "annotations.csv"
+    before = annotations.read_bytes() if annotations.exists() else None
+    try:
+        page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
+        page.wait_for_selector("h1:has-text('Sample inspector')")
+        settle(page)
+        page.get_by_text("Your review of this verdict").click()
+        page.get_by_text("Disagree", exact=True).click()
+        page.get_by_label("Note (optional)").fill("frame artefact, not tissue")
+        page.get_by_label("Your name").fill("Dr Test")
+        page.get_by_role("button", name="Save review").click()
+        settle(page)
+        no_exception(page)
+
+        last = pd.read_csv(annotations, keep_default_na=False).iloc[-1]
+        assert (int(last["index"]), last["review"]) == (sample, "disagree")
+        assert (last["reviewer"], last["note"]) == ("Dr Test", "frame artefact, not tissue")
+
+        # a fresh visit shows it, and the worklist's export carries it
+        page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
+        page.wait_for_selector("h1:has-text('Sample inspector')")
+        settle(page)
+        page.get_by_text("Your review of this verdict").click()
+        page.wait_for_selector("text=Last review by Dr Test")
+        page.goto(f"{base}/?run={run_name}")
+        page.wait_for_selector('[data-testid="stDataFrame"]')
+        settle(page)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Export these").click()
+        exported = pd.read_csv(download.value.path(), keep_default_na=False)
+        row = exported[exported["index"] == sample]
+        assert row["review"].tolist() == ["disagree"]
+    finally:  # the run is shared with other tests: leave its reviews as they were
+        if before is None:
+            annotations.unlink(missing_ok=True)
+        else:
+            annotations.write_bytes(before)
 
 
 def test_the_page_makes_no_request_outside_this_machine(server, page):
