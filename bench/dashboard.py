@@ -1,15 +1,22 @@
 """Dashboard responsiveness: page open on a cached run, and switching samples in the inspector.
 
-Usage: python bench/dashboard.py [--run runs/demo] [--switches 5]
+Usage: python bench/dashboard.py [--run runs/demo] [--switches 5] [--browser]
 
-Runs every page through Streamlit's AppTest in one process (the server's caches are
-process-wide, as in ``nero dashboard``): the first open of each page pays imports and cache
-fills, the second is what a user opening the page again sees. Then the inspector switches to
-samples whose heatmaps were never computed (model forward + backward for two heatmaps), back
-to one already seen (the page without heatmap work), and times the two heatmaps alone. The
-inspector draws everything else before the heatmaps, so a switch shows the sample after
-about the "seen sample" time and the heatmaps when they are ready. Without --run it builds
-the small test run in a temporary folder.
+With ``--browser`` it measures what a user meets: ``nero dashboard`` started as a user starts
+it, headless Chromium (Playwright) opening every page cold (the first visit after the server
+started) and warm (the second visit), and switching the inspector to new samples by typing
+their number. A page counts as shown when its main content is drawn (the worklist's table,
+the overview's chart, the map's points, the inspector's images), nothing on the page is stale
+from a previous run of the script and Streamlit's "Running" indicator is gone.
+
+Without ``--browser`` it runs every page through Streamlit's AppTest in one process (the
+server's caches are process-wide, as in ``nero dashboard``): the first open of each page
+pays imports and cache fills, the second is what a user opening the page again sees. Then
+the inspector switches to samples whose heatmaps were never computed (model forward +
+backward for two heatmaps), back to one already seen (the page without heatmap work), and
+times the two heatmaps alone. The inspector draws everything else before the heatmaps, so a
+switch shows the sample after about the "seen sample" time and the heatmaps when they are
+ready. Without --run it builds the small test run in a temporary folder.
 Prints seconds, the target and the ratio measured / target (≤ 1 meets it).
 """
 
@@ -64,22 +71,110 @@ def fresh_samples(run_dir: Path, count: int) -> list[int]:
     return fresh[::step][: count + 2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a run directory (default: a small test run)")
-    parser.add_argument("--switches", type=int, default=5)
-    args = parser.parse_args()
+# What shows that a page has drawn its main content, in the browser.
+SHOWN = {
+    "worklist": '[data-testid="stDataFrame"]',
+    "overview": ".js-plotly-plot .plot-container",
+    "map": ".js-plotly-plot .scatterlayer .trace .point",
+    "inspector": '[data-testid="stImage"] img',
+    "score": '[data-testid="stFileUploaderDropzone"]',
+    "new-run": '[data-testid="stForm"], [data-testid="stButton"]',
+}
+QUIET_JS = """() => {
+    const w = document.querySelector('[data-testid="stStatusWidget"]');
+    const busy = w && /Running|Stop/.test(w.innerText);
+    return !busy && !document.querySelector('[data-testid="stSpinner"]')
+        && !document.querySelector('[data-stale="true"]');
+}"""
 
-    if args.run is None:
-        from tests.dashboard_fixtures import TINY_RUN, build_tiny_run, make_images
 
-        tmp = Path(tempfile.mkdtemp(prefix="nero-bench-"))
-        run_dir = build_tiny_run(make_images(tmp / "data"), tmp / "runs" / TINY_RUN)
-    else:
-        run_dir = args.run.resolve()
+def shown_after(page, start: float, selector: str) -> float:
+    """Seconds from ``start`` until ``selector`` is drawn and the page is quiet."""
+    page.wait_for_selector(selector, timeout=int(os.environ.get("NERO_BENCH_WAIT_MS", 600_000)))
+    page.wait_for_function(
+        QUIET_JS, timeout=int(os.environ.get("NERO_BENCH_WAIT_MS", 600_000)), polling=50
+    )
+    return time.perf_counter() - start
+
+
+def browser_rows(run_dir: Path, switches: int) -> list[tuple[str, float, float]]:
+    """Server start, every page cold and warm, inspector switches: in headless Chromium."""
+    import subprocess
+
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from dashboard.pages import DEFAULT
+    from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, free_port, stop_group
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    nero = Path(sys.executable).with_name("nero")
+    cmd = [str(nero), "dashboard", str(run_dir), "--runs-root", str(run_dir.parent)]
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            from tests.test_dashboard_browser import wait_for_health
+
+            wait_for_health(base, proc, log)
+            rows.append(
+                (
+                    "server answers (nero dashboard started)",
+                    time.perf_counter() - start,
+                    float("nan"),
+                )
+            )
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                )
+                page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                page.set_default_timeout(int(os.environ.get("NERO_BENCH_WAIT_MS", 600_000)))
+                fresh = fresh_samples(run_dir, switches)
+                for visit in ("cold", "warm"):
+                    for key, selector in SHOWN.items():
+                        path = "" if key == DEFAULT else key
+                        start = time.perf_counter()
+                        page.goto(f"{base}/{path}?run={run_dir.name}&sample={fresh[0]}")
+                        seconds = shown_after(page, start, selector)
+                        target = PAGE_OPEN_TARGET_S if visit == "warm" else float("nan")
+                        rows.append((f"open {key} ({visit})", seconds, target))
+                        print(f"  {rows[-1][0]}: {seconds:.2f} s", flush=True)
+                size = len(pd.read_csv(run_dir / "samples.csv"))
+                page.goto(f"{base}/inspector?run={run_dir.name}&sample={fresh[0]}")
+                shown_after(page, time.perf_counter(), SHOWN["inspector"])
+                box = page.get_by_label(f"Sample (0 – {size - 1})", exact=True).and_(
+                    page.locator("input")
+                )
+                new = [(f"to new sample #{s} (2 heatmaps)", s) for s in fresh[1 : switches + 1]]
+                for what, index in [*new, ("back to a seen sample", fresh[1])]:
+                    box.fill(str(index))
+                    start = time.perf_counter()
+                    box.press("Enter")
+                    page.wait_for_function(
+                        "s => new URLSearchParams(location.search).get('sample') === s",
+                        arg=str(index),
+                    )
+                    seconds = shown_after(page, start, SHOWN["inspector"])
+                    rows.append((f"switch {what}", seconds, SWITCH_TARGET_S))
+                browser.close()
+        finally:
+            stop_group(proc)
+    return rows
+
+
+def apptest_rows(run_dir: Path, switches: int) -> list[tuple[str, float, float]]:
+    """Every page twice and inspector switches, in Streamlit's AppTest (one process)."""
     os.environ["NERO_RUNS_ROOT"] = str(run_dir.parent)
     os.environ["NERO_RUN"] = str(run_dir)
-    samples = fresh_samples(run_dir, args.switches)
+    samples = fresh_samples(run_dir, switches)
 
     rows: list[tuple[str, float, float]] = []
     for view in KEYS:
@@ -90,11 +185,11 @@ def main() -> None:
 
     at = open_page("inspector", samples[1])
     rows.append(("inspector: first sample (loads the model)", timed(at), float("nan")))
-    switches = []
+    switch_s = []
     for index in samples[2:]:
         at.number_input[0].set_value(index)
-        switches.append(timed(at))
-    for index, seconds in zip(samples[2:], switches, strict=True):
+        switch_s.append(timed(at))
+    for index, seconds in zip(samples[2:], switch_s, strict=True):
         rows.append((f"switch to new sample #{index} (2 heatmaps)", seconds, SWITCH_TARGET_S))
     at.number_input[0].set_value(samples[2])
     rows.append(("switch back to a seen sample (heatmaps cached)", timed(at), SWITCH_TARGET_S))
@@ -105,7 +200,7 @@ def main() -> None:
 
     run = read_run(run_dir)
     engine = []
-    for index in fresh_samples(run_dir, args.switches)[: args.switches]:
+    for index in fresh_samples(run_dir, switches)[:switches]:
         start = time.perf_counter()
         heatmaps.run_heatmaps(run, index, [("class", None), ("ood", None)])
         engine.append(time.perf_counter() - start)
@@ -116,7 +211,24 @@ def main() -> None:
             float("nan"),
         )
     )
+    return rows
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="a run directory (default: a small test run)")
+    parser.add_argument("--switches", type=int, default=5)
+    parser.add_argument("--browser", action="store_true", help="in headless Chromium")
+    args = parser.parse_args()
+
+    if args.run is None:
+        from tests.dashboard_fixtures import TINY_RUN, build_tiny_run, make_images
+
+        tmp = Path(tempfile.mkdtemp(prefix="nero-bench-"))
+        run_dir = build_tiny_run(make_images(tmp / "data"), tmp / "runs" / TINY_RUN)
+    else:
+        run_dir = args.run.resolve()
+    rows = (browser_rows if args.browser else apptest_rows)(run_dir, args.switches)
     print(f"run: {run_dir}")
     print(f"{'measurement':52} {'seconds':>8} {'target':>7} {'ratio':>6}")
     for name, seconds, target in rows:
@@ -124,10 +236,8 @@ def main() -> None:
         shown_target = f"{target:7.2f}" if target == target else "      —"
         shown_ratio = f"{ratio:6.2f}" if ratio == ratio else "     —"
         print(f"{name:52} {seconds:8.3f} {shown_target} {shown_ratio}")
-    print(
-        f"median switch to a new sample: {sorted(switches)[len(switches) // 2]:.3f} s "
-        f"(target {SWITCH_TARGET_S} s)"
-    )
+    new = sorted(s for name, s, _ in rows if name.startswith("switch to new"))
+    print(f"median switch to a new sample: {new[len(new) // 2]:.3f} s (target {SWITCH_TARGET_S} s)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 import streamlit as st  # noqa: E402
 
-from dashboard import components, loaders, sidebar, state  # noqa: E402
+from dashboard import components, sidebar, state  # noqa: E402
 from dashboard.pages import DEFAULT, PAGES  # noqa: E402
 
 st.set_page_config(
@@ -32,7 +32,6 @@ st.set_page_config(
 LOGO = Path(__file__).with_name("logo.svg")
 if LOGO.is_file():
     st.logo(str(LOGO), size="large")
-loaders.configure_torch()
 cfg = components.config()
 runs = state.available_runs(cfg)
 legacy_view = state.read_url(cfg, runs)

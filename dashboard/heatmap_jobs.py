@@ -18,6 +18,7 @@ from nero.run.directory import Run
 
 def heatmaps_module():
     """``nero.run.heatmaps`` when it can be imported, else None (the views say so)."""
+    loaders.configure_torch()  # before any heatmap work, once per process
     try:
         from nero.run import heatmaps
     except Exception:  # any import failure just disables the heatmap views

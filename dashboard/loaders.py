@@ -39,7 +39,11 @@ def interactive_threads(cpus: int | None = None) -> int:
 
 @st.cache_resource(show_spinner=False)
 def configure_torch() -> int:
-    """Set the server's torch thread count once per process; returns it."""
+    """Set the server's torch thread count once per process; returns it.
+
+    Called where torch work starts (heatmaps, scoring), not at app start: importing torch
+    takes seconds, and the worklist, overview and map never need it.
+    """
     import torch
 
     threads = interactive_threads()
@@ -181,6 +185,7 @@ def _scorer(path: str, key: tuple[int, ...], methods: tuple[str, ...] | None):
 
 def scorer(r: Run, methods: tuple[str, ...] | None = ("nero",)):
     """The run's model and detectors ready for new images (NERO only unless asked)."""
+    configure_torch()
     return _scorer(str(r.path), stamp(r.path), methods)
 
 

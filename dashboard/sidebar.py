@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import streamlit as st
@@ -29,9 +30,8 @@ def run_summary(name: str, r: Run) -> None:
 
 def demo_builder(root: Path, where=st) -> None:
     """Offer to build the demo run, with a live progress bar."""
-    try:
-        from nero.demo import build_demo
-    except ImportError:
+    # Found, not imported: the builder imports torch (seconds), only worth it on a click.
+    if importlib.util.find_spec("nero.demo") is None:
         where.caption("The demo builder is not part of this installation.")
         return
     where.markdown("**Demo run not built yet**")
@@ -48,6 +48,8 @@ def demo_builder(root: Path, where=st) -> None:
         bar.progress(frac, text=str(message))
 
     try:
+        from nero.demo import build_demo
+
         build_demo(root / state.DEMO_RUN, progress=progress)
     except Exception as exc:  # the page must keep working whatever the build hit
         LOG.exception("demo build failed")

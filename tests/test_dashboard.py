@@ -503,3 +503,29 @@ def test_a_scored_video_batch_has_its_timeline_in_the_worklist(
     assert len(at.dataframe[0].value) == 5  # 1 s at 5 frames per second
     timeline = charts(at)[0]
     assert "time in the video (s)" in json.dumps(timeline["layout"]["xaxis"])
+
+
+def test_the_pages_without_model_work_open_without_importing_torch(runs_root: Path) -> None:  # noqa: F811
+    """Importing torch takes seconds: the landing page, overview and map must not pay it."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "for view in ('worklist', 'overview', 'map'):\n"
+        "    at = AppTest.from_file('dashboard/app.py', default_timeout=120)\n"
+        "    at.query_params['view'] = view\n"
+        "    at.run()\n"
+        "    assert not at.exception, [e.value for e in at.exception]\n"
+        "    print(view, 'torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NERO_RUNS_ROOT": str(runs_root), "NERO_RUN": str(runs_root / TINY_RUN)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    opened = done.stdout.strip().splitlines()[-3:]
+    assert opened == [f"{view} False" for view in ("worklist", "overview", "map")]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from nero.cli import main
+from nero.run.batches import read_batch, run_batches
 from nero.run.directory import read_run
-from nero.run.new_data import read_batch, run_batches
 from nero.run.verdicts import VERDICTS, Thresholds
 from tests.helpers import evaluate_args, make_folders, tiny_checkpoint
 

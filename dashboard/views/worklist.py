@@ -14,7 +14,7 @@ from PIL import Image
 from dashboard import components, loaders, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.run.annotations import current_reviews
-from nero.run.new_data import batch_info, read_batch, run_batches
+from nero.run.batches import batch_info, read_batch, run_batches
 from nero.run.verdicts import VERDICTS
 
 PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through

@@ -10,7 +10,6 @@ in a staging folder and renamed into place when complete.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,12 +28,11 @@ from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
 from nero.model.classifier import capture_head_input
+from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
 from nero.run.verdicts import run_thresholds
 
-BATCHES_DIR = "batches"
-BATCH_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 Progress = Callable[[int, int], None]
 
 
@@ -113,7 +111,7 @@ def score_files(
     the frame number and its time in seconds (frames are kept in the batch when ``into``).
     """
     if into is not None:
-        _check_batch_name(run, into)
+        check_batch_name(run, into)
     scorer = RunScorer(run, device=device)
     main = verdict_method(run)
     thresholds = run_thresholds(run, main) if main in scorer.methods else None
@@ -237,42 +235,3 @@ def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds)
     table.write_text(table.read_text().replace(str(stage), str(final)))
     stage.rename(final)
     return final
-
-
-def _check_batch_name(run: Run, name: str) -> None:
-    if not name or any(c not in BATCH_NAME_CHARS for c in name) or name.startswith("."):
-        raise ValueError(
-            f"batch name {name!r}: use letters, digits, '-', '_' or '.', not starting with '.'"
-        )
-    if (run.path / BATCHES_DIR / name).exists():
-        raise ValueError(f"the run already has a batch named {name!r}; choose another name")
-
-
-def run_batches(run: Run) -> list[str]:
-    """Names of the run's scored batches, oldest first."""
-    folder = run.path / BATCHES_DIR
-    if not folder.is_dir():
-        return []
-    found = [
-        p for p in folder.iterdir() if (p / "batch.json").is_file() and not p.name.startswith(".")
-    ]
-    return [
-        p.name
-        for p in sorted(found, key=lambda p: json.loads((p / "batch.json").read_text())["created"])
-    ]
-
-
-def batch_info(run: Run, name: str) -> dict:
-    """A batch's ``batch.json``: when, how many, by which method's thresholds."""
-    path = run.path / BATCHES_DIR / name / "batch.json"
-    if not path.is_file():
-        raise ValueError(f"the run has no batch named {name!r} (batches: {run_batches(run)})")
-    return json.loads(path.read_text())
-
-
-def read_batch(run: Run, name: str) -> pd.DataFrame:
-    """One batch's table (path, predicted, confidence, scores, verdict, percentile)."""
-    path = run.path / BATCHES_DIR / name / "scores.csv"
-    if not path.is_file():
-        raise ValueError(f"the run has no batch named {name!r} (batches: {run_batches(run)})")
-    return pd.read_csv(path, keep_default_na=False)
