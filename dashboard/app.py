@@ -18,7 +18,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 import streamlit as st  # noqa: E402
 
-from dashboard import components, sidebar, state  # noqa: E402
+from dashboard import components, loaders, sidebar, state  # noqa: E402
 from dashboard.pages import DEFAULT, PAGES  # noqa: E402
 
 st.set_page_config(
@@ -65,3 +65,4 @@ try:
 except Exception as exc:  # noqa: BLE001 — a page error must never show a traceback
     components.page_failed(exc)
 state.write_url()
+loaders.warm_model_code()

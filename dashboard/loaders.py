@@ -8,7 +8,9 @@ leaves parameters whose name starts with "_" out of the key: the stamp is named 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,32 @@ def configure_torch() -> int:
     threads = interactive_threads()
     torch.set_num_threads(threads)
     return threads
+
+
+WARM_THREAD = "nero-warm-model-code"
+
+
+def _import_model_code() -> None:
+    try:
+        import nero.run.heatmaps  # noqa: F401 — torch, torchvision, zennit
+    except Exception:  # noqa: BLE001 — the pages that need it say what failed
+        logging.getLogger("nero.dashboard").debug("warming the model code failed", exc_info=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_thread() -> threading.Thread:
+    thread = threading.Thread(target=_import_model_code, name=WARM_THREAD, daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_model_code() -> None:
+    """Import torch and the heatmap code in the background once a page is drawn.
+
+    Importing torch takes seconds; no page waits for it, and by the time a user opens a sample
+    in the inspector it is usually loaded.
+    """
+    _warm_thread()
 
 
 def stamp(path: Path, *names: str) -> tuple[int, ...]:
