@@ -34,6 +34,25 @@ def _nero_param(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where the forward pass runs: this process, or Ray Data actors (docs/SCALING.md)",
+    )
+    parser.add_argument(
+        "--address",
+        help="the Ray cluster to join, e.g. 'auto' or ray://host:10001 (default: start a "
+        "local one); only with --engine ray",
+    )
+
+
+def _check_engine_flags(args: argparse.Namespace) -> None:
+    if args.address is not None and args.engine != "ray":
+        raise ValueError("--address names a Ray cluster: it needs --engine ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nero", description="Explainable out-of-distribution detection (NERO)."
@@ -86,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip estimating (from ID data alone) which method to trust on this model",
     )
+    _engine_flags(ev)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument(
         "--overwrite",
@@ -118,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--into", metavar="NAME", help="also keep them in the run as batch NAME")
     sc.add_argument("--batch-size", type=int, default=32)
     sc.add_argument("--device", default="cpu")
+    _engine_flags(sc)
 
     rp = sub.add_parser("report", help="print the comparison of all methods in a run")
     rp.add_argument("run", type=Path)
@@ -207,6 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(
             "give --data DIR, or --id-train, --id-test and at least one --ood NAME=DIR"
         )
+    _check_engine_flags(args)
     folders = Folders(args.data, args.id_train, args.id_test, {k: Path(v) for k, v in args.ood})
     out = evaluate_folders(
         folders,
@@ -226,6 +248,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         recommend=not args.no_recommend,
+        engine=args.engine,
+        address=args.address,
     )
     run = read_run(out)
     print(format_report(run, "table"))
@@ -246,6 +270,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from nero.run.directory import read_run
     from nero.run.new_data import expand_inputs, score_files, verdict_method
 
+    _check_engine_flags(args)
     run = read_run(args.run)
     paths = expand_inputs(args.inputs)
     out = args.out
@@ -257,7 +282,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
         out = Path(tempfile.mkstemp(suffix=".csv")[1])
         out.unlink()
-    result = score_files(run, paths, out, args.into, args.batch_size, args.device, fps=args.fps)
+    result = score_files(
+        run,
+        paths,
+        out,
+        args.into,
+        args.batch_size,
+        args.device,
+        fps=args.fps,
+        engine=args.engine,
+        address=args.address,
+    )
     if printing:
         print(out.read_text(), end="")
         out.unlink()

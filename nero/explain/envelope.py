@@ -167,6 +167,36 @@ class EnvelopeRecorder:
             index = labels[rows].to(out.device)[:, None].expand_as(flat)
             self._maxima[name].scatter_reduce_(0, index, flat, "amax", include_self=True)
 
+    def take(self) -> dict[str, np.ndarray]:
+        """What was recorded since the last ``take`` (and forget it): plain arrays, the maxima
+        of the classes seen only, so that another recorder can :meth:`fold` them in."""
+        seen = np.flatnonzero(self.counts)
+        part = {"counts": self.counts.copy()}
+        for name, maxima in self._maxima.items():
+            part[f"max:{name}"] = maxima[torch.as_tensor(seen)].cpu().numpy()
+            part[f"shape:{name}"] = np.asarray(self._shapes[name], np.int64)
+        self.counts = np.zeros(self.n_classes, np.int64)
+        self._maxima.clear()
+        return part
+
+    def fold(self, part: dict[str, np.ndarray]) -> None:
+        """Fold in what another recorder of the same model :meth:`take`-s (running maxima)."""
+        counts = np.asarray(part["counts"], np.int64)
+        if counts.shape != (self.n_classes,):
+            raise EnvelopeError(f"a part for {counts.size} classes, not {self.n_classes}")
+        seen = torch.as_tensor(np.flatnonzero(counts))
+        self.counts += counts
+        for name in self.points:
+            if f"max:{name}" not in part:
+                continue
+            rows = torch.as_tensor(np.asarray(part[f"max:{name}"], np.float32))
+            if name not in self._maxima:
+                self._maxima[name] = torch.zeros(self.n_classes, rows.shape[1])
+                self._shapes[name] = tuple(int(v) for v in part[f"shape:{name}"])
+            here = self._maxima[name]
+            rows = rows.to(here.device)
+            here[seen] = torch.maximum(here[seen], rows)
+
     def result(self) -> Envelope:
         """The envelope at the gate points whose maps are at least MIN_GATE_SIDE a side."""
         if not self._maxima:

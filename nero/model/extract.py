@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -19,17 +19,98 @@ from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
 
 DEFAULT_BATCH_SIZE = 32
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 class BatchRecorder(Protocol):
     """Something that watches the forward pass (e.g. :class:`nero.explain.envelope.
-    EnvelopeRecorder`): a context manager, told the labels of each batch after its forward."""
+    EnvelopeRecorder`): a context manager, told the labels of each batch after its forward.
+
+    ``take``/``fold`` carry what one copy of the model saw to another (the Ray engine's
+    actors record, the driver folds); a recorder is rebuilt as ``type(r)(model, n_classes)``.
+    """
+
+    n_classes: int
 
     def __enter__(self) -> object: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
     def update(self, labels: np.ndarray) -> None: ...
+
+    def take(self) -> dict[str, np.ndarray]: ...
+
+    def fold(self, part: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass
+class ForwardBatch:
+    """One batch of the forward pass, from either engine; unreadable rows hold zeros."""
+
+    index: np.ndarray  # int64 rows into the path list
+    features: np.ndarray  # B×D float32
+    logits: np.ndarray  # B×C float32
+    errors: list[str]  # "" for a readable image
+    notes: list[str]  # what decoding changed, "" if nothing
+
+    @property
+    def good(self) -> np.ndarray:
+        return np.array([not e for e in self.errors], bool)
+
+
+def forward_batches(
+    model: nn.Module,
+    head: nn.Linear,
+    paths: Sequence[Path],
+    img_size: int = DEFAULT_IMG_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = None,
+    workers: int | None = None,
+    envelope: BatchRecorder | None = None,
+    envelope_labels: np.ndarray | None = None,
+    engine: Engine = "local",
+    address: str | None = None,
+) -> Iterator[ForwardBatch]:
+    """Features (the head's input) and logits of every path, batch by batch, in any order.
+
+    ``engine="local"``: a DataLoader and this process's model. ``engine="ray"``: a Ray Data
+    pipeline (:mod:`nero.model.ray_engine`) on the cluster at ``address`` (None: start a
+    local one). ``envelope`` (with ``envelope_labels``: one per path, −1 for images that are
+    not training images) records the training envelope in the same pass.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
+    if envelope is not None and (envelope_labels is None or len(envelope_labels) != len(paths)):
+        raise ValueError("an envelope recorder needs one label per path (−1: not training)")
+    if engine == "ray":
+        from nero.model.ray_engine import ray_batches
+
+        yield from ray_batches(
+            model, head, paths, img_size, batch_size, device, envelope, envelope_labels, address
+        )
+        return
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    loader = make_loader(paths, img_size, batch_size, workers)
+    with (
+        capture_head_input(head) as captured,
+        torch.inference_mode(),
+        exact_float32(dev),
+        envelope if envelope is not None else nullcontext(),
+    ):
+        for images, index, errors, notes in loader:
+            out = model(images.to(dev, non_blocking=True))
+            batch = ForwardBatch(
+                index.numpy().astype(np.int64),
+                captured["features"].flatten(1).float().cpu().numpy(),
+                out.float().cpu().numpy(),
+                list(errors),
+                list(notes),
+            )
+            if envelope is not None:
+                envelope.update(np.where(batch.good, envelope_labels[batch.index], -1))
+            yield batch
 
 
 class ExtractionError(RuntimeError):
@@ -59,18 +140,17 @@ def extract(
     workers: int | None = None,
     envelope: BatchRecorder | None = None,
     envelope_labels: np.ndarray | None = None,
+    engine: Engine = "local",
+    address: str | None = None,
 ) -> Extraction:
     """Write ``features.npy`` (N×D) and ``logits.npy`` (N×C) to ``out_dir`` chunk by chunk.
 
     Memory stays flat: each batch goes straight into a memory-mapped file. Unreadable images
-    are skipped and listed; rows of the output follow the readable paths in order.
-    ``envelope`` (with ``envelope_labels``, one per path, −1 for images that are not
-    training images) records the training envelope in the same pass (:mod:`nero.explain.envelope`).
+    are skipped and listed; rows of the output follow the readable paths in order, whatever
+    order the engine's batches come back in (see :func:`forward_batches`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
     n = len(paths)
     if n == 0:
         raise ExtractionError("no images to extract")
@@ -78,36 +158,38 @@ def extract(
     ok = np.zeros(n, bool)
     failures: dict[str, str] = {}
     notes: dict[str, str] = {}
-    loader = make_loader(paths, img_size, batch_size, workers)
-    if envelope is not None and (envelope_labels is None or len(envelope_labels) != n):
-        raise ValueError("an envelope recorder needs one label per path (−1: not training)")
-    with (
-        capture_head_input(head) as captured,
-        torch.inference_mode(),
-        exact_float32(dev),
-        envelope if envelope is not None else nullcontext(),
-    ):
-        bar = tqdm(total=n, desc="forward pass", unit="img", disable=not progress)
-        for images, index, errors, changed in loader:
-            out = model(images.to(dev, non_blocking=True))
-            feats = captured["features"].flatten(1).float().cpu().numpy()
+    batches = forward_batches(
+        model,
+        head,
+        paths,
+        img_size,
+        batch_size,
+        device,
+        workers,
+        envelope,
+        envelope_labels,
+        engine,
+        address,
+    )
+    with tqdm(total=n, desc="forward pass", unit="img", disable=not progress) as bar:
+        for batch in batches:
             if features is None:  # shapes are known after the first batch
-                features = allocate_npy(out_dir / "features.npy", np.float32, (n, feats.shape[1]))
-                logits = allocate_npy(out_dir / "logits.npy", np.float32, (n, out.shape[1]))
-            idx = index.numpy()
-            features[idx] = feats
-            logits[idx] = out.float().cpu().numpy()
-            good = np.array([not e for e in errors])
-            ok[idx] = good
-            if envelope is not None:
-                envelope.update(np.where(good, envelope_labels[idx], -1))
-            for i, err, note in zip(idx, errors, changed, strict=True):
+                features = allocate_npy(
+                    out_dir / "features.npy", np.float32, (n, batch.features.shape[1])
+                )
+                logits = allocate_npy(
+                    out_dir / "logits.npy", np.float32, (n, batch.logits.shape[1])
+                )
+            idx = batch.index
+            features[idx] = batch.features
+            logits[idx] = batch.logits
+            ok[idx] = batch.good
+            for i, err, note in zip(idx, batch.errors, batch.notes, strict=True):
                 if err:
                     failures[str(paths[i])] = err
                 elif note:
                     notes[str(paths[i])] = note
             bar.update(len(idx))
-        bar.close()
     kept = np.flatnonzero(ok)
     if kept.size == 0:
         raise ExtractionError(

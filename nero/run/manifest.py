@@ -55,6 +55,7 @@ def build_manifest(
         "methods": methods,
         "img_size": config.img_size,
         "batch_size": config.batch_size,
+        "engine": config.engine,
         "seed": config.seed,
         "versions": library_versions(),
     }

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from nero.data.folders import make_loader
 from nero.data.images import is_image
 from nero.data.video import extract_frames, is_video
 from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
-from nero.model.classifier import capture_head_input
+from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
@@ -104,11 +102,15 @@ def score_files(
     device: str = "cpu",
     progress: Progress | None = None,
     fps: float = 5.0,
+    engine: Engine = "local",
+    address: str | None = None,
 ) -> ScoredFiles:
     """Score ``paths`` with the run's model and detectors; see the module docstring.
 
     Videos among ``paths`` are scored frame by frame at ``fps``; their rows carry the video,
     the frame number and its time in seconds (frames are kept in the batch when ``into``).
+    ``engine``/``address``: where the forward pass runs
+    (:func:`nero.model.extract.forward_batches`); rows follow ``paths`` with either engine.
     """
     if into is not None:
         check_batch_name(run, into)
@@ -127,73 +129,79 @@ def score_files(
     else:
         frames = {}
     try:
+        batches = forward_batches(
+            scorer.model,
+            scorer.head,
+            paths,
+            scorer.img_size,
+            batch_size,
+            str(scorer.device),
+            engine=engine,
+            address=address,
+        )
         return _score(
-            run, scorer, paths, frames, out, into, stage, batch_size, main, thresholds, progress
+            run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress
         )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _score(run, scorer, paths, frames, out, into, stage, batch_size, main, thresholds, progress):
+def _score(run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress):
     """The streamed pass of :func:`score_files`."""
     n = len(paths)
     arrays: dict[str, np.ndarray] = {}
     failures: dict[str, str] = {}
     written = 0
+    done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)
-    loader = make_loader(paths, scorer.img_size, batch_size)
-    with capture_head_input(scorer.head) as captured, torch.inference_mode():
-        for images, index, errors, notes in loader:
-            logits = scorer.model(images.to(scorer.device)).float().cpu().numpy()
-            features = captured["features"].flatten(1).float().cpu().numpy()
-            good = np.array([not e for e in errors])
-            for i, err in zip(index.tolist(), errors, strict=True):
-                if err:
-                    failures[str(paths[i])] = err
-            if not good.any():
-                continue
-            features, logits = features[good], logits[good]
-            relevance = head_relevance(features, scorer.head_arrays, scorer.detector.epsilon)
-            relevance = relevance.astype(np.float32)
-            data = Evidence(features, logits, relevance)
-            scores = {name: method.score(data) for name, method in scorer.methods.items()}
-            probs = softmax(logits.astype(np.float64))
-            rows = pd.DataFrame(
-                {
-                    "path": [str(paths[i]) for i in index.numpy()[good]],
-                    "predicted": [run.class_names[p] for p in probs.argmax(1)],
-                    "confidence": probs.max(1).round(6),
-                    **scores,
-                    "notes": np.asarray(notes, object)[good],
-                }
-            )
-            if frames:
-                info = [frames.get(p, ("", -1, float("nan"))) for p in rows["path"]]
-                rows["video"] = [v for v, _, _ in info]
-                rows["frame"] = [f for _, f, _ in info]
-                rows["time"] = [t for _, _, t in info]
-            if thresholds is not None:
-                rows["verdict"] = thresholds.verdict(scores[main])
-                rows["percentile"] = thresholds.percentile(scores[main]).round(2)
-            if stage is not None:
-                for name, block in (
-                    ("features", features),
-                    ("logits", logits),
-                    ("relevance", relevance),
-                ):
-                    if name not in arrays:  # sized for every path; trimmed below if some fail
-                        arrays[name] = allocate_npy(
-                            stage / f"{name}.npy", np.float32, (n, block.shape[1])
-                        )
-                    arrays[name][written : written + len(block)] = block
-            if table_path is not None:
-                rows.to_csv(
-                    table_path, mode="a", header=written == 0, index=False, float_format="%.9g"
-                )
-            written += len(rows)
-            if progress is not None:
-                progress(int(index.max()) + 1, n)
+    for batch in batches:
+        index, good, notes = batch.index, batch.good, batch.notes
+        done += len(index)
+        for i, err in zip(index.tolist(), batch.errors, strict=True):
+            if err:
+                failures[str(paths[i])] = err
+        if not good.any():
+            continue
+        features, logits = batch.features[good], batch.logits[good]
+        relevance = head_relevance(features, scorer.head_arrays, scorer.detector.epsilon)
+        relevance = relevance.astype(np.float32)
+        data = Evidence(features, logits, relevance)
+        scores = {name: method.score(data) for name, method in scorer.methods.items()}
+        probs = softmax(logits.astype(np.float64))
+        rows = pd.DataFrame(
+            {
+                "path": [str(paths[i]) for i in index[good]],
+                "predicted": [run.class_names[p] for p in probs.argmax(1)],
+                "confidence": probs.max(1).round(6),
+                **scores,
+                "notes": np.asarray(notes, object)[good],
+            }
+        )
+        if frames:
+            info = [frames.get(p, ("", -1, float("nan"))) for p in rows["path"]]
+            rows["video"] = [v for v, _, _ in info]
+            rows["frame"] = [f for _, f, _ in info]
+            rows["time"] = [t for _, _, t in info]
+        if thresholds is not None:
+            rows["verdict"] = thresholds.verdict(scores[main])
+            rows["percentile"] = thresholds.percentile(scores[main]).round(2)
+        if stage is not None:
+            for name, block in (
+                ("features", features),
+                ("logits", logits),
+                ("relevance", relevance),
+            ):
+                if name not in arrays:  # sized for every path; trimmed below if some fail
+                    arrays[name] = allocate_npy(
+                        stage / f"{name}.npy", np.float32, (n, block.shape[1])
+                    )
+                arrays[name][written : written + len(block)] = block
+        if table_path is not None:
+            rows.to_csv(table_path, mode="a", header=written == 0, index=False, float_format="%.9g")
+        written += len(rows)
+        if progress is not None:
+            progress(done, n)
     if written == 0:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)

@@ -257,6 +257,8 @@ def _forward_pass(
         config.progress_bar,
         envelope=recorder,
         envelope_labels=np.where(is_train, collection.labels, -1),
+        engine=config.engine,
+        address=config.address,
     )
     if recorder is not None and recorder.counts.any():
         try:

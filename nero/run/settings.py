@@ -24,3 +24,5 @@ class EvaluateConfig:
     masks_root: Path | None = None  # prepared data's masks/ folder, if any
     overwrite: bool = False  # replace an existing run at ``out`` (only once the new one is done)
     recommend: bool = True  # estimate from ID data alone which method to trust (report.json)
+    engine: str = "local"  # the forward pass: "local" or "ray" (nero.model.extract.ENGINES)
+    address: str | None = None  # Ray cluster to join ("auto"); None starts a local one
