@@ -109,3 +109,22 @@ def test_umap_map_places_centroids_and_is_reproducible(run_copy: Path) -> None:
     second = emb.compute_embedding(run_copy, seed=3)
     np.testing.assert_allclose(second.points, first.points, rtol=1e-5, atol=1e-5)
     assert emb.ensure_embedding(run_copy, seed=3).method == "umap"
+
+
+@pytest.mark.slow
+def test_a_large_run_is_fitted_on_a_sample_and_the_rest_placed(
+    run_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = read_run(run_copy)
+    n = len(run.samples)
+    monkeypatch.setattr(emb, "UMAP_FIT_SAMPLES", n // 2)
+    monkeypatch.setattr(emb, "PLACE_CHUNK", 7)  # several chunks
+    sampled = emb.compute_embedding(run_copy, seed=3)
+    assert sampled.method == "umap" and sampled.info["fitted_on"] == n // 2
+    assert sampled.points.shape == (n, 2) and np.isfinite(sampled.points).all()
+    # the placed rows are where the stored reducer puts them
+    fit_rows = np.sort(np.random.default_rng(3).choice(n, n // 2, replace=False))
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    reducer = emb.load_reducer(read_run(run_copy))
+    again = reducer.transform(run.detector.project(run.relevance[rest[:5]]))
+    np.testing.assert_allclose(sampled.points[rest[:5]], again, atol=1e-3)

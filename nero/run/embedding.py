@@ -1,9 +1,11 @@
 """A 2-D map of the NERO relevance vectors with the class centroids placed in it.
 
 The map embeds the space NERO measures distances in: the neuron relevance (bias column
-dropped) projected by the detector's PCA. UMAP is fitted on every sample of the run and the
-centroids are placed with ``reducer.transform``. Fitting compiles numba code (30–40 s the
-first time in a process), so the engine computes the map once, next to the run:
+dropped) projected by the detector's PCA. UMAP is fitted on every sample of the run (on a
+seeded random sample of :data:`UMAP_FIT_SAMPLES` of a larger run, the others then placed with
+``reducer.transform`` in chunks) and the centroids are placed with ``reducer.transform``.
+Fitting compiles numba code (30–40 s the first time in a process), so the engine computes the
+map once, next to the run:
 
 ``embedding.npy`` (N×2 float32), ``embedding_centroids.npy`` (M×2 float32),
 ``umap_reducer.joblib`` (the fitted reducer, our own file) and ``embedding.json`` (how it was
@@ -36,6 +38,10 @@ N_NEIGHBORS = 15
 # Below this many samples UMAP's neighbour graph is degenerate: PCA 2-D instead.
 MIN_UMAP_SAMPLES = 10
 METHODS = ("umap", "pca")
+# A larger run fits UMAP on this many samples and places the rest: the fit grows
+# super-linearly, placing is linear (a 100k run's map in minutes, not hours).
+UMAP_FIT_SAMPLES = 20_000
+PLACE_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,19 +70,28 @@ def _pca_2d(space: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.nd
     return first_two(space), first_two(centroids)
 
 
-def _fit_umap(space: np.ndarray, centroids: np.ndarray, seed: int, metric: str):
+def _fit_umap(
+    space: np.ndarray, centroids: np.ndarray, seed: int, metric: str, fit_rows: np.ndarray
+):
+    """UMAP fitted on ``space[fit_rows]``; every other row and the centroids placed after."""
     import umap  # numba compiles on first use
 
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(N_NEIGHBORS, space.shape[0] - 1),
+        n_neighbors=min(N_NEIGHBORS, fit_rows.size - 1),
         metric=metric,
         random_state=seed,
         n_jobs=1,  # a seed makes UMAP single-threaded anyway; saying so silences its warning
     )
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        points = reducer.fit_transform(space)
+        fitted = reducer.fit_transform(space[fit_rows])
+        points = np.empty((space.shape[0], 2), np.float32)
+        points[fit_rows] = fitted
+        rest = np.setdiff1d(np.arange(space.shape[0]), fit_rows)
+        for start in range(0, rest.size, PLACE_CHUNK):
+            rows = rest[start : start + PLACE_CHUNK]
+            points[rows] = reducer.transform(space[rows])
         placed = reducer.transform(centroids)
     return reducer, points, placed
 
@@ -98,12 +113,15 @@ def compute_embedding(run_path: str | Path, seed: int = 42, method: str = "umap"
     reason = "asked for PCA"
     reducer = None
     used = "pca"
+    fit_rows = np.arange(n)
+    if n > UMAP_FIT_SAMPLES:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(n, UMAP_FIT_SAMPLES, replace=False))
     if method == "umap":
         if n < MIN_UMAP_SAMPLES:
             reason = f"{n} samples are too few for UMAP (needs {MIN_UMAP_SAMPLES})"
         else:
             try:
-                reducer, points, placed = _fit_umap(space, centroids, seed, metric)
+                reducer, points, placed = _fit_umap(space, centroids, seed, metric, fit_rows)
                 used, reason = "umap", ""
             except Exception as exc:  # umap/numba failures of any kind: the map still works
                 reason = f"UMAP failed ({type(exc).__name__}: {exc})"
@@ -115,7 +133,8 @@ def compute_embedding(run_path: str | Path, seed: int = 42, method: str = "umap"
         "requested": method,
         "fallback_reason": reason,
         "seed": seed,
-        "n_neighbors": min(N_NEIGHBORS, n - 1) if used == "umap" else None,
+        "n_neighbors": min(N_NEIGHBORS, fit_rows.size - 1) if used == "umap" else None,
+        "fitted_on": int(fit_rows.size) if used == "umap" else int(n),  # the rest are placed
         "metric": metric if used == "umap" else None,
         "space_dims": int(space.shape[1]),
         "n_samples": int(n),
