@@ -89,6 +89,7 @@ def main() -> None:
         ("real-localisation", RESULTS / "real_data.md"),
         ("demo-localisation", RESULTS / "real_data.md"),
         ("select-table", RESULTS / "select_default.md"),
+        ("scale-table", RESULTS / "scale.md"),
     ):
         body = section(source, name)
         if body is None:
