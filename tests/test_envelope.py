@@ -163,6 +163,29 @@ def test_recorder_skips_rows_that_are_not_training_images(model_and_head):
     assert not any(m._forward_hooks for m in model.modules())  # hooks removed on exit
 
 
+def test_recorders_of_two_model_copies_fold_into_the_one_envelope(model_and_head):
+    """What the Ray engine's actors record, folded on the driver, is the envelope of all."""
+    model, _ = model_and_head
+    images = torch.randn(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    labels = np.array([0, 1, 0, -1, 1, 1])
+    with torch.no_grad(), EnvelopeRecorder(model, 2) as whole:
+        model(images)
+        whole.update(labels)
+    driver = EnvelopeRecorder(model, 2)
+    for rows in ([0, 1, 2], [3, 4, 5]):  # two actors, each a batch
+        with torch.no_grad(), EnvelopeRecorder(model, 2) as actor:
+            model(images[rows])
+            actor.update(labels[rows])
+            driver.fold(actor.take())
+            assert not actor.counts.any()  # taken: the next batch starts afresh
+    np.testing.assert_array_equal(driver.counts, whole.counts)
+    folded, direct = driver.result(), whole.result()
+    for name in direct.points:
+        np.testing.assert_array_equal(folded.maxima[name], direct.maxima[name])
+    with pytest.raises(EnvelopeError, match="3 classes"):
+        driver.fold({"counts": np.zeros(3, np.int64)})
+
+
 @pytest.mark.parametrize(
     ("arch", "gated"),
     [("vgg11_bn", True), ("densenet121", True), ("efficientnet_b0", False)],
