@@ -3,6 +3,7 @@ equal independent numpy computations, GradNorm equals autograd, ODIN runs batche
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -399,3 +400,51 @@ def test_pipeline_scores_odin_from_the_images(tmp_path):
     paths = pd.read_csv(out / "samples.csv")["path"].map(Path).tolist()
     expected = create_method("odin").score_inputs(net, net.fc, make_loader(paths, 16, 8), "cpu")
     np.testing.assert_allclose(scores["odin"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_scoring_in_row_chunks_is_scoring_at_once(clusters, tmp_path):
+    """`nero evaluate` scores memory-mapped arrays chunk by chunk: per-sample scores, so
+    every feature-level method must give the same numbers as one call over all rows."""
+    from nero.detect.registry import feature_level_methods
+    from nero.files import save_npy
+    from nero.run.fitting import score_in_chunks
+
+    train, test, ood, head = clusters
+    both = Evidence(
+        *(
+            np.concatenate([a, b])
+            for a, b in zip(
+                (test.features, test.logits, test.relevance),
+                (ood.features, ood.logits, ood.relevance),
+                strict=True,
+            )
+        )
+    )
+    for name, array in (("f", both.features), ("l", both.logits), ("r", both.relevance)):
+        save_npy(tmp_path / f"{name}.npy", array)
+    mapped = Evidence(*(np.load(tmp_path / f"{n}.npy", mmap_mode="r") for n in "flr"))
+    for name in feature_level_methods():
+        method = create_method(name).fit(train, head)
+        # float32 methods (pytorch-ood's ViM) differ in the last bits with the batch size
+        np.testing.assert_allclose(
+            score_in_chunks(method, mapped, chunk=7), method.score(both), rtol=1e-4, err_msg=name
+        )
+
+
+def test_released_pages_leave_the_resident_set_and_keep_the_data(tmp_path):
+    from nero.files import allocate_npy, release_pages
+
+    def resident_mib() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    out = allocate_npy(tmp_path / "big.npy", np.float32, (64, 2**18))  # 64 MiB
+    before = resident_mib()
+    for row in range(0, 64, 8):
+        out[row : row + 8] = row
+        release_pages(out)
+    assert resident_mib() - before < 16
+    release_pages(np.zeros(3))  # not mapped: nothing to do
+    back = np.load(tmp_path / "big.npy", mmap_mode="r")
+    assert back[63, -1] == 56 and back[0, 0] == 0
+    touched = float(np.asarray(back).sum())  # reading maps every page back in
+    assert resident_mib() - before > 48 and touched > 0

@@ -74,3 +74,14 @@ def test_recommendation_is_the_same_whatever_the_ood_sets(tmp_path):
     assert recs[0]["ranking"] == recs[1]["ranking"]
     assert any(p.startswith("held-out class") for p in recs[0]["proxies"]["nero"])
     assert "patch-shuffle" in recs[0]["proxies"]["nero"]
+
+
+def test_proxies_of_a_large_run_use_a_capped_sample_of_every_class():
+    from nero.run.recommend import capped_rows
+
+    labels = np.repeat([0, 1, 2], [6000, 3000, 1000])
+    rows = capped_rows(labels, 1000, seed=0)
+    assert np.array_equal(np.bincount(labels[rows]), [600, 300, 100])
+    assert np.array_equal(rows, np.unique(rows))  # sorted, no repeats
+    assert np.array_equal(rows, capped_rows(labels, 1000, seed=0))  # seeded
+    assert np.array_equal(capped_rows(labels[:50], 1000), np.arange(50))  # small: all rows

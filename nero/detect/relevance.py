@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nero.files import release_pages
+
 
 @dataclass(frozen=True)
 class Head:
@@ -95,4 +97,6 @@ def head_relevance_chunked(
     for start in range(0, features.shape[0], chunk):
         block = np.asarray(features[start : start + chunk])
         out[start : start + chunk] = head_relevance(block, head, epsilon)
+        release_pages(features)
+        release_pages(out)
     return out

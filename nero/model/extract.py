@@ -14,11 +14,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nero.data.folders import DEFAULT_IMG_SIZE, make_loader
-from nero.files import allocate_npy
+from nero.files import allocate_npy, release_pages
 from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
 
 DEFAULT_BATCH_SIZE = 32
+# Written rows between two releases of the output maps' pages (flat memory, few syscalls).
+RELEASE_ROWS = 4096
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
 
@@ -171,6 +173,7 @@ def extract(
         engine,
         address,
     )
+    since_release = 0
     with tqdm(total=n, desc="forward pass", unit="img", disable=not progress) as bar:
         for batch in batches:
             if features is None:  # shapes are known after the first batch
@@ -190,6 +193,11 @@ def extract(
                 elif note:
                     notes[str(paths[i])] = note
             bar.update(len(idx))
+            since_release += len(idx)
+            if since_release >= RELEASE_ROWS:
+                release_pages(features)
+                release_pages(logits)
+                since_release = 0
     kept = np.flatnonzero(ok)
     if kept.size == 0:
         raise ExtractionError(
@@ -211,6 +219,8 @@ def _compact(
         dst = allocate_npy(tmp, np.float32, (kept.size, arr.shape[1]))
         for start in range(0, kept.size, chunk):
             dst[start : start + chunk] = arr[kept[start : start + chunk]]
+            release_pages(dst)
+            release_pages(arr)
         dst.flush()
         del dst
         tmp.replace(out_dir / f"{name}.npy")

@@ -14,6 +14,10 @@ from nero.detect.nero_methods import NeroMethod
 from nero.detect.registry import Evidence, OODMethod, create_method
 from nero.detect.relevance import Head
 from nero.detect.space import DegenerateFitError
+from nero.files import release_pages
+
+# Rows scored at once: big enough for vectorised work, small enough to keep memory flat.
+SCORE_CHUNK = 8192
 
 
 @contextmanager
@@ -57,6 +61,25 @@ def check_training_evidence(train: Evidence, class_names: list[str]) -> None:
         )
 
 
+def score_in_chunks(method: OODMethod, evidence: Evidence, chunk: int = SCORE_CHUNK) -> np.ndarray:
+    """``method.score`` over row chunks: a method's temporaries (N×D float64 projections,
+    distance blocks) then stay the size of a chunk, and the memory-mapped arrays' pages are
+    released after each (every feature-level score is per sample, so the result is the same)."""
+    n = evidence.features.shape[0]
+    out = np.empty(n, np.float64)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        part = Evidence(
+            np.asarray(evidence.features[rows]),
+            np.asarray(evidence.logits[rows]),
+            None if evidence.relevance is None else np.asarray(evidence.relevance[rows]),
+        )
+        out[rows] = np.asarray(method.score(part), np.float64)
+        for array in (evidence.features, evidence.logits, evidence.relevance):
+            release_pages(array)
+    return out
+
+
 def score_methods(
     names: list[str],
     detector: NERO,
@@ -76,7 +99,7 @@ def score_methods(
         say(f"fitting {name}", 0.7 + 0.25 * i / len(names))
         method = NeroMethod(detector) if name == "nero" else create_method(name)
         method.fit(train, head)
-        values = from_images(method) if method.needs_inputs else method.score(evidence)
+        values = from_images(method) if method.needs_inputs else score_in_chunks(method, evidence)
         values = np.asarray(values, np.float64)
         bad = ~np.isfinite(values)
         if bad.any():

@@ -34,7 +34,7 @@ from nero.explain.envelope import (
     EnvelopeRecorder,
     gate_points,
 )
-from nero.files import allocate_npy, write_json
+from nero.files import allocate_npy, release_pages, write_json
 from nero.model.classifier import LoadedModel, head_arrays, sha256_of
 from nero.model.device import resolve_device
 from nero.model.extract import extract
@@ -173,6 +173,8 @@ def evaluate(
             evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
             train = evidence.rows(train_rows)
             train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
+            for array in (features, logits, relevance):  # copied: the maps' pages can go
+                release_pages(array)
             check_training_evidence(train, collection.class_names)
             head = head_arrays(model.head)
 

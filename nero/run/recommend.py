@@ -35,6 +35,10 @@ PROXY_IMAGES = 96
 PROXY_BATCH = 32
 # A held-out class needs this many test images to give an AUROC worth counting.
 MIN_HELD_OUT = 5
+# The proxies refit every method once per class: on a large run they use at most this many
+# training / test rows (each class in proportion), so their time and memory stop growing.
+PROXY_TRAIN_ROWS = 10_000
+PROXY_TEST_ROWS = 5_000
 
 MethodFactory = Callable[[str], OODMethod]
 
@@ -133,6 +137,20 @@ def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) 
     }
 
 
+def capped_rows(labels: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+    """At most about ``cap`` row indices, every class in proportion (seeded); all rows if fewer."""
+    labels = np.asarray(labels)
+    if labels.size <= cap:
+        return np.arange(labels.size)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        take = min(rows.size, max(1, round(cap * rows.size / labels.size)))
+        keep.append(rng.choice(rows, take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def recommend_for_run(
     names: Sequence[str],
     make: MethodFactory,
@@ -147,10 +165,14 @@ def recommend_for_run(
     seed: int = 0,
 ) -> dict:
     """The recommendation ``nero evaluate`` writes into ``report.json``."""
+    train = train.rows(capped_rows(train.labels, PROXY_TRAIN_ROWS, seed))
+    test = test.rows(capped_rows(test.labels, PROXY_TEST_ROWS, seed))
     pick = np.linspace(0, len(test_paths) - 1, min(PROXY_IMAGES, len(test_paths)))
     subset = [test_paths[int(i)] for i in np.unique(pick.round().astype(int))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small folds clip PCA sizes
         corrupted = corrupted_evidence(model, subset, img_size, epsilon, head, seed=seed)
         results = proxy_aurocs(names, make, train, test, corrupted, head)
-    return recommend(results, class_names)
+    recommendation = recommend(results, class_names)
+    recommendation["proxy_rows"] = {"train": len(train.labels), "test": len(test.labels)}
+    return recommendation

@@ -21,6 +21,7 @@ from nero.detect.detector import Explanation
 from nero.detect.nero_methods import NeroMethod
 from nero.detect.registry import Evidence, OODMethod, create_method, feature_level_methods
 from nero.detect.relevance import head_relevance, softmax
+from nero.files import release_pages
 from nero.model.classifier import capture_head_input, head_arrays
 from nero.run.checkpoint import load_run_model, run_img_size
 from nero.run.directory import Run
@@ -71,6 +72,8 @@ class RunScorer:
             np.asarray(run.relevance[train]),
             run.samples["label"].to_numpy()[train],
         )
+        for array in (run.features, run.logits, run.relevance):  # copied: release the maps
+            release_pages(array)
         usable = feature_methods(run)
         wanted = usable if methods is None else list(methods)
         unusable = [m for m in wanted if m not in usable]
