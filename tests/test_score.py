@@ -103,3 +103,24 @@ def test_a_video_is_scored_frame_by_frame_with_timestamps(scored_run, tmp_path, 
     assert set(frames["video"]) == {str(video)}
     assert all(Path(p).is_file() for p in frames["path"])  # the frames are kept in the run
     assert main(["score", "--run", str(run_dir), str(tmp_path / "none.mp4")]) == 2
+
+
+def test_forward_batches_are_regrouped_into_scoring_blocks_in_order():
+    from nero.model.extract import ForwardBatch, regroup
+
+    def batch(start: int, size: int) -> ForwardBatch:
+        rows = np.arange(start, start + size)
+        return ForwardBatch(
+            rows,
+            rows[:, None] * np.ones((1, 4), np.float32),
+            rows[:, None] * np.ones((1, 2), np.float32),
+            [""] * size,
+            [f"n{r}" for r in rows],
+        )
+
+    blocks = list(regroup([batch(0, 3), batch(3, 3), batch(6, 3), batch(9, 1)], rows=5))
+    assert [len(b.index) for b in blocks] == [6, 4]
+    joined = np.concatenate([b.index for b in blocks])
+    assert joined.tolist() == list(range(10))
+    assert np.array_equal(np.concatenate([b.features[:, 0] for b in blocks]), joined)
+    assert [n for b in blocks for n in b.notes] == [f"n{r}" for r in range(10)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, components, loaders, samples, state
@@ -109,11 +110,20 @@ else:
     values = table[score_method].to_numpy(np.float64)[rows]
 
 nero_scores = table["nero"].to_numpy() if "nero" in table else table[r.methods[0]].to_numpy()
-hover = [
-    f"#{i} · {charts.split_label(split_col[i])}<br>true: {table['true class'].iat[i]} · "
-    f"predicted: {table['predicted class'].iat[i]}<br>NERO score {nero_scores[i]:.4g}"
-    for i in rows
-]
+# Whole columns at once: a 100k-sample run's hover texts in milliseconds, not seconds.
+shown = table.iloc[rows]
+hover = (
+    "#"
+    + shown["index"].astype(str)
+    + " · "
+    + shown["split"].map({s: charts.split_label(s) for s in splits})
+    + "<br>true: "
+    + shown["true class"].astype(str)
+    + " · predicted: "
+    + shown["predicted class"].astype(str)
+    + "<br>NERO score "
+    + pd.Series(np.char.mod("%.4g", nero_scores[rows]), index=shown.index)
+).to_numpy()
 centroid_classes = np.asarray(r.detector.centroid_classes_)
 centroid_labels = [r.class_names[c] if c < n_classes else str(c) for c in centroid_classes]
 picked = state.picked_sample(len(table))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,33 @@ class ForwardBatch:
     @property
     def good(self) -> np.ndarray:
         return np.array([not e for e in self.errors], bool)
+
+
+def regroup(batches: Iterable[ForwardBatch], rows: int) -> Iterator[ForwardBatch]:
+    """The same rows in batches of at least ``rows`` (the last may be smaller): scoring 19
+    methods costs per call, so a streamed scorer works on blocks, not on forward batches."""
+    held: list[ForwardBatch] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += len(batch.index)
+        if count >= rows:
+            yield _joined(held)
+            held, count = [], 0
+    if held:
+        yield _joined(held)
+
+
+def _joined(batches: list[ForwardBatch]) -> ForwardBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return ForwardBatch(
+        np.concatenate([b.index for b in batches]),
+        np.concatenate([b.features for b in batches]),
+        np.concatenate([b.logits for b in batches]),
+        [e for b in batches for e in b.errors],
+        [v for b in batches for v in b.notes],
+    )
 
 
 def forward_batches(

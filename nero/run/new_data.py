@@ -25,13 +25,15 @@ from nero.data.video import extract_frames, is_video
 from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
-from nero.model.extract import Engine, forward_batches
+from nero.model.extract import Engine, forward_batches, regroup
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
 from nero.run.verdicts import run_thresholds
 
 Progress = Callable[[int, int], None]
+# Images scored together: per-call costs of the methods amortised, memory still flat.
+SCORE_ROWS = 1024
 
 
 def verdict_method(run: Run) -> str:
@@ -155,7 +157,7 @@ def _score(run, scorer, paths, frames, out, into, stage, batches, main, threshol
     written = 0
     done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)
-    for batch in batches:
+    for batch in regroup(batches, SCORE_ROWS):
         index, good, notes = batch.index, batch.good, batch.notes
         done += len(index)
         for i, err in zip(index.tolist(), batch.errors, strict=True):
