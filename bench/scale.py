@@ -24,6 +24,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -86,26 +87,30 @@ def tree_rss(root_pid: int) -> int:
 
 def measured(argv: list[str]) -> tuple[float, int, int]:
     """(wall s, peak RSS of the process, peak RSS of its process tree) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak_tree = 0
-    done = threading.Event()
+    # stderr to a file, not a pipe: a progress bar over 100k images would fill a pipe nobody
+    # reads until the end, and the command would wait on it for ever.
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        peak_tree = 0
+        done = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak_tree
-        while not done.is_set():
-            peak_tree = max(peak_tree, tree_rss(proc.pid))
-            done.wait(0.5)
+        def sample() -> None:
+            nonlocal peak_tree
+            while not done.is_set():
+                peak_tree = max(peak_tree, tree_rss(proc.pid))
+                done.wait(0.5)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    done.set()
-    sampler.join()
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{proc.stderr.read()[-3000:]}")
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        sampler.join()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            sys.exit(f"{' '.join(argv)} failed:\n{log.read()[-3000:]}")
     return wall, usage.ru_maxrss * 1024, max(peak_tree, usage.ru_maxrss * 1024)
 
 

@@ -105,7 +105,9 @@ def run_at(path: str, key: tuple[int, ...]) -> Run:
     return _run(path, key)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+# A resource, not data: one shared frame instead of a copy per call (a 100k-sample table is
+# tens of MB to unpickle). Read-only: no view modifies it (they filter and assign copies).
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     r = read_run(path)
     table = r.samples.merge(r.scores, on="index", how="left")
@@ -116,6 +118,7 @@ def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     names = r.class_names
     table["true class"] = [names[i] if 0 <= i < len(names) else "—" for i in table["label"]]
     table["predicted class"] = [names[i] if 0 <= i < len(names) else "?" for i in table["pred"]]
+    table["file"] = [Path(p).name for p in table["path"]]
     return table
 
 

@@ -144,7 +144,7 @@ reviews = current_reviews(r)
 work = pd.DataFrame(
     {
         "index": table["index"],
-        "file": [Path(p).name for p in table["path"]],
+        "file": table["file"],
         "verdict": thr.verdict(scores),
         "percentile": thr.percentile(scores).round(1),
         "score": scores,
