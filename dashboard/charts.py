@@ -190,7 +190,7 @@ def embedding_figure(
     indices: np.ndarray,
     groups: Sequence[str],
     group_colours: Mapping[str, str],
-    hover: Sequence[str],
+    hover: Sequence[str] | None,
     centroids: np.ndarray,
     centroid_labels: Sequence[str],
     centroid_colours: Sequence[str],
@@ -210,7 +210,10 @@ def embedding_figure(
     groups = np.asarray(groups, object)
     index = np.asarray(indices, np.int64)
     shown = points[index]
-    hover = np.asarray(hover, object)
+    # A large map sends numbers only (plotly packs them as binary): per-point strings for
+    # 100k samples are megabytes of JSON. Its hover names the sample, its group or score.
+    compact = hover is None
+    hover = None if compact else np.asarray(hover, object)
     if values is not None:
         lo, hi = np.nanpercentile(values, [1, 99]) if len(values) else (0.0, 1.0)
         fig.add_trace(
@@ -221,7 +224,11 @@ def embedding_figure(
                 name="samples",
                 customdata=index,
                 text=hover,
-                hovertemplate="%{text}<extra></extra>",
+                hovertemplate=(
+                    "#%{customdata} · " + value_label + " %{marker.color:.4g}<extra></extra>"
+                    if compact
+                    else "%{text}<extra></extra>"
+                ),
                 marker=dict(
                     size=7,
                     color=values,
@@ -245,8 +252,12 @@ def embedding_figure(
                     mode="markers",
                     name=str(name),
                     customdata=index[rows],
-                    text=hover[rows],
-                    hovertemplate="%{text}<extra></extra>",
+                    text=None if compact else hover[rows],
+                    hovertemplate=(
+                        "#%{customdata} · %{fullData.name}<extra></extra>"
+                        if compact
+                        else "%{text}<extra></extra>"
+                    ),
                     marker=dict(
                         size=6 if name == "ID train" else 8,
                         color=group_colours.get(name, "#888"),

@@ -111,14 +111,16 @@ def run_at(path: str, key: tuple[int, ...]) -> Run:
 def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     r = read_run(path)
     table = r.samples.merge(r.scores, on="index", how="left")
-    table["path"] = [str(r.resolve(p)) for p in table["path"]]
+    relative = ~table["path"].str.startswith("/")
+    if relative.any():  # recorded relative to a run that moved (absolute paths are as is)
+        table.loc[relative, "path"] = [str(r.resolve(p)) for p in table["path"][relative]]
     if "mask" in table.columns:
         table["mask"] = [str(r.resolve(m)) if m else "" for m in table["mask"]]
     table["set"] = [s.split(":", 1)[1] if s.startswith("ood:") else s for s in table["split"]]
     names = r.class_names
     table["true class"] = [names[i] if 0 <= i < len(names) else "—" for i in table["label"]]
     table["predicted class"] = [names[i] if 0 <= i < len(names) else "?" for i in table["pred"]]
-    table["file"] = [Path(p).name for p in table["path"]]
+    table["file"] = table["path"].str.rsplit("/", n=1).str[-1]
     return table
 
 

@@ -110,20 +110,24 @@ else:
     values = table[score_method].to_numpy(np.float64)[rows]
 
 nero_scores = table["nero"].to_numpy() if "nero" in table else table[r.methods[0]].to_numpy()
-# Whole columns at once: a 100k-sample run's hover texts in milliseconds, not seconds.
+# Whole columns at once; a WebGL-sized map sends no per-point text (see embedding_figure).
 shown = table.iloc[rows]
 hover = (
-    "#"
-    + shown["index"].astype(str)
-    + " · "
-    + shown["split"].map({s: charts.split_label(s) for s in splits})
-    + "<br>true: "
-    + shown["true class"].astype(str)
-    + " · predicted: "
-    + shown["predicted class"].astype(str)
-    + "<br>NERO score "
-    + pd.Series(np.char.mod("%.4g", nero_scores[rows]), index=shown.index)
-).to_numpy()
+    None
+    if rows.size > WEBGL_POINTS
+    else (
+        "#"
+        + shown["index"].astype(str)
+        + " · "
+        + shown["split"].map({s: charts.split_label(s) for s in splits})
+        + "<br>true: "
+        + shown["true class"].astype(str)
+        + " · predicted: "
+        + shown["predicted class"].astype(str)
+        + "<br>NERO score "
+        + pd.Series(np.char.mod("%.4g", nero_scores[rows]), index=shown.index)
+    ).to_numpy()
+)
 centroid_classes = np.asarray(r.detector.centroid_classes_)
 centroid_labels = [r.class_names[c] if c < n_classes else str(c) for c in centroid_classes]
 picked = state.picked_sample(len(table))
