@@ -33,6 +33,7 @@ from nero.detect.metrics import ood_metrics
 from nero.detect.params import PRESETS
 from nero.detect.registry import Evidence, available_methods, create_method
 from nero.detect.relevance import head_relevance
+from nero.detect.space import DegenerateFitError
 from nero.model.classifier import capture_head_input, head_arrays, load_classifier
 from nero.model.train import TrainConfig, train_classifier
 
@@ -164,7 +165,9 @@ def fmt(cell: tuple[float, float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--archs", default="resnet18,mobilenet_v3_small")
+    # MobileNetV3-small trained 4 epochs from scratch can end with constant head inputs
+    # (NERO refuses to fit them); such a model is left out and named, not the bench stopped.
+    p.add_argument("--archs", default="resnet18,resnet34")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=FULL.train.epochs)
     p.add_argument("--work", type=Path, default=Path("runs/.ablation"))
@@ -178,7 +181,11 @@ def main() -> None:
     for arch in args.archs.split(","):
         for seed in map(int, args.seeds.split(",")):
             t = time.perf_counter()
-            models.append(one_model(arch, seed, args.epochs, data, args.work))
+            try:
+                models.append(one_model(arch, seed, args.epochs, data, args.work))
+            except DegenerateFitError as exc:
+                print(f"{arch} seed {seed}: left out, {exc}", flush=True)
+                continue
             print(
                 f"{arch} seed {seed}: ID accuracy {models[-1]['accuracy']:.1f} % "
                 f"({time.perf_counter() - t:.0f} s)",
