@@ -9,7 +9,10 @@ README and is replaced whole, so the README never holds a typed-in figure:
   kind: seeded data, deterministic training on a fixed thread count);
 - ``real-detection`` / ``real-localisation`` / ``demo-localisation`` / ``select-table``: copied from
   ``bench/results/real_data.md`` and ``bench/results/select_default.md`` when present
-  (those need the real development data, read from ``../shared/data``).
+  (those need the real development data, read from ``../shared/data``);
+- ``ablation-table``: the presets and the best baseline across architectures × seeds, the
+  rows of ``bench/results/ablation.md``'s AUROC table (``bench/ablation.py``);
+- ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,23 @@ def section(path: Path, name: str) -> str | None:
     return found.group(1) if found else None
 
 
+def ablation_table(path: Path) -> str | None:
+    """The models line and the preset / best-baseline rows of the ablation's AUROC table."""
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    models = re.search(r"^Models: .*?;", text, re.M)
+    table = re.search(r"## AUROC on the demo's OOD kinds \(test\)\n\n(.*?)\n\n", text, re.S)
+    if not (models and table):
+        return None
+    lines = table.group(1).splitlines()
+    keep = ("reference preset", "default preset", "best baseline")
+    rows = [line for line in lines[2:] if line.split("|")[1].strip().startswith(keep)]
+    return "\n".join(
+        [f"{models.group(0)[:-1]}; AUROC %, mean ± std over the models.", "", *lines[:2], *rows]
+    )
+
+
 def replace(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -84,6 +104,11 @@ def main() -> None:
     args = p.parse_args()
     text = args.readme.read_text()
     text = replace(text, "demo-table", demo_table(args.demo))
+    ablation = ablation_table(RESULTS / "ablation.md")
+    if ablation is None:
+        print("ablation-table: no bench/results/ablation.md (run bench/ablation.py); left as is")
+    else:
+        text = replace(text, "ablation-table", ablation)
     for name, source in (
         ("real-detection", RESULTS / "real_data.md"),
         ("real-localisation", RESULTS / "real_data.md"),
