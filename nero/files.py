@@ -132,20 +132,20 @@ def allocate_npy(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> np.mem
     return open_memmap(path, "r+")
 
 
-def release_pages(array: np.ndarray | None) -> None:
-    """Write a memory-mapped array's pages out and drop them from this process's resident set.
+def release_pages(*arrays: np.ndarray | None) -> None:
+    """Write memory-mapped arrays' pages out and drop them from this process's resident set.
 
     The data stay in the file (and the kernel's page cache); the next read maps them back. A
     streamed pass calls this after each chunk so its resident memory stays flat however large
     the array grows: a shared file mapping's touched pages otherwise count as ours until the
     map is closed. Arrays that are not memory-mapped are left alone.
     """
-    node = array
-    while node is not None:
-        handle = getattr(node, "_mmap", None)
-        if handle is not None:
-            if node.mode in ("r+", "w+"):
-                handle.flush()
-            handle.madvise(mmap.MADV_DONTNEED)
-            return
-        node = getattr(node, "base", None)
+    for node in arrays:
+        while node is not None:
+            handle = getattr(node, "_mmap", None)
+            if handle is not None:
+                if node.mode in ("r+", "w+"):
+                    handle.flush()
+                handle.madvise(mmap.MADV_DONTNEED)
+                break
+            node = getattr(node, "base", None)

@@ -97,6 +97,5 @@ def head_relevance_chunked(
     for start in range(0, features.shape[0], chunk):
         block = np.asarray(features[start : start + chunk])
         out[start : start + chunk] = head_relevance(block, head, epsilon)
-        release_pages(features)
-        release_pages(out)
+        release_pages(features, out)
     return out

@@ -222,8 +222,7 @@ def extract(
             bar.update(len(idx))
             since_release += len(idx)
             if since_release >= RELEASE_ROWS:
-                release_pages(features)
-                release_pages(logits)
+                release_pages(features, logits)
                 since_release = 0
     kept = np.flatnonzero(ok)
     if kept.size == 0:
@@ -246,8 +245,7 @@ def _compact(
         dst = allocate_npy(tmp, np.float32, (kept.size, arr.shape[1]))
         for start in range(0, kept.size, chunk):
             dst[start : start + chunk] = arr[kept[start : start + chunk]]
-            release_pages(dst)
-            release_pages(arr)
+            release_pages(dst, arr)
         dst.flush()
         del dst
         tmp.replace(out_dir / f"{name}.npy")

@@ -155,11 +155,10 @@ def ray_batches(
             "label": np.asarray(labels, np.int64),
         }
     )
-    blocks = max(
-        1, math.ceil(n / ROWS_PER_BLOCK), min(n, int(ray.cluster_resources().get("CPU", 1)))
-    )
+    resources = ray.cluster_resources()
+    blocks = max(1, math.ceil(n / ROWS_PER_BLOCK), min(n, int(resources.get("CPU", 1))))
     dev = resolve_device(device)
-    actors, cpus, gpus = actor_layout(dev, ray.cluster_resources())
+    actors, cpus, gpus = actor_layout(dev, resources)
     head_name = next(name for name, module in model.named_modules() if module is head)
     model_ref = ray.put(model.to("cpu").eval())
     data = (

@@ -75,8 +75,7 @@ def score_in_chunks(method: OODMethod, evidence: Evidence, chunk: int = SCORE_CH
             None if evidence.relevance is None else np.asarray(evidence.relevance[rows]),
         )
         out[rows] = np.asarray(method.score(part), np.float64)
-        for array in (evidence.features, evidence.logits, evidence.relevance):
-            release_pages(array)
+        release_pages(evidence.features, evidence.logits, evidence.relevance)
     return out
 
 

@@ -173,8 +173,7 @@ def evaluate(
             evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
             train = evidence.rows(train_rows)
             train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
-            for array in (features, logits, relevance):  # copied: the maps' pages can go
-                release_pages(array)
+            release_pages(features, logits, relevance)  # copied: the maps' pages can go
             check_training_evidence(train, collection.class_names)
             head = head_arrays(model.head)
 

@@ -72,8 +72,7 @@ class RunScorer:
             np.asarray(run.relevance[train]),
             run.samples["label"].to_numpy()[train],
         )
-        for array in (run.features, run.logits, run.relevance):  # copied: release the maps
-            release_pages(array)
+        release_pages(run.features, run.logits, run.relevance)  # copied: release the maps
         usable = feature_methods(run)
         wanted = usable if methods is None else list(methods)
         unusable = [m for m in wanted if m not in usable]
