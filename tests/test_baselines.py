@@ -448,3 +448,17 @@ def test_released_pages_leave_the_resident_set_and_keep_the_data(tmp_path):
     assert back[63, -1] == 56 and back[0, 0] == 0
     touched = float(np.asarray(back).sum())  # reading maps every page back in
     assert resident_mib() - before > 48 and touched > 0
+
+
+def test_contiguous_rows_are_read_only_views_other_rows_copies():
+    from nero.detect.registry import Evidence
+
+    evidence = Evidence(np.arange(20.0).reshape(10, 2), np.zeros((10, 3)), None, np.arange(10))
+    part = evidence.rows(np.arange(3, 7))  # a run's id_train: no copy of the mapped arrays
+    assert np.shares_memory(part.features, evidence.features)
+    assert not part.features.flags.writeable and part.relevance is None
+    np.testing.assert_array_equal(part.features, evidence.features[3:7])
+    np.testing.assert_array_equal(part.labels, [3, 4, 5, 6])
+    scattered = evidence.rows(np.array([1, 5]))
+    assert not np.shares_memory(scattered.features, evidence.features)
+    np.testing.assert_array_equal(scattered.features, evidence.features[[1, 5]])

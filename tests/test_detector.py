@@ -282,3 +282,60 @@ def test_detectors_saved_in_the_first_format_still_load(tmp_path):
     np.savez(tmp_path / "old.npz", **old)
     back = NERO.load(tmp_path / "old.npz")
     np.testing.assert_allclose(back.score(f, r), det.score(f, r), rtol=1e-9)
+
+
+@pytest.fixture
+def streamed_fit(monkeypatch):
+    """Force the large-N path on small data: covariance PCA, blocks of 64 rows."""
+    import nero.detect.space as space
+
+    monkeypatch.setattr(space, "EXACT_SVD_VALUES", 0)
+    monkeypatch.setattr(space.row_blocks, "__defaults__", (64,))
+
+
+@pytest.mark.parametrize("preset", ["reference", "default"])
+@pytest.mark.parametrize("extra", [{}, {"whiten": "within"}, {"bias_term": "pca"}])
+def test_streamed_fit_of_large_sets_equals_the_exact_svd_fit(preset, extra, request):
+    f, r, y, _ = make_data(n=300, d=24)
+    tf, tr, _, _ = make_data(n=50, seed=1)
+    exact = NERO.from_preset(preset, **extra).fit(f, r, y)
+    request.getfixturevalue("streamed_fit")
+    streamed = NERO.from_preset(preset, **extra).fit(f, r, y)
+    # same components with the same signs (scikit-learn's: each one's largest entry positive)
+    np.testing.assert_allclose(streamed.transform_, exact.transform_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(streamed.centroids_, exact.centroids_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(streamed.bias_scale_, exact.bias_scale_, rtol=1e-9)
+    np.testing.assert_allclose(streamed.score(tf, tr), exact.score(tf, tr), rtol=1e-8)
+
+
+def test_streamed_fit_holds_no_copy_of_the_training_set(streamed_fit, tmp_path):
+    import tracemalloc
+
+    f, r, y, _ = make_data(n=6000, d=64)
+    np.save(tmp_path / "r.npy", r.astype(np.float32))
+    np.save(tmp_path / "f.npy", f.astype(np.float32))
+    maps = np.load(tmp_path / "f.npy", mmap_mode="r"), np.load(tmp_path / "r.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        det = NERO.from_preset("reference").fit(*maps, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_copy = r.shape[0] * r.shape[1] * 8  # the training relevance in float64
+    assert peak < one_copy / 4, f"fit peaked at {peak / 2**20:.1f} MiB"
+    np.testing.assert_allclose(
+        det.score(f[:50], r[:50]),
+        NERO.from_preset("reference")
+        .fit(f.astype(np.float32), r.astype(np.float32), y)
+        .score(f[:50], r[:50]),
+        rtol=1e-6,
+    )
+
+
+def test_nan_rows_are_named_whatever_the_block_they_fall_in(streamed_fit):
+    f, r, y, _ = make_data(n=300)
+    r[[3, 150, 299], 5] = np.nan
+    with pytest.raises(
+        ValueError, match=r"relevance contain NaN/inf in 3 rows \(first: \[3, 150, 299\]\)"
+    ):
+        NERO.from_preset("default").fit(f, r, y)

@@ -34,8 +34,10 @@ from nero.detect.space import (
     DegenerateFitWarning,
     check_spread,
     fit_space,
+    moments,
     norm,
     norm_gradient,
+    row_blocks,
 )
 from nero.files import save_npz
 
@@ -144,44 +146,56 @@ class NERO:
 
     # ------------------------------------------------------------------ fit
     def fit(self, features: np.ndarray, relevance: np.ndarray, labels: np.ndarray) -> NERO:
-        """Learn the space, class centroids and the bias scale λ from ID training data."""
+        """Learn the space, class centroids and the bias scale λ from ID training data.
+
+        The training arrays are read in row blocks (they may be memory-mapped), so the fit
+        holds D×D statistics and N-long vectors, never an N×D copy.
+        """
         self.check_params()
-        features, relevance = self._check(features, relevance)
+        features, relevance = np.asarray(features), np.asarray(relevance)  # no copy of maps
+        self._check_shapes(features, relevance)
         labels = np.asarray(labels)
         if labels.shape != (relevance.shape[0],):
             raise ValueError(f"labels have shape {labels.shape}, expected ({relevance.shape[0]},)")
         n, d = features.shape
         if n < 2:
             raise ValueError(f"NERO needs at least 2 training samples, got {n}")
-        neuron_rel = relevance[:, :d]
-        check_spread(neuron_rel)
+        for name, array in (("features", features), ("relevance", relevance)):
+            _check_finite(name, array)
+        stats = moments(relevance, d)
+        check_spread(stats)
         self.n_features_in_ = d
         self.pca_mean_, self.transform_ = fit_space(
-            neuron_rel, labels, self.n_components, whitening_mode(self.whiten)
+            relevance, d, labels, self.n_components, whitening_mode(self.whiten), stats
         )
-        projected = self._project(neuron_rel)
-        cluster = self._fit_centroids(projected, relevance, labels)
+        cluster = self._fit_centroids(relevance, labels)
         if calibration_mode(self.class_calibration) != "none":
-            self._fit_calibration(projected, cluster)
+            self._fit_calibration(relevance, cluster)
 
-        mean_bias = np.abs(relevance[:, d]).mean()
+        mean_bias = np.abs(np.asarray(relevance[:, d], np.float64)).mean()
         if self.bias_term == "release":
             # λ: raw relevance incl. bias against the centroids it built (release §2), L1;
-            # one centroid at a time, so memory stays N×D.
-            reference = np.min([norm(relevance - c, "l1") for c in self.raw_centroids_], axis=0)
+            # one centroid at a time, so memory stays one block.
+            reference = np.concatenate(
+                [
+                    np.min([norm(block - c, "l1") for c in self.raw_centroids_], axis=0)
+                    for _, block in row_blocks(relevance, d + 1)
+                ]
+            )
         elif self.bias_term == "pca":  # the distances the score itself uses
-            reference = self.nearest(relevance).distance
+            reference = np.concatenate(
+                [self.nearest(block).distance for _, block in row_blocks(relevance, d + 1)]
+            )
         else:
             reference = np.zeros(1)
         self.bias_scale_ = float(reference.mean() / mean_bias) if mean_bias > 0 else 0.0
         self.norm_neurons_ = norm_neuron_count(self.norm_neurons, d)
         return self
 
-    def _fit_centroids(
-        self, projected: np.ndarray, relevance: np.ndarray, labels: np.ndarray
-    ) -> np.ndarray:
+    def _fit_centroids(self, relevance: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Class means (or k-means inside each class); returns each sample's centroid."""
-        n = projected.shape[0]
+        d = self.n_features_in_
+        n = labels.shape[0]
         cluster = np.empty(n, np.int64)
         centroid_class: list[int] = []
         for c in np.unique(labels):  # one block per class, vectorised inside
@@ -191,25 +205,33 @@ class NERO:
                 assign = np.zeros(members.size, np.int64)
             else:
                 km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state)
-                assign = km.fit_predict(projected[members])
+                block = np.asarray(relevance[members, :d], np.float64)
+                assign = km.fit_predict(self._project(block))
             cluster[members] = assign + len(centroid_class)
             centroid_class.extend([int(c)] * (int(assign.max()) + 1))
         n_centroids = len(centroid_class)
         counts = np.bincount(cluster, minlength=n_centroids)[:, None]
-        centroids = np.zeros((n_centroids, projected.shape[1]))
-        np.add.at(centroids, cluster, projected)
-        raw = np.zeros((n_centroids, relevance.shape[1]))
-        np.add.at(raw, cluster, relevance)
+        centroids = np.zeros((n_centroids, self.transform_.shape[1]))
+        raw = np.zeros((n_centroids, d + 1))
+        for rows, block in row_blocks(relevance, d + 1):  # add.at keeps the row order
+            np.add.at(centroids, cluster[rows], self._project(block[:, :d]))
+            np.add.at(raw, cluster[rows], block)
         self.centroids_ = centroids / counts
         self.raw_centroids_ = raw / counts
         self.centroid_classes_ = np.asarray(centroid_class, np.int64)
         self.centroid_scale_ = np.ones(n_centroids)
         return cluster
 
-    def _fit_calibration(self, projected: np.ndarray, cluster: np.ndarray) -> None:
+    def _fit_calibration(self, relevance: np.ndarray, cluster: np.ndarray) -> None:
         """Each centroid's scale: its training members' mean distance to it."""
         n_centroids = self.centroids_.shape[0]
-        own = norm(projected - self.centroids_[cluster], self.distance)
+        d = self.n_features_in_
+        own = np.concatenate(
+            [
+                norm(self._project(block) - self.centroids_[cluster[rows]], self.distance)
+                for rows, block in row_blocks(relevance, d)
+            ]
+        )
         counts = np.bincount(cluster, minlength=n_centroids)
         spread = np.bincount(cluster, weights=own, minlength=n_centroids) / counts
         alone = spread <= 0  # one member (or identical ones): no spread of its own
@@ -390,9 +412,7 @@ class NERO:
             raise NotFittedError("this NERO detector is not fitted yet: call fit() first")
 
     @staticmethod
-    def _check(features: np.ndarray, relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features = np.asarray(features, np.float64)
-        relevance = np.asarray(relevance, np.float64)
+    def _check_shapes(features: np.ndarray, relevance: np.ndarray) -> None:
         if features.ndim != 2 or relevance.ndim != 2:
             raise ValueError("features and relevance must be 2-D (samples × neurons)")
         if relevance.shape != (features.shape[0], features.shape[1] + 1):
@@ -400,11 +420,25 @@ class NERO:
                 f"relevance has shape {relevance.shape}; expected {features.shape[0]}×"
                 f"{features.shape[1] + 1} (one column per neuron plus the bias)"
             )
+
+    @classmethod
+    def _check(cls, features: np.ndarray, relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features = np.asarray(features, np.float64)
+        relevance = np.asarray(relevance, np.float64)
+        cls._check_shapes(features, relevance)
         for name, arr in (("features", features), ("relevance", relevance)):
-            finite = np.isfinite(arr).all(axis=1)
-            if not finite.all():
-                rows = np.flatnonzero(~finite)
-                raise ValueError(
-                    f"{name} contain NaN/inf in {rows.size} rows (first: {rows[:10].tolist()})"
-                )
+            _check_finite(name, arr)
         return features, relevance
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    """Refuse NaN/inf, naming how many rows and the first ones (read in row blocks)."""
+    bad = [
+        rows.start + np.flatnonzero(~np.isfinite(block).all(axis=1))
+        for rows, block in row_blocks(array, array.shape[1])
+    ]
+    bad_rows = np.concatenate(bad) if bad else np.empty(0, np.int64)
+    if bad_rows.size:
+        raise ValueError(
+            f"{name} contain NaN/inf in {bad_rows.size} rows (first: {bad_rows[:10].tolist()})"
+        )

@@ -31,7 +31,21 @@ class Evidence:
     labels: np.ndarray | None = None  # class indices (training data only)
 
     def rows(self, index: np.ndarray) -> Evidence:
-        pick = lambda a: None if a is None else np.asarray(a[index])  # noqa: E731
+        """The given rows. A contiguous run of rows (a run's ``id_train`` usually is) gives
+        read-only views, so a memory-mapped run is not copied; other indices copy."""
+        index = np.asarray(index)
+        if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+            index = slice(int(index[0]), int(index[0]) + index.size)
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            if a is None:
+                return None
+            part = np.asarray(a[index])
+            if isinstance(index, slice):
+                part = part.view()
+                part.flags.writeable = False  # a view of the run's own arrays
+            return part
+
         return Evidence(
             pick(self.features), pick(self.logits), pick(self.relevance), pick(self.labels)
         )

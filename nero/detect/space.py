@@ -8,6 +8,8 @@ gap to a centroid in that space (:func:`norm`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
@@ -21,6 +23,11 @@ NULL_VARIANCE = 1e-10
 # Training relevance whose total variance is below this share of its mean square is constant
 # up to float rounding: whitening it would turn rounding noise into astronomically large scores.
 MIN_RELATIVE_SPREAD = 1e-12
+# Training rows handled at once while fitting (float64 blocks of this many rows).
+FIT_CHUNK = 8192
+# Up to this many training values (N·D) PCA is scikit-learn's full SVD of the data (64 MB in
+# float64); above it, the eigendecomposition of the streamed covariance (memory D×D).
+EXACT_SVD_VALUES = 1 << 23
 
 
 class DegenerateFitError(ValueError):
@@ -52,16 +59,77 @@ def n_components_for(spec: int | str, n_features: int) -> int:
     return int(spec)
 
 
-def check_spread(neuron_rel: np.ndarray) -> None:
+@dataclass(frozen=True)
+class Moments:
+    """First and second moments of training relevance, accumulated over row blocks."""
+
+    n: int
+    mean: np.ndarray  # (D,)
+    scatter: np.ndarray  # D×D, Σ (x − mean)ᵀ(x − mean)
+    power: float  # mean squared row norm
+
+    @property
+    def total_variance(self) -> float:
+        return float(np.trace(self.scatter)) / self.n
+
+
+def row_blocks(
+    array: np.ndarray, columns: int, chunk: int = FIT_CHUNK
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``array[rows, :columns]`` in float64, a block of rows at a time (maps stay on disk)."""
+    n = array.shape[0]
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        yield rows, np.asarray(array[rows, :columns], np.float64)
+
+
+def moments(array: np.ndarray, columns: int) -> Moments:
+    """Mean, centred scatter and power of ``array[:, :columns]`` in two streamed passes."""
+    n = array.shape[0]
+    total = np.zeros(columns)
+    power = 0.0
+    for _, block in row_blocks(array, columns):
+        total += block.sum(axis=0)
+        power += float(np.einsum("ij,ij->", block, block))
+    mean = total / n
+    scatter = np.zeros((columns, columns))
+    for _, block in row_blocks(array, columns):
+        centred = block - mean
+        scatter += centred.T @ centred
+    return Moments(n, mean, scatter, power / n)
+
+
+def check_spread(stats: Moments) -> None:
     """Refuse training relevance that does not vary (identical images, a constant model)."""
-    total = float(neuron_rel.var(axis=0).sum())
-    power = float((neuron_rel**2).sum(axis=1).mean())
-    if total <= MIN_RELATIVE_SPREAD * power or total == 0.0:
+    total = stats.total_variance
+    if total <= MIN_RELATIVE_SPREAD * stats.power or total == 0.0:
         raise DegenerateFitError(
-            f"the {neuron_rel.shape[0]} training samples have (nearly) identical relevance "
+            f"the {stats.n} training samples have (nearly) identical relevance "
             f"vectors (total variance {total:.3g}): NERO cannot learn what normal variation "
             "looks like. Are the training images copies of one image, or is the model constant?"
         )
+
+
+def principal_axes(
+    array: np.ndarray, columns: int, stats: Moments, n_comp: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA of ``array[:, :columns]``: mean (D,), components (D×k), explained variance (k,).
+
+    Up to :data:`EXACT_SVD_VALUES` values, scikit-learn's full SVD of the data (the release's
+    PCA, to the last digit). Above, the same PCA from the eigendecomposition of the streamed
+    covariance, so memory is D×D whatever N; components get scikit-learn's signs (largest
+    entry positive) and agree with the SVD's to float64 rounding of the covariance.
+    """
+    if stats.n * columns <= EXACT_SVD_VALUES:
+        # "full" SVD: deterministic for any data size (the randomized solver is not).
+        pca = PCA(n_components=n_comp, svd_solver="full")
+        pca.fit(np.asarray(array[:, :columns], np.float64))
+        return pca.mean_, pca.components_.T, pca.explained_variance_
+    variance, vectors = np.linalg.eigh(stats.scatter / (stats.n - 1))
+    order = np.argsort(variance)[::-1][:n_comp]
+    variance, vectors = np.maximum(variance[order], 0.0), vectors[:, order]
+    largest = vectors[np.argmax(np.abs(vectors), axis=0), np.arange(n_comp)]
+    return stats.mean, vectors * np.where(largest < 0, -1.0, 1.0), variance
 
 
 def keep_varying(variance: np.ndarray, what: str, n: int) -> np.ndarray:
@@ -79,10 +147,19 @@ def keep_varying(variance: np.ndarray, what: str, n: int) -> np.ndarray:
 
 
 def fit_space(
-    neuron_rel: np.ndarray, labels: np.ndarray, n_components: int | str, whiten: str
+    array: np.ndarray,
+    columns: int,
+    labels: np.ndarray,
+    n_components: int | str,
+    whiten: str,
+    stats: Moments,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PCA mean (D,) and the D×k map into the space distances are measured in."""
-    n, d = neuron_rel.shape
+    """PCA mean (D,) and the D×k map into the space distances are measured in.
+
+    ``array[:, :columns]`` is the training relevance (rows may be memory-mapped); ``stats``
+    its :func:`moments`.
+    """
+    n, d = stats.n, columns
     wanted = n_components_for(n_components, d)
     n_comp = min(wanted, n, d)
     if n_comp < wanted:
@@ -91,16 +168,17 @@ def fit_space(
             f"using {n_comp}",
             stacklevel=3,
         )
-    # "full" SVD: deterministic for any data size (the randomized solver is not).
-    pca = PCA(n_components=n_comp, svd_solver="full").fit(neuron_rel)
-    mean = pca.mean_.astype(np.float64)
-    transform = pca.components_.T.astype(np.float64)  # D×k
+    mean, components, variance = principal_axes(array, columns, stats, n_comp)
+    mean = np.asarray(mean, np.float64)
+    transform = np.asarray(components, np.float64)  # D×k
     if whiten == "total":
-        variance = pca.explained_variance_.astype(np.float64)
+        variance = np.asarray(variance, np.float64)
         keep = keep_varying(variance, "PCA components", n)
         transform = transform[:, keep] / np.sqrt(variance[keep])
     elif whiten == "within":
-        coords = (neuron_rel - mean) @ transform
+        coords = np.empty((n, transform.shape[1]))
+        for rows, block in row_blocks(array, columns):
+            coords[rows] = (block - mean) @ transform
         classes, index = np.unique(labels, return_inverse=True)
         means = np.stack([coords[index == c].mean(axis=0) for c in range(classes.size)])
         within = LedoitWolf(assume_centered=True).fit(coords - means[index]).covariance_

@@ -98,6 +98,7 @@ def score_methods(
         say(f"fitting {name}", 0.7 + 0.25 * i / len(names))
         method = NeroMethod(detector) if name == "nero" else create_method(name)
         method.fit(train, head)
+        release_pages(train.features, train.logits, train.relevance)  # views of a mapped run
         values = from_images(method) if method.needs_inputs else score_in_chunks(method, evidence)
         values = np.asarray(values, np.float64)
         bad = ~np.isfinite(values)

@@ -173,7 +173,7 @@ def evaluate(
             evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
             train = evidence.rows(train_rows)
             train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
-            release_pages(features, logits, relevance)  # copied: the maps' pages can go
+            release_pages(features, logits, relevance)  # views or copies: the pages can go
             check_training_evidence(train, collection.class_names)
             head = head_arrays(model.head)
 
@@ -196,7 +196,7 @@ def evaluate(
             candidates = [m for m in scores if not method_class(m).needs_inputs]
             if config.recommend and len(candidates) > 1:
                 say("estimating which method to trust, from ID data alone", 0.95)
-                test = evidence.rows(test_rows)
+                del train  # the proxies copy their own capped rows: keep one copy at a time
                 report["recommended"] = recommend_for_run(
                     candidates,
                     lambda name: (
@@ -204,8 +204,10 @@ def evaluate(
                         if name == "nero"
                         else create_method(name)
                     ),
-                    train,
-                    Evidence(test.features, test.logits, test.relevance, labels[test_rows]),
+                    evidence,
+                    labels,
+                    train_rows,
+                    test_rows,
                     model,
                     [kept_paths[i] for i in test_rows],
                     config.img_size,

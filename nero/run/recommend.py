@@ -27,6 +27,7 @@ from nero.data.images import ImageReadError, read_image
 from nero.detect.metrics import auroc
 from nero.detect.registry import Evidence, OODMethod
 from nero.detect.relevance import Head, head_relevance
+from nero.files import release_pages
 from nero.model.classifier import LoadedModel, capture_head_input
 
 # ID test images corrupted per corruption kind: enough for a stable AUROC, few enough that
@@ -151,11 +152,24 @@ def capped_rows(labels: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def proxy_rows(
+    evidence: Evidence, rows: np.ndarray, labels: np.ndarray, cap: int, seed: int
+) -> Evidence:
+    """The capped share of ``rows`` (every class in proportion), copied out of ``evidence``
+    (which may be memory-mapped: only the chosen rows are read)."""
+    rows = np.asarray(rows)[capped_rows(labels[rows], cap, seed)]
+    picked = evidence.rows(rows)
+    release_pages(evidence.features, evidence.logits, evidence.relevance)
+    return Evidence(picked.features, picked.logits, picked.relevance, labels[rows])
+
+
 def recommend_for_run(
     names: Sequence[str],
     make: MethodFactory,
-    train: Evidence,
-    test: Evidence,
+    evidence: Evidence,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
     model: LoadedModel,
     test_paths: Sequence[Path],
     img_size: int,
@@ -164,9 +178,13 @@ def recommend_for_run(
     class_names: Sequence[str],
     seed: int = 0,
 ) -> dict:
-    """The recommendation ``nero evaluate`` writes into ``report.json``."""
-    train = train.rows(capped_rows(train.labels, PROXY_TRAIN_ROWS, seed))
-    test = test.rows(capped_rows(test.labels, PROXY_TEST_ROWS, seed))
+    """The recommendation ``nero evaluate`` writes into ``report.json``.
+
+    ``evidence`` holds every sample of the run (rows of ``labels``); the proxies use at most
+    :data:`PROXY_TRAIN_ROWS` of ``train_rows`` and :data:`PROXY_TEST_ROWS` of ``test_rows``.
+    """
+    train = proxy_rows(evidence, train_rows, labels, PROXY_TRAIN_ROWS, seed)
+    test = proxy_rows(evidence, test_rows, labels, PROXY_TEST_ROWS, seed)
     pick = np.linspace(0, len(test_paths) - 1, min(PROXY_IMAGES, len(test_paths)))
     subset = [test_paths[int(i)] for i in np.unique(pick.round().astype(int))]
     with warnings.catch_warnings():

@@ -66,13 +66,11 @@ class RunScorer:
         self.detector = run.detector
         self.transform = eval_transform(self.img_size)
         train = run.rows("id_train")
+        rows = Evidence(run.features, run.logits, run.relevance).rows(train)  # views if contiguous
         evidence = Evidence(
-            np.asarray(run.features[train]),
-            np.asarray(run.logits[train]),
-            np.asarray(run.relevance[train]),
-            run.samples["label"].to_numpy()[train],
+            rows.features, rows.logits, rows.relevance, run.samples["label"].to_numpy()[train]
         )
-        release_pages(run.features, run.logits, run.relevance)  # copied: release the maps
+        release_pages(run.features, run.logits, run.relevance)
         usable = feature_methods(run)
         wanted = usable if methods is None else list(methods)
         unusable = [m for m in wanted if m not in usable]
@@ -88,6 +86,7 @@ class RunScorer:
                 self.methods[name] = NeroMethod(self.detector)  # the stored fit, not a refit
             else:
                 self.methods[name] = create_method(name).fit(evidence, self.head_arrays)
+                release_pages(run.features, run.logits, run.relevance)
 
     def evidence(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, ...]:
         """Features, logits and relevance (float32, as a run stores them) of PIL images."""

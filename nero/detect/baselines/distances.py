@@ -138,9 +138,11 @@ class NNGuide(OODMethod, Fitted):
         self.detector_ = pood_detectors().NNGuide(
             encoder=None, head=torch_linear(head), k=min(self.k, n)
         )
-        self.detector_.fit_features(
-            as_tensor(train.features, np.float32), as_tensor(np.zeros(n), np.int64)
-        )
+        import torch
+
+        # shared, not copied: pytorch-ood makes its own copies while it builds the bank
+        features = torch.from_numpy(np.require(train.features, np.float32, ["C", "W"]))
+        self.detector_.fit_features(features, as_tensor(np.zeros(n), np.int64))
         self.bank_rows_ = n
         return self
 
