@@ -462,3 +462,22 @@ def test_contiguous_rows_are_read_only_views_other_rows_copies():
     scattered = evidence.rows(np.array([1, 5]))
     assert not np.shares_memory(scattered.features, evidence.features)
     np.testing.assert_array_equal(scattered.features, evidence.features[[1, 5]])
+
+
+@pytest.mark.parametrize("name", ["knn", "nnguide"])
+def test_neighbour_banks_of_large_training_sets_are_a_stratified_sample(gaussian, name):
+    from nero.detect.baselines import common
+    from nero.detect.registry import capped_rows
+
+    train, data, head = gaussian
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(common, "NEIGHBOUR_BANK_ROWS", 90)
+        capped = create_method(name, k=5).fit(train, head)
+    sample = capped_rows(train.labels, 90)
+    assert sample.size == 90  # 300 rows of 3 classes: each class in proportion
+    counts = np.bincount(train.labels[sample], minlength=3) / 90
+    np.testing.assert_allclose(counts, np.bincount(train.labels) / 300, atol=0.02)
+    on_sample = create_method(name, k=5).fit(train.rows(sample), head)
+    np.testing.assert_allclose(capped.score(data), on_sample.score(data), rtol=1e-6)
+    whole = create_method(name, k=5).fit(train, head)  # under the cap: every row
+    assert not np.allclose(capped.score(data), whole.score(data))

@@ -51,6 +51,20 @@ class Evidence:
         )
 
 
+def capped_rows(labels: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+    """At most about ``cap`` row indices, every class in proportion (seeded); all rows if fewer."""
+    labels = np.asarray(labels)
+    if labels.size <= cap:
+        return np.arange(labels.size)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        take = min(rows.size, max(1, round(cap * rows.size / labels.size)))
+        keep.append(rng.choice(rows, take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 class OODMethod(ABC):
     """Fit on ID training evidence, score anything; higher = more OOD."""
 

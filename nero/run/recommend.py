@@ -25,7 +25,7 @@ from nero.data.corruptions import CORRUPTIONS, corrupt
 from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD
 from nero.data.images import ImageReadError, read_image
 from nero.detect.metrics import auroc
-from nero.detect.registry import Evidence, OODMethod
+from nero.detect.registry import Evidence, OODMethod, capped_rows
 from nero.detect.relevance import Head, head_relevance
 from nero.files import release_pages
 from nero.model.classifier import LoadedModel, capture_head_input
@@ -136,20 +136,6 @@ def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) 
             "no evaluation OOD set is used"
         ),
     }
-
-
-def capped_rows(labels: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
-    """At most about ``cap`` row indices, every class in proportion (seeded); all rows if fewer."""
-    labels = np.asarray(labels)
-    if labels.size <= cap:
-        return np.arange(labels.size)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for value in np.unique(labels):
-        rows = np.flatnonzero(labels == value)
-        take = min(rows.size, max(1, round(cap * rows.size / labels.size)))
-        keep.append(rng.choice(rows, take, replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 def proxy_rows(

@@ -8,6 +8,7 @@ decompositions run single-threaded (:func:`serial_linalg`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,13 +17,19 @@ from scipy.linalg import solve_triangular
 from threadpoolctl import ThreadpoolController
 
 from nero.detect.detector import NotFittedError
-from nero.detect.registry import Evidence
+from nero.detect.registry import Evidence, capped_rows
 from nero.detect.relevance import Head
 
 # Rows scored at once: bounds the per-row temporaries (a few × chunk × D floats).
 SCORE_CHUNK = 4096
-# Bytes of one query-block × training-bank similarity matrix (KNN, NNGuide).
-PAIRWISE_BYTES = 128 << 20
+# Bytes of one query-block × training-bank similarity matrix (KNN, NNGuide). Small enough
+# that a scoring block of a few thousand rows already reaches it, so the temporaries are the
+# same size for a training set of 4k rows or of 40k (bench/scale.py); still matrix-sized work.
+PAIRWISE_BYTES = 32 << 20
+# KNN and NNGuide compare queries with at most this many training rows (a seeded, class-
+# stratified sample above it): memory stops growing with the training set, and their papers
+# themselves use a random share of a large training set (1 % of ImageNet in both).
+NEIGHBOUR_BANK_ROWS = 16384
 # Entropy: probabilities are clipped from below before the logarithm (spec §5).
 ENTROPY_MIN_P = 1e-6
 # ReAct: the release clips at an absolute 0.9; the method's paper at the 90th percentile.
@@ -45,6 +52,15 @@ GEN_GAMMA = 0.1
 GEN_TOP_M = 100
 
 
+def neighbour_bank(train: Evidence) -> np.ndarray:
+    """The training features KNN and NNGuide search: all of them up to
+    :data:`NEIGHBOUR_BANK_ROWS`, else a seeded sample of that many, each class in proportion."""
+    n = train.features.shape[0]
+    labels = train.labels if train.labels is not None else np.zeros(n, np.int64)
+    rows = capped_rows(labels, NEIGHBOUR_BANK_ROWS)
+    return train.features if rows.size == n else np.asarray(train.features[rows])
+
+
 def pood_detectors() -> Any:
     """pytorch-ood's detector package, imported on first use (it pulls in torch)."""
     import pytorch_ood.detector
@@ -56,6 +72,18 @@ def as_tensor(a: np.ndarray, dtype: Any = np.float64) -> Any:
     import torch
 
     return torch.tensor(np.asarray(a, dtype))  # a copy: inputs may be read-only memmaps
+
+
+def shared_tensor(a: np.ndarray) -> Any:
+    """``a`` as a float32 tensor that shares its memory when it already is C-contiguous float32
+    (a run's training rows: no copy of N×D); otherwise a copy. Only for pytorch-ood fits,
+    which read their input and never write it."""
+    import torch
+
+    a = np.ascontiguousarray(a, np.float32)
+    with warnings.catch_warnings():  # read-only views of a run's maps: nothing writes them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 def to_numpy(t: Any) -> np.ndarray:

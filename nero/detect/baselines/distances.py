@@ -14,8 +14,10 @@ from nero.detect.baselines.common import (
     as_tensor,
     by_chunk,
     column_mean,
+    neighbour_bank,
     pood_detectors,
     row_chunks,
+    shared_tensor,
     to_numpy,
     torch_linear,
     train_labels,
@@ -80,12 +82,13 @@ class KNN(OODMethod, Fitted):
     """Distance to the k-th nearest training neighbour of the L2-normalised features.
 
     Sun et al., "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022;
-    k = 50 (clipped to the training size). Same score as pytorch-ood's ``KNN``; ours because
-    that one goes through scikit-learn's ``NearestNeighbors`` and refuses k > N. Here queries
-    are processed in blocks: one matrix product with the training bank, an in-place partition
-    for the k-th largest similarity, ``‖u − v‖ = √(2 − 2 u·v)`` for unit vectors — memory is
-    the bank (N×D float64) plus one block × N (``PAIRWISE_BYTES``), whatever the number of
-    queries.
+    k = 50 (clipped to the training size); the bank is at most ``NEIGHBOUR_BANK_ROWS``
+    training rows (a seeded class-stratified sample of larger sets). Same score as
+    pytorch-ood's ``KNN``; ours because that one goes through scikit-learn's
+    ``NearestNeighbors`` and refuses k > N. Here queries are processed in blocks: one matrix
+    product with the training bank, an in-place partition for the k-th largest similarity,
+    ``‖u − v‖ = √(2 − 2 u·v)`` for unit vectors — memory is the bank (N×D float64) plus one
+    block × N (``PAIRWISE_BYTES``), whatever the number of queries.
     """
 
     def __init__(self, k: int = KNN_K) -> None:
@@ -99,10 +102,11 @@ class KNN(OODMethod, Fitted):
     def fit(self, train: Evidence, head: Head) -> KNN:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        n = train.features.shape[0]
-        self.bank_ = np.empty(train.features.shape, np.float64)
+        features = neighbour_bank(train)
+        n = features.shape[0]
+        self.bank_ = np.empty(features.shape, np.float64)
         for rows in row_chunks(n):
-            self.bank_[rows] = self._normalise(train.features[rows])
+            self.bank_[rows] = self._normalise(features[rows])
         self.k_ = min(self.k, n)
         return self
 
@@ -127,29 +131,28 @@ class NNGuide(OODMethod, Fitted):
     Park et al., "Nearest Neighbor Guidance for Out-of-Distribution Detection", ICCV 2023:
     ``−mean_topk⟨f̂(x), E(z) f̂(z)⟩ · E(x)`` with ``E = logsumexp(y)``. pytorch-ood
     ``NNGuide`` (k = 10, clipped to the training size), called on query blocks so the
-    similarity matrix stays bounded.
+    similarity matrix stays bounded; the bank is at most ``NEIGHBOUR_BANK_ROWS`` training rows
+    (the paper's own bank is a random 1 % of ImageNet's training set).
     """
 
     def __init__(self, k: int = NNGUIDE_K) -> None:
         self.k = k
 
     def fit(self, train: Evidence, head: Head) -> NNGuide:
-        n = train.features.shape[0]
+        features = neighbour_bank(train)
+        n = features.shape[0]
         self.detector_ = pood_detectors().NNGuide(
             encoder=None, head=torch_linear(head), k=min(self.k, n)
         )
-        import torch
-
-        # shared, not copied: pytorch-ood makes its own copies while it builds the bank
-        features = torch.from_numpy(np.require(train.features, np.float32, ["C", "W"]))
-        self.detector_.fit_features(features, as_tensor(np.zeros(n), np.int64))
+        self.detector_.fit_features(shared_tensor(features), as_tensor(np.zeros(n), np.int64))
         self.bank_rows_ = n
         return self
 
     def score(self, data: Evidence) -> np.ndarray:
         self._require("detector_")
         bank_block = max(1, min(self.bank_rows_, 32768))
-        query_block = max(1, PAIRWISE_BYTES // (4 * bank_block))
+        # float32 similarities, and pytorch-ood concatenates them with the running top-k: 2 copies
+        query_block = max(1, PAIRWISE_BYTES // (8 * bank_block))
         return by_chunk(
             lambda rows: to_numpy(
                 self.detector_.predict_features(

@@ -16,6 +16,7 @@ from nero.detect.baselines.common import (
     pood_detectors,
     row_chunks,
     serial_linalg,
+    shared_tensor,
     torch_linear,
 )
 from nero.detect.registry import Evidence, OODMethod, register
@@ -54,7 +55,7 @@ class ViM(OODMethod, Fitted):
                 b=as_tensor(head.bias, np.float32),
             )
             self.detector_.fit_features(
-                as_tensor(train.features, np.float32), as_tensor(np.zeros(n), np.int64)
+                shared_tensor(train.features), as_tensor(np.zeros(n), np.int64)
             )
         if not self.detector_.alpha > 0:
             warnings.warn(
@@ -177,7 +178,7 @@ class NCI(OODMethod, Fitted):
         self.detector_ = pood_detectors().NCI(
             encoder=None, head=torch_linear(head), alpha=self.alpha
         )
-        self.detector_.fit_features(as_tensor(train.features, np.float32))
+        self.detector_.fit_features(shared_tensor(train.features))
         return self
 
     def score(self, data: Evidence) -> np.ndarray:
