@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 DEFAULT_RUNS = ("runs/.bench-real/hk-dev", "runs/demo")
+RESULTS = Path(__file__).parent / "results" / "proxy_agreement.md"
 
 
 def agreement(report: dict) -> tuple[dict[str, float], str, str]:
@@ -53,10 +54,24 @@ def set_agreement(report: dict) -> dict[str, float]:
     }
 
 
+def summary_row(name: str, report: dict) -> str:
+    """One row of the README's table: the proxies against the OOD sets, and the sets' own ρ."""
+    rho, chosen, best = agreement(report)
+    each = ", ".join(f"{k} {v:+.2f}" for k, v in set_agreement(report).items())
+    sets = report["results"]
+    between = "—"
+    if len(sets) == 2:  # do the OOD sets themselves agree on which method is best?
+        a, b = (list(v.values()) for v in sets.values())
+        between = f"{spearmanr([x['auroc'] for x in a], [x['auroc'] for x in b])[0]:+.2f}"
+    return f"| {name} | {rho['mean of proxies']:+.2f} | {each} | {between} | {chosen} | {best} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="*", type=Path, default=[Path(r) for r in DEFAULT_RUNS])
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    rows = []
     for run in args.runs:
         path = run / "report.json"
         if not path.is_file():
@@ -71,13 +86,23 @@ def main() -> None:
         print("| proxy | Spearman ρ with the OOD sets' mean AUROC |\n|---|---|")
         for kind, value in rho.items():
             print(f"| {kind} | {value:+.2f} |")
-        each = ", ".join(f"{k} {v:+.2f}" for k, v in set_agreement(report).items())
-        print(f"\nmean of proxies against each OOD set alone: {each}")
-        sets = report["results"]
-        if len(sets) == 2:  # do the OOD sets themselves agree on which method is best?
-            a, b = (list(v.values()) for v in sets.values())
-            rho = spearmanr([x["auroc"] for x in a], [x["auroc"] for x in b])[0]
-            print(f"the two OOD sets against each other: {rho:+.2f}")
+        rows.append(summary_row(run.name, report))
+    if rows:
+        table = "\n".join(
+            [
+                "Spearman ρ across the feature-level methods (`python bench/proxy_agreement.py`):",
+                "",
+                "| run | ID-only proxies vs the OOD sets' mean AUROC | vs each OOD set "
+                "| the two OOD sets vs each other | recommended | best on the OOD sets |",
+                "|---|---|---|---|---|---|",
+                *rows,
+            ]
+        )
+        print("\n" + table)
+        args.out.write_text(
+            f"# bench/proxy_agreement.py\n\n<!-- proxy-agreement -->\n{table}\n"
+            "<!-- /proxy-agreement -->\n"
+        )
 
 
 if __name__ == "__main__":

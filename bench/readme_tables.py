@@ -12,7 +12,8 @@ README and is replaced whole, so the README never holds a typed-in figure:
   (those need the real development data, read from ``../shared/data``);
 - ``ablation-table``: the presets and the best baseline across architectures × seeds, the
   rows of ``bench/results/ablation.md``'s AUROC table (``bench/ablation.py``);
-- ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``).
+- ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``);
+- ``proxy-agreement``: ``bench/results/proxy_agreement.md`` (``bench/proxy_agreement.py``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main() -> None:
         ("demo-localisation", RESULTS / "real_data.md"),
         ("select-table", RESULTS / "select_default.md"),
         ("scale-table", RESULTS / "scale.md"),
+        ("proxy-agreement", RESULTS / "proxy_agreement.md"),
     ):
         body = section(source, name)
         if body is None:
