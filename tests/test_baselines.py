@@ -462,6 +462,8 @@ def test_contiguous_rows_are_read_only_views_other_rows_copies():
     scattered = evidence.rows(np.array([1, 5]))
     assert not np.shares_memory(scattered.features, evidence.features)
     np.testing.assert_array_equal(scattered.features, evidence.features[[1, 5]])
+    one = Evidence(evidence.features[:1], evidence.logits[:1])
+    np.testing.assert_array_equal(one.rows(np.array([True])).features, one.features)  # a mask
 
 
 @pytest.mark.parametrize("name", ["knn", "nnguide"])

@@ -290,7 +290,7 @@ def streamed_fit(monkeypatch):
     import nero.detect.space as space
 
     monkeypatch.setattr(space, "EXACT_SVD_VALUES", 0)
-    monkeypatch.setattr(space.row_blocks, "__defaults__", (64,))
+    monkeypatch.setattr(space, "FIT_CHUNK", 64)
 
 
 @pytest.mark.parametrize("preset", ["reference", "default"])

@@ -34,8 +34,9 @@ class Evidence:
         """The given rows. A contiguous run of rows (a run's ``id_train`` usually is) gives
         read-only views, so a memory-mapped run is not copied; other indices copy."""
         index = np.asarray(index)
-        if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-            index = slice(int(index[0]), int(index[0]) + index.size)
+        first = int(index[0]) if index.size and index.dtype.kind in "iu" else None
+        if first is not None and np.array_equal(index, np.arange(first, first + index.size)):
+            index = slice(first, first + index.size)
 
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             if a is None:

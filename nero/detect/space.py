@@ -65,26 +65,28 @@ class Moments:
 
     n: int
     mean: np.ndarray  # (D,)
-    scatter: np.ndarray  # D×D, Σ (x − mean)ᵀ(x − mean)
+    total_variance: float  # Σ_j var(x_j)
     power: float  # mean squared row norm
-
-    @property
-    def total_variance(self) -> float:
-        return float(np.trace(self.scatter)) / self.n
+    scatter: np.ndarray | None  # D×D, Σ (x − mean)ᵀ(x − mean); only where PCA needs it
 
 
-def row_blocks(
-    array: np.ndarray, columns: int, chunk: int = FIT_CHUNK
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """``array[rows, :columns]`` in float64, a block of rows at a time (maps stay on disk)."""
+def row_blocks(array: np.ndarray, columns: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """``array[rows, :columns]`` in float64, :data:`FIT_CHUNK` rows at a time (maps stay on
+    disk)."""
     n = array.shape[0]
-    for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
+    for start in range(0, n, FIT_CHUNK):
+        rows = slice(start, min(start + FIT_CHUNK, n))
         yield rows, np.asarray(array[rows, :columns], np.float64)
 
 
+def exact_svd(n: int, columns: int) -> bool:
+    """Whether PCA of ``n`` × ``columns`` training values is the SVD of the data itself."""
+    return n * columns <= EXACT_SVD_VALUES
+
+
 def moments(array: np.ndarray, columns: int) -> Moments:
-    """Mean, centred scatter and power of ``array[:, :columns]`` in two streamed passes."""
+    """Mean, total variance and power of ``array[:, :columns]`` in two streamed passes, and
+    the centred scatter when PCA will come from it (:func:`exact_svd` is false)."""
     n = array.shape[0]
     total = np.zeros(columns)
     power = 0.0
@@ -92,11 +94,14 @@ def moments(array: np.ndarray, columns: int) -> Moments:
         total += block.sum(axis=0)
         power += float(np.einsum("ij,ij->", block, block))
     mean = total / n
-    scatter = np.zeros((columns, columns))
+    spread = 0.0
+    scatter = None if exact_svd(n, columns) else np.zeros((columns, columns))
     for _, block in row_blocks(array, columns):
         centred = block - mean
-        scatter += centred.T @ centred
-    return Moments(n, mean, scatter, power / n)
+        spread += float(np.einsum("ij,ij->", centred, centred))
+        if scatter is not None:
+            scatter += centred.T @ centred
+    return Moments(n, mean, spread / n, power / n, scatter)
 
 
 def check_spread(stats: Moments) -> None:
@@ -120,7 +125,7 @@ def principal_axes(
     covariance, so memory is D×D whatever N; components get scikit-learn's signs (largest
     entry positive) and agree with the SVD's to float64 rounding of the covariance.
     """
-    if stats.n * columns <= EXACT_SVD_VALUES:
+    if stats.scatter is None:  # exact_svd: small enough for the data's own SVD
         # "full" SVD: deterministic for any data size (the randomized solver is not).
         pca = PCA(n_components=n_comp, svd_solver="full")
         pca.fit(np.asarray(array[:, :columns], np.float64))

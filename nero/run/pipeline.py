@@ -170,9 +170,10 @@ def evaluate(
                 raise DataError(
                     "no readable id_train or id_test images are left to fit and test on"
                 )
-            evidence = Evidence(np.asarray(features), np.asarray(logits), np.asarray(relevance))
+            evidence = Evidence(
+                np.asarray(features), np.asarray(logits), np.asarray(relevance), labels
+            )
             train = evidence.rows(train_rows)
-            train = Evidence(train.features, train.logits, train.relevance, labels[train_rows])
             release_pages(features, logits, relevance)  # views or copies: the pages can go
             check_training_evidence(train, collection.class_names)
             head = head_arrays(model.head)
@@ -205,7 +206,6 @@ def evaluate(
                         else create_method(name)
                     ),
                     evidence,
-                    labels,
                     train_rows,
                     test_rows,
                     model,

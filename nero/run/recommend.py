@@ -138,22 +138,18 @@ def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) 
     }
 
 
-def proxy_rows(
-    evidence: Evidence, rows: np.ndarray, labels: np.ndarray, cap: int, seed: int
-) -> Evidence:
-    """The capped share of ``rows`` (every class in proportion), copied out of ``evidence``
-    (which may be memory-mapped: only the chosen rows are read)."""
-    rows = np.asarray(rows)[capped_rows(labels[rows], cap, seed)]
-    picked = evidence.rows(rows)
+def proxy_rows(evidence: Evidence, rows: np.ndarray, cap: int, seed: int) -> Evidence:
+    """The capped share of ``rows`` (every class in proportion) of ``evidence``, which may be
+    memory-mapped: only the chosen rows are read."""
+    picked = evidence.rows(np.asarray(rows)[capped_rows(evidence.labels[rows], cap, seed)])
     release_pages(evidence.features, evidence.logits, evidence.relevance)
-    return Evidence(picked.features, picked.logits, picked.relevance, labels[rows])
+    return picked
 
 
 def recommend_for_run(
     names: Sequence[str],
     make: MethodFactory,
     evidence: Evidence,
-    labels: np.ndarray,
     train_rows: np.ndarray,
     test_rows: np.ndarray,
     model: LoadedModel,
@@ -166,11 +162,11 @@ def recommend_for_run(
 ) -> dict:
     """The recommendation ``nero evaluate`` writes into ``report.json``.
 
-    ``evidence`` holds every sample of the run (rows of ``labels``); the proxies use at most
+    ``evidence`` holds every sample of the run, with labels; the proxies use at most
     :data:`PROXY_TRAIN_ROWS` of ``train_rows`` and :data:`PROXY_TEST_ROWS` of ``test_rows``.
     """
-    train = proxy_rows(evidence, train_rows, labels, PROXY_TRAIN_ROWS, seed)
-    test = proxy_rows(evidence, test_rows, labels, PROXY_TEST_ROWS, seed)
+    train = proxy_rows(evidence, train_rows, PROXY_TRAIN_ROWS, seed)
+    test = proxy_rows(evidence, test_rows, PROXY_TEST_ROWS, seed)
     pick = np.linspace(0, len(test_paths) - 1, min(PROXY_IMAGES, len(test_paths)))
     subset = [test_paths[int(i)] for i in np.unique(pick.round().astype(int))]
     with warnings.catch_warnings():

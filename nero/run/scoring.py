@@ -66,10 +66,8 @@ class RunScorer:
         self.detector = run.detector
         self.transform = eval_transform(self.img_size)
         train = run.rows("id_train")
-        rows = Evidence(run.features, run.logits, run.relevance).rows(train)  # views if contiguous
-        evidence = Evidence(
-            rows.features, rows.logits, rows.relevance, run.samples["label"].to_numpy()[train]
-        )
+        labels = run.samples["label"].to_numpy()
+        evidence = Evidence(run.features, run.logits, run.relevance, labels).rows(train)
         release_pages(run.features, run.logits, run.relevance)
         usable = feature_methods(run)
         wanted = usable if methods is None else list(methods)

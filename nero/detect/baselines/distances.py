@@ -150,7 +150,7 @@ class NNGuide(OODMethod, Fitted):
 
     def score(self, data: Evidence) -> np.ndarray:
         self._require("detector_")
-        bank_block = max(1, min(self.bank_rows_, 32768))
+        bank_block = max(1, self.bank_rows_)  # at most NEIGHBOUR_BANK_ROWS: one block
         # float32 similarities, and pytorch-ood concatenates them with the running top-k: 2 copies
         query_block = max(1, PAIRWISE_BYTES // (8 * bank_block))
         return by_chunk(
