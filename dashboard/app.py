@@ -18,7 +18,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 
 import streamlit as st  # noqa: E402
 
-from dashboard import components, loaders, sidebar, state  # noqa: E402
+from dashboard import components, identity, loaders, sidebar, state  # noqa: E402
 from dashboard.pages import DEFAULT, PAGES  # noqa: E402
 
 st.set_page_config(
@@ -32,6 +32,7 @@ st.set_page_config(
 LOGO = Path(__file__).with_name("logo.svg")
 if LOGO.is_file():
     st.logo(str(LOGO), size="large")
+identity.require_sign_in()
 cfg = components.config()
 runs = state.available_runs(cfg)
 legacy_view = state.read_url(cfg, runs)

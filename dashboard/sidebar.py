@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import identity, state
 from dashboard.components import LOG, current
 from nero.run.directory import Run
 
@@ -69,6 +69,7 @@ def sidebar(cfg: state.Config, runs: dict[str, Path]) -> None:
         st.toast(flash, icon=":material/check_circle:")
     with st.sidebar:
         st.caption("Explainable out-of-distribution detection with neuron-level relevance.")
+        identity.sign_out_button()
         if runs:
             if st.session_state.get(state.RUN) not in runs:
                 st.session_state[state.RUN] = state.default_run(cfg, runs)

@@ -17,6 +17,7 @@ import streamlit as st
 
 from dashboard import pages
 from nero.run.directory import list_runs
+from nero.serve import ACCESS_MODES
 
 DEFAULT_RUNS_ROOT = "runs"
 DEMO_RUN = "demo"
@@ -32,18 +33,23 @@ URL_PROBLEMS = "_url_problems"  # what a link named that is not there, shown to 
 class Config:
     runs_root: Path
     pinned_run: Path | None  # a run named on the command line (`nero dashboard RUN`)
+    access: str = "loopback"  # nero.serve.ACCESS_MODES: who can reach this server, and how
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
-    """``--runs-root``/``--run`` after ``--`` on the streamlit command line, else the env."""
+    """``--runs-root``/``--run``/``--access`` after ``--`` on the streamlit command line, else
+    the env (``NERO_RUNS_ROOT``, ``NERO_RUN``, ``NERO_ACCESS``)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--runs-root")
     parser.add_argument("--run")
+    parser.add_argument("--access", choices=ACCESS_MODES)
     args, _ = parser.parse_known_args(argv)
     root = args.runs_root or os.environ.get("NERO_RUNS_ROOT") or DEFAULT_RUNS_ROOT
     pinned = args.run or os.environ.get("NERO_RUN")
     return Config(
-        Path(root).expanduser().resolve(), Path(pinned).expanduser().resolve() if pinned else None
+        Path(root).expanduser().resolve(),
+        Path(pinned).expanduser().resolve() if pinned else None,
+        args.access or os.environ.get("NERO_ACCESS") or "loopback",
     )
 
 

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", type=Path)
     rp.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
+    rv = sub.add_parser("reviews", help="export a run's review history as CSV")
+    rv.add_argument("run", type=Path)
+    rv.add_argument("--out", type=Path, help="write the CSV here (default: print it)")
+
     dm = sub.add_parser("demo", help="build the embedded synthetic-endoscopy demo run")
     dm.add_argument("--out", type=Path, default=DEFAULT_RUNS_ROOT / "demo")
     dm.add_argument("--quick", action="store_true", help="a tiny version for tests (< 60 s)")
@@ -187,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="a host name browsers may use besides localhost (needed with --address)",
+    )
+    db.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="beyond loopback without OIDC sign-in: every page warns, reviews are unverified",
     )
     db.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT)
     db.add_argument(
@@ -351,6 +360,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reviews(args: argparse.Namespace) -> int:
+    from nero.files import write_text
+    from nero.run.directory import read_run
+    from nero.run.reviews import reviews_csv
+
+    text = reviews_csv(read_run(args.run))
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_text(args.out, text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
@@ -448,16 +470,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from nero.serve import check_exposure, serve_dashboard
+    from nero.serve import access_mode, check_exposure, serve_dashboard
 
     check_exposure(args.address, args.allow_host)
+    access_mode(args.address, args.no_auth)  # refused before a demo is built for nobody
     demo = args.runs_root / "demo"
     if args.run is None and not args.no_demo and not (demo / "manifest.json").is_file():
         from nero.demo import build_demo
 
         print("first start: building the demo run (a few minutes, once)", flush=True)
         build_demo(demo, progress=lambda msg, _f: print(f"[demo] {msg}", flush=True))
-    return serve_dashboard(args.run, args.runs_root, args.port, args.address, args.allow_host)
+    return serve_dashboard(
+        args.run, args.runs_root, args.port, args.address, args.allow_host, args.no_auth
+    )
 
 
 COMMANDS = {
@@ -466,6 +491,7 @@ COMMANDS = {
     "runs": cmd_runs,
     "rebind": cmd_rebind,
     "report": cmd_report,
+    "reviews": cmd_reviews,
     "demo": cmd_demo,
     "train": cmd_train,
     "prepare": cmd_prepare,

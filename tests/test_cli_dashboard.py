@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 import nero.demo
 import nero.serve
 from nero.cli import main
@@ -14,7 +16,7 @@ def test_first_start_builds_the_demo_then_serves(tmp_path, monkeypatch):
     monkeypatch.setattr(nero.serve, "serve_dashboard", lambda *a: served.append(a) or 0)
     root = tmp_path / "runs"
     assert main(["dashboard", "--runs-root", str(root), "--port", "8600"]) == 0
-    assert built == [root / "demo"] and served == [(None, root, 8600, "127.0.0.1", [])]
+    assert built == [root / "demo"] and served == [(None, root, 8600, "127.0.0.1", [], False)]
     (root / "demo").mkdir(parents=True)
     (root / "demo" / "manifest.json").write_text("{}")
     assert main(["dashboard", "--runs-root", str(root)]) == 0  # present: not rebuilt
@@ -51,3 +53,38 @@ def test_only_loopback_host_names_are_served_unless_named():
     exposed = streamlit_command(None, Path("runs"), 8501, "0.0.0.0", ["ward-pc.lan"])
     assert "ward-pc.lan" in options(exposed)["--server.allowedHosts"]
     assert options(exposed)["--server.address"] == ["0.0.0.0"]
+
+
+OIDC = """[auth]
+redirect_uri = "https://ward.example/oauth2callback"
+cookie_secret = "s3cret"
+client_id = "nero"
+client_secret = "abc"
+server_metadata_url = "https://idp.example/.well-known/openid-configuration"
+"""
+
+
+def test_beyond_loopback_needs_a_complete_oidc_configuration_or_no_auth(tmp_path):
+    from nero.serve import access_mode
+
+    secrets = tmp_path / "secrets.toml"
+    assert access_mode("127.0.0.1", False, [secrets]) == "loopback"
+    with pytest.raises(ValueError, match="needs sign-in: no .streamlit/secrets.toml"):
+        access_mode("0.0.0.0", False, [secrets])
+    assert access_mode("0.0.0.0", True, [secrets]) == "open"
+    secrets.write_text(OIDC.replace('client_secret = "abc"\n', ""))
+    with pytest.raises(ValueError, match="lacks .*client_secret"):
+        access_mode("0.0.0.0", False, [secrets])
+    secrets.write_text(OIDC)
+    assert access_mode("0.0.0.0", False, [secrets]) == "oidc"
+    named = OIDC.replace("client_id", "[auth.ward]\nclient_id").replace("[auth]\n", "[auth]\n", 1)
+    secrets.write_text(named)  # a named provider section serves too
+    assert access_mode("0.0.0.0", False, [secrets]) == "oidc"
+    secrets.write_text("[auth\n")
+    with pytest.raises(ValueError, match="cannot be read"):
+        access_mode("0.0.0.0", False, [secrets])
+
+
+def test_the_access_mode_reaches_the_app():
+    cmd = streamlit_command(None, Path("runs"), 8501, "0.0.0.0", ["ward.lan"], "oidc")
+    assert cmd[cmd.index("--access") + 1] == "oidc" and cmd.index("--access") > cmd.index("--")

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -466,20 +465,29 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     tiny_run: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """On loopback the reviewer is the local user; the mark records what was agreed with."""
+    import getpass
+
+    from nero.run.reviews import review_history
+
     copy = own_copy(tiny_run, tmp_path / "runs", "reviewed", monkeypatch)
-    sample = int(read_run(copy).rows("id_test")[0])  # one the worklist lists by default
+    run = read_run(copy)
+    sample = int(run.rows("id_test")[0])  # one the worklist lists by default
     at = open_app(tmp_path / "runs", "inspector", sample=str(sample))
     ok(at)
+    assert not [t for t in at.text_input if "name" in t.label.lower()]  # no typed identity
     at.radio[0].set_value("disagree")
-    at.text_input(key="reviewer-name").set_value("Dr Rao")
-    form_note = [t for t in at.text_input if t.label == "Note (optional)"][0]
-    form_note.set_value("a normal fold, not a lesion")
+    [t for t in at.text_input if t.label == "Note (optional)"][0].set_value("a normal fold")
+    [t for t in at.text_input if t.label.startswith("Tags")][0].set_value("Fold, mucosa")
     submit = [b for b in at.get("form_submit_button") if b.label == "Save review"][0]
     submit.click().run()
     ok(at)
-    table = pd.read_csv(copy / "annotations.csv")
-    assert list(table[["index", "review", "reviewer"]].iloc[0]) == [sample, "disagree", "Dr Rao"]
-    assert table["note"].iat[0] == "a normal fold, not a lesion"
+    mark = review_history(run).iloc[0]
+    assert (mark["index"], mark["review"], mark["note"]) == (sample, "disagree", "a normal fold")
+    assert (mark["reviewer"], mark["identity"]) == (getpass.getuser(), "local")
+    assert mark["tags"] == "fold,mucosa" and mark["method"] == "nero"
+    assert mark["score"] == pytest.approx(float(run.scores["nero"].iat[sample]))
+    assert mark["verdict"] in ("in-distribution", "borderline", "OOD") and mark["cutoffs"]
     at = open_app(tmp_path / "runs", "worklist")
     rows = at.dataframe[0].value
     assert rows.loc[rows["index"] == sample, "review"].iat[0] == "disagree"
@@ -540,3 +548,34 @@ def test_the_pages_without_model_work_do_not_wait_for_torch(runs_root: Path) -> 
         )
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip().splitlines()[-1] in (WARM_THREAD, "not imported"), view
+
+
+def test_a_server_with_sign_in_shows_nothing_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NERO_ACCESS", "oidc")
+    at = open_app(Path("unused"))
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert not at.dataframe and "Worklist" not in [t.value for t in at.title]
+
+
+def test_a_server_without_sign_in_warns_and_asks_for_an_unverified_name(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero.run.reviews import review_history
+
+    copy = own_copy(tiny_run, tmp_path / "runs", "open", monkeypatch)
+    monkeypatch.setenv("NERO_ACCESS", "open")
+    sample = int(read_run(copy).rows("id_test")[0])
+    at = open_app(tmp_path / "runs", "inspector", sample=str(sample))
+    ok(at)
+    assert any("without sign-in" in w.value for w in at.warning)
+    submit = [b for b in at.get("form_submit_button") if b.label == "Save review"][0]
+    submit.click().run()  # no name typed: refused, nothing saved
+    assert any("Type your name" in e.value for e in at.error)
+    assert review_history(read_run(copy)).empty
+    [t for t in at.text_input if t.label.startswith("Your name")][0].set_value("Dr Open")
+    [b for b in at.get("form_submit_button") if b.label == "Save review"][0].click().run()
+    mark = review_history(read_run(copy)).iloc[0]
+    assert (mark["reviewer"], mark["identity"]) == ("Dr Open", "unverified")

@@ -373,36 +373,38 @@ def test_every_page_keeps_its_link_and_shows_the_three_verdicts(server, page):
 def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(server, page):
     if os.environ.get("NERO_SCREENSHOT_ROOT"):
         pytest.skip("writes a review into the run; only on the test's own run")
+    import getpass
+
     import pandas as pd
 
     from nero.run.directory import read_run
+    from nero.run.reviews import REVIEWS_FILE, review_history
 
     base, run_name, root = server
-    sample = int(read_run(root / run_name).rows("id_test")[0])  # the worklist hides training
-    annotations = root / run_name / "annotations.csv"
-    before = annotations.read_bytes() if annotations.exists() else None
+    run = read_run(root / run_name)
+    sample = int(run.rows("id_test")[0])  # the worklist hides training
+    store = root / run_name / REVIEWS_FILE
+    kept = {p: p.read_bytes() for p in store.parent.glob(REVIEWS_FILE + "*")}
     try:
         page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
         page.wait_for_selector("h1:has-text('Sample inspector')")
         settle(page)
-        page.get_by_text("Your review of this verdict").click()
-        page.get_by_text("Disagree", exact=True).click()
+        page.get_by_text("Disagree", exact=True).click()  # the form is open beside the verdict
         page.get_by_label("Note (optional)").fill("frame artefact, not tissue")
-        page.get_by_label("Your name").fill("Dr Test")
         page.get_by_role("button", name="Save review").click()
         settle(page)
         no_exception(page)
 
-        last = pd.read_csv(annotations, keep_default_na=False).iloc[-1]
+        last = review_history(run).iloc[-1]
         assert (int(last["index"]), last["review"]) == (sample, "disagree")
-        assert (last["reviewer"], last["note"]) == ("Dr Test", "frame artefact, not tissue")
+        assert (last["reviewer"], last["note"]) == (getpass.getuser(), "frame artefact, not tissue")
+        assert last["method"] and last["verdict"]
 
         # a fresh visit shows it, and the worklist's export carries it
         page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
         page.wait_for_selector("h1:has-text('Sample inspector')")
         settle(page)
-        page.get_by_text("Your review of this verdict").click()
-        page.wait_for_selector("text=Last review by Dr Test")
+        page.wait_for_selector(f"text=Last review by {getpass.getuser()}")
         page.goto(f"{base}/?run={run_name}")
         page.wait_for_selector('[data-testid="stDataFrame"]')
         settle(page)
@@ -412,10 +414,10 @@ def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(s
         row = exported[exported["index"] == sample]
         assert row["review"].tolist() == ["disagree"]
     finally:  # the run is shared with other tests: leave its reviews as they were
-        if before is None:
-            annotations.unlink(missing_ok=True)
-        else:
-            annotations.write_bytes(before)
+        for p in store.parent.glob(REVIEWS_FILE + "*"):
+            p.unlink()
+        for p, data in kept.items():
+            p.write_bytes(data)
 
 
 def test_the_page_makes_no_request_outside_this_machine(server, page):
@@ -461,3 +463,30 @@ def test_websocket_refuses_foreign_host_names(server) -> None:
     assert " 101 " in websocket_status(base, f"localhost:{port}")
     assert " 101 " in websocket_status(base, f"127.0.0.1:{port}")
     assert " 101 " not in websocket_status(base, f"attacker.example:{port}")
+
+
+def test_beyond_loopback_it_needs_sign_in_or_warns_on_every_page(tmp_path, runs_root, page):  # noqa: F811
+    """A non-loopback bind without an OIDC configuration refuses to start; --no-auth starts
+    and every page says that anyone who reaches it can mark reviews."""
+    port = free_port()
+    nero = Path(sys.executable).with_name("nero")
+    cmd = [str(nero), "dashboard", str(runs_root / TINY_RUN), "--runs-root", str(runs_root)]
+    cmd += ["--port", str(port), "--address", "0.0.0.0", "--allow-host", "localhost"]
+    env = {**os.environ, "HOME": str(tmp_path)}  # no ~/.streamlit/secrets.toml of the user's
+    refused = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "needs sign-in" in refused.stderr and "--no-auth" in refused.stderr
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*cmd, "--no-auth"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_health(base, proc, log)
+            for view in ("", "overview", "inspector"):
+                page.goto(f"{base}/{view}?run={TINY_RUN}")
+                page.wait_for_selector("text=without sign-in")
+            page.wait_for_selector("text=Your name (unverified")
+        finally:
+            stop_group(proc)

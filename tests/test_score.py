@@ -124,3 +124,20 @@ def test_forward_batches_are_regrouped_into_scoring_blocks_in_order():
     assert joined.tolist() == list(range(10))
     assert np.array_equal(np.concatenate([b.features[:, 0] for b in blocks]), joined)
     assert [n for b in blocks for n in b.notes] == [f"n{r}" for r in range(10)]
+
+
+def test_score_csv_and_batches_are_safe_to_open_in_a_spreadsheet(scored_run, tmp_path):
+    """A file named like a formula is written neutralised; the batch reads back the name."""
+    data, run_dir = scored_run
+    folder = tmp_path / "=HYPERLINK(1)"  # the path cell starts with "/" but the name does not
+    folder.mkdir()
+    image = sorted((data / "ood" / "noise").glob("*.png"))[0]
+    (folder / "@SUM(1+1).png").write_bytes(image.read_bytes())
+    out = tmp_path / "new.csv"
+    assert main(["score", "--run", str(run_dir), str(folder), "--out", str(out)]) == 0
+    assert main(["score", "--run", str(run_dir), str(folder), "--into", "formulae"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    text_cells = table.select_dtypes(exclude="number").to_numpy().ravel()
+    assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in text_cells)
+    batch = read_batch(read_run(run_dir), "formulae")
+    assert Path(batch["path"].iat[0]).name == "@SUM(1+1).png"

@@ -12,6 +12,7 @@ from dashboard import (
     heatmap_jobs,
     imaging,
     loaders,
+    review,
     samples,
     state,
     verdicts,
@@ -20,34 +21,6 @@ from nero.detect.relevance import softmax
 from nero.run.scoring import nearest_train, neuron_prototypes, plain_explanation
 
 NEIGHBOURS = 6
-REVIEW_WORDS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
-
-
-def review_form(r, index: int) -> None:
-    """Agree / disagree / unsure with the verdict, a note and a name: kept in the run."""
-    from nero.run.annotations import REVIEWS, annotate, current_reviews
-
-    reviews = current_reviews(r)
-    if index in reviews.index:
-        last = reviews.loc[index]
-        who = f" by {last['reviewer']}" if last["reviewer"] else ""
-        st.caption(
-            f"Last review{who} ({last['time']}): **{REVIEW_WORDS[last['review']]}**"
-            + (f" — {last['note']}" if last["note"] else "")
-        )
-    with st.form(f"review-{index}", clear_on_submit=True, border=False):
-        choice = st.radio("The verdict is…", REVIEWS, horizontal=True, format_func=REVIEW_WORDS.get)
-        note = st.text_input("Note (optional)", max_chars=500)
-        reviewer = st.text_input("Your name", key="reviewer-name")
-        if st.form_submit_button("Save review", icon=":material/save:"):
-            try:
-                annotate(r, index, choice, note, reviewer)
-            except (OSError, ValueError) as exc:
-                st.error(f"The review could not be saved: {exc}")
-            else:
-                st.toast("Review saved in the run (annotations.csv).", icon=":material/check:")
-
-
 PROTOTYPES = 6
 
 name, r = components.require_run()
@@ -131,8 +104,9 @@ with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
 
-with st.expander(":material/rate_review: Your review of this verdict", expanded=False):
-    review_form(r, i)
+with st.container(border=True):
+    st.markdown(":material/rate_review: **Your review of this verdict**")
+    review.review_form(r, i, nero_col, score, verdicts.verdict_of(score, thr), thr)
 
 st.subheader("Why this score")
 st.markdown(

@@ -12,6 +12,7 @@ from dashboard import charts, components, loaders, state
 from nero.detect.metrics import auroc, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.report import best_mask, comparison_frame
+from nero.tables import safe_csv
 
 ALL_SETS = state.ALL_SETS
 # Resolution of the threshold slider: steps across the score range.
@@ -253,7 +254,7 @@ export_cols = [
 d1, d2, _ = st.columns([1, 1, 3])
 d1.download_button(
     "Scores (CSV)",
-    table[export_cols].to_csv(index=False).encode(),
+    safe_csv(table[export_cols]).encode(),
     file_name=f"{name}-scores.csv",
     mime="text/csv",
     icon=":material/download:",

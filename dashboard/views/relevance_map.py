@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import charts, components, loaders, samples, state
 from nero.detect.registry import method_label
+from nero.tables import safe_csv
 
 # Above this many points the map is drawn with WebGL (SVG gets slow in the browser).
 WEBGL_POINTS = 3000
@@ -214,7 +215,7 @@ if len(chosen) > 1:
     )
     st.download_button(
         "Selection (CSV)",
-        table.iloc[chosen].to_csv(index=False).encode(),
+        safe_csv(table.iloc[chosen]).encode(),
         file_name=f"{name}-selection.csv",
         mime="text/csv",
         icon=":material/download:",

@@ -22,6 +22,7 @@ from dashboard import (
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
 from nero.run.scoring import feature_methods, nearest_train, plain_explanation
+from nero.tables import safe_csv
 
 NEIGHBOURS = 6
 
@@ -98,7 +99,7 @@ st.dataframe(summary, width="stretch", hide_index=True)
 st.caption(verdicts.rule_in_words(thr))
 st.download_button(
     "Scores (CSV)",
-    summary.to_csv(index=False).encode(),
+    safe_csv(summary).encode(),
     file_name=f"{name}-new-images.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -13,9 +13,10 @@ from PIL import Image
 
 from dashboard import components, loaders, samples, state, verdicts
 from nero.detect.registry import method_label
-from nero.run.annotations import current_reviews
 from nero.run.batches import batch_info, read_batch, run_batches
+from nero.run.reviews import current_reviews, reviews_csv
 from nero.run.verdicts import VERDICTS
+from nero.tables import safe_csv
 
 PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
 THUMB_PX = 72
@@ -98,7 +99,7 @@ def batch_view(r, batch: str) -> None:
             )
     st.download_button(
         f"Export batch {batch} (CSV)",
-        table.to_csv(index=False),
+        safe_csv(table),
         file_name=f"{r.path.name}-{batch}.csv",
         mime="text/csv",
         icon=":material/download:",
@@ -227,15 +228,22 @@ if selection:
 
 def export_csv() -> str:
     """The filtered rows with their paths; made on click (a large run's CSV takes a while)."""
-    return shown.assign(path=table["path"].to_numpy()[shown["index"].to_numpy()]).to_csv(
-        index=False
-    )
+    return safe_csv(shown.assign(path=table["path"].to_numpy()[shown["index"].to_numpy()]))
 
 
-st.download_button(
+left, right = st.columns(2)
+left.download_button(
     f"Export these {len(shown)} rows (CSV)",
     export_csv,
     file_name=f"{name}-worklist.csv",
     mime="text/csv",
     icon=":material/download:",
+)
+right.download_button(
+    "Review history (CSV)",
+    lambda: reviews_csv(r),
+    file_name=f"{name}-reviews.csv",
+    mime="text/csv",
+    icon=":material/history:",
+    help="Every mark ever saved on this run: who, when, the verdict, method and score shown.",
 )

@@ -11,6 +11,7 @@ import json
 import pandas as pd
 
 from nero.run.directory import Run
+from nero.tables import restore_cells
 
 BATCHES_DIR = "batches"
 BATCH_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
@@ -53,4 +54,4 @@ def read_batch(run: Run, name: str) -> pd.DataFrame:
     path = run.path / BATCHES_DIR / name / "scores.csv"
     if not path.is_file():
         raise ValueError(f"the run has no batch named {name!r} (batches: {run_batches(run)})")
-    return pd.read_csv(path, keep_default_na=False)
+    return restore_cells(pd.read_csv(path, keep_default_na=False))

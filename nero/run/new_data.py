@@ -30,6 +30,7 @@ from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
 from nero.run.verdicts import run_thresholds
+from nero.tables import neutralise_cells
 
 Progress = Callable[[int, int], None]
 # Images scored together: per-call costs of the methods amortised, memory still flat.
@@ -200,7 +201,9 @@ def _score(run, scorer, paths, frames, out, into, stage, batches, main, threshol
                     )
                 arrays[name][written : written + len(block)] = block
         if table_path is not None:
-            rows.to_csv(table_path, mode="a", header=written == 0, index=False, float_format="%.9g")
+            neutralise_cells(rows).to_csv(
+                table_path, mode="a", header=written == 0, index=False, float_format="%.9g"
+            )
         written += len(rows)
         if progress is not None:
             progress(done, n)

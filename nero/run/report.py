@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from nero.run.directory import Run
+from nero.tables import safe_csv
 
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 # Which direction is better for each metric (FPR95: lower).
@@ -49,7 +50,7 @@ def format_report(run: Run, fmt: str = "table") -> str:
     if fmt == "csv":
         flat = frame.copy()
         flat.columns = [f"{s}/{m}" for s, m in frame.columns]
-        return flat.to_csv()
+        return safe_csv(flat, index=True)
     best = best_mask(frame)
     cells = frame.map(lambda v: f"{v:.2f}")
     marker = "**{}**" if fmt == "markdown" else "{}*"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nero.run.directory import INCOMPLETE_SUFFIX
+from nero.run.reviews import carry_reviews, keep_late_reviews
 
 WRITER_FILE = ".writer"  # pid of the process holding a staging folder's lock
 # What an evaluation writes into its staging folder (anything else there is not ours).
@@ -167,12 +168,24 @@ def staged_run(
         check_output(out, data_roots, keep, overwrite)
         (stage / WRITER_FILE).unlink(missing_ok=True)
         if out.exists() and any(out.iterdir()):
+            # Reviewers' marks are nobody's output to recompute: they move to the new run.
+            carried = carry_reviews(out, stage)
+            _keep_batches(out, stage)
             trash = out.with_name(f".{out.name}.replaced-{os.getpid()}-{time.time_ns()}")
             out.rename(trash)
             stage.rename(out)
+            keep_late_reviews(trash, out, carried)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             stage.rename(out)  # replaces an empty folder
+
+
+def _keep_batches(old_run: Path, new_run: Path) -> None:
+    """Images scored against the replaced run keep their tables, set aside in the new run
+    (``batches.replaced-TIME/``; the worklist does not list them: the detector changed)."""
+    batches = old_run / "batches"
+    if batches.is_dir() and any(batches.iterdir()):
+        batches.rename(new_run / f"batches.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
 
 
 @dataclass(frozen=True)
