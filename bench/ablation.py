@@ -25,8 +25,9 @@ import torch
 
 from nero.data.corruptions import CORRUPTIONS, corrupt
 from nero.data.demo_data import generate_demo_data
-from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD, prepared_collection
+from nero.data.folders import prepared_collection
 from nero.data.images import read_image
+from nero.data.preprocess import Preprocessing
 from nero.demo import FULL
 from nero.detect.detector import NERO
 from nero.detect.metrics import ood_metrics
@@ -35,6 +36,7 @@ from nero.detect.registry import Evidence, available_methods, create_method
 from nero.detect.relevance import head_relevance
 from nero.detect.space import DegenerateFitError
 from nero.model.classifier import capture_head_input, head_arrays, load_classifier
+from nero.model.sidecar import read_sidecar
 from nero.model.train import TrainConfig, train_classifier
 
 OPTIONS = {  # option → values; the first is the release's
@@ -48,18 +50,25 @@ OPTIONS = {  # option → values; the first is the release's
 RESULTS = Path(__file__).parent / "results" / "ablation.md"
 
 
-def load_tensor(paths: list[Path], size: int) -> torch.Tensor:
-    arrays = [np.asarray(read_image(p).resize((size, size))) for p in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+def load_tensor(paths: list[Path], prep: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """[0, 1] pixels N×3×S×S as the model sees them (the one input path), and where the
+    frame-invariant input carries tissue (N×S×S)."""
+    prepared = [prep.prepare(read_image(p)) for p in paths]
+    arrays = np.stack([np.asarray(p.image) for p in prepared])
+    side = prep.img_size
+    inside = np.stack([p.inside if p.inside is not None else np.ones((side, side), bool)
+                       for p in prepared])  # fmt: skip
+    pixels = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
+    return pixels, torch.from_numpy(inside)
 
 
-def forward(model, head, images: torch.Tensor, batch: int = 128) -> tuple[np.ndarray, ...]:
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
+def forward(model, head, images: tuple[torch.Tensor, torch.Tensor], prep: Preprocessing,
+            batch: int = 128) -> tuple[np.ndarray, ...]:  # fmt: skip
+    pixels, inside = images
     feats, logits = [], []
     with capture_head_input(head) as store, torch.inference_mode():
-        for chunk in images.split(batch):
-            logits.append(model((chunk - mean) / std).numpy())
+        for chunk, mask in zip(pixels.split(batch), inside.split(batch), strict=True):
+            logits.append(model(prep.renormalise(chunk, mask)).numpy())
             feats.append(store["features"].flatten(1).numpy())
     return np.concatenate(feats).astype(np.float64), np.concatenate(logits).astype(np.float64)
 
@@ -91,16 +100,19 @@ def one_model(arch: str, seed: int, epochs: int, data: Path, work: Path) -> dict
     val = np.zeros(len(train.paths), bool)
     val[rng.permutation(len(train.paths))[: len(train.paths) // 5]] = True
 
-    def evidence(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return forward(model.model, model.head, images)
+    prep = Preprocessing.from_record(read_sidecar(ckpt)["preprocessing"])
 
-    tr_img = load_tensor(train.paths, size)
+    def evidence(images: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        return forward(model.model, model.head, images, prep)
+
+    tr_img = load_tensor(train.paths, prep)
     f_tr, l_tr = evidence(tr_img)
-    f_te, l_te = evidence(load_tensor(by_split["id_test"].paths, size))
-    val_img = tr_img[torch.from_numpy(val)]
-    synthetic = {k: evidence(corrupt(val_img, k, seed)) for k in CORRUPTIONS}
+    f_te, l_te = evidence(load_tensor(by_split["id_test"].paths, prep))
+    picked = torch.from_numpy(val)
+    val_img = (tr_img[0][picked], tr_img[1][picked])
+    synthetic = {k: evidence((corrupt(val_img[0], k, seed), val_img[1])) for k in CORRUPTIONS}
     test_ood = {
-        s.name[4:]: evidence(load_tensor(s.paths, size))
+        s.name[4:]: evidence(load_tensor(s.paths, prep))
         for s in col.splits
         if s.name.startswith("ood:")
     }

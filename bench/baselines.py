@@ -25,6 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nero.data.folders import make_loader  # noqa: E402
+from nero.data.preprocess import Preprocessing  # noqa: E402
 from nero.detect.registry import Evidence, available_methods, create_method  # noqa: E402
 from nero.detect.relevance import head_relevance_chunked  # noqa: E402
 from nero.model.classifier import head_arrays, load_classifier  # noqa: E402
@@ -128,11 +129,13 @@ def main() -> None:
             model, paths, labels, splits, manifest = demo_set(args.run)
             img_size, source = manifest["img_size"], f"demo run {args.run}"
             arch = manifest["model"]["arch"]
+            frame = manifest.get("preprocessing", {}).get("frame", "none")
         else:
             paths, labels, splits = generated_set(tmp, args.n, args.size)
             torch.manual_seed(0)
             model = load_classifier("resnet18", None, 3, args.size)
             img_size, source, arch = args.size, f"{args.n} generated images", "resnet18"
+            frame = "none"
         where = f"forward on {resolve_device(None)}, {torch.get_num_threads()} CPU threads"
         print(f"data: {source}, {len(paths)} images at {img_size} px, {arch}, {where}")
 
@@ -142,7 +145,7 @@ def main() -> None:
                 model.head,
                 paths,
                 tmp / "x",
-                img_size,
+                Preprocessing(img_size, frame),
                 args.batch_size,
                 progress=False,
             )
@@ -210,7 +213,7 @@ def main() -> None:
 
         if args.odin:
             kept_paths = [paths[i] for i in ex.kept]
-            loader = make_loader(kept_paths, img_size, args.batch_size)
+            loader = make_loader(kept_paths, Preprocessing(img_size, frame), args.batch_size)
             _, t_odin = timed(
                 lambda: create_method("odin").score_inputs(
                     model.model, model.head, loader, resolve_device(None)

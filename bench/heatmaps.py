@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nero.data.folders import DEFAULT_IMG_SIZE, eval_transform
+from nero.data.preprocess import DEFAULT_IMG_SIZE
 from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import Envelope, EnvelopeRecorder
 from nero.explain.rules import PLAIN_GRADIENT_X_INPUT
 from nero.model.classifier import build_model, find_head
+from nero.run.checkpoint import run_preprocessing
 from nero.run.directory import read_run
 from nero.run.heatmaps import (
     distance_contributions,
@@ -129,7 +130,7 @@ def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) 
     loaded = load_run_model(run)
     arch = run.manifest["model"]["arch"]
     size = run.manifest["img_size"]
-    transform = eval_transform(size)
+    transform = run_preprocessing(run)
     start = time.perf_counter()
     envelope = run_envelope(run)
     print(
@@ -140,9 +141,11 @@ def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) 
     start = time.perf_counter()
     for index, split, mask_path in zip(near["index"], near["split"], near["mask"], strict=True):
         index = int(index)
-        x = transform(sample_image(run, index)).unsqueeze(0)
-        with Image.open(mask_path) as m:
-            mask = np.asarray(m.convert("L").resize((size, size), Image.NEAREST)) > 127
+        prepared = transform.prepare(sample_image(run, index))
+        x = transform.normalise(prepared).unsqueeze(0)
+        width, height = prepared.geometry.original_size
+        with Image.open(mask_path) as m:  # on the original grid, where the maps are compared
+            mask = np.asarray(m.convert("L").resize((width, height), Image.NEAREST)) > 127
         deviation, centroid_class = ood_deviation(run, index)
         shares, _ = distance_contributions(run, index)
         ood = HeatmapRequest("ood", centroid_class, deviation)
@@ -166,7 +169,7 @@ def localisation(run_dir: Path, max_per_set: int | None, skip_per_set: int = 0) 
         }
         row = {"split": split, "area": float(mask.mean())}
         for name, heat in maps.items():
-            rel = heat.relevance
+            rel = heat.located(prepared).original(long_side=None)
             row[f"{name}:share"] = positive_share(rel, mask)
             row[f"{name}:point"] = float(mask.flat[int(np.argmax(rel))])
             row[f"{name}:abs"] = float(np.abs(rel)[mask].sum() / max(np.abs(rel).sum(), 1e-30))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from nero.data.folders import DEFAULT_IMG_SIZE
+from nero.data.preprocess import DEFAULT_IMG_SIZE
 from nero.detect.detector import NERO
 from nero.detect.relevance import head_relevance
 from nero.model.classifier import build_model, capture_head_input, find_head, head_arrays

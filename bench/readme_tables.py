@@ -13,7 +13,8 @@ README and is replaced whole, so the README never holds a typed-in figure:
 - ``ablation-table``: the presets and the best baseline across architectures × seeds, the
   rows of ``bench/results/ablation.md``'s AUROC table (``bench/ablation.py``);
 - ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``);
-- ``proxy-agreement``: ``bench/results/proxy_agreement.md`` (``bench/proxy_agreement.py``).
+- ``proxy-agreement``: ``bench/results/proxy_agreement.md`` (``bench/proxy_agreement.py``);
+- ``frame-invariance``: ``bench/results/frame_invariance.md`` (``bench/frame_invariance.py``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main() -> None:
         ("select-table", RESULTS / "select_default.md"),
         ("scale-table", RESULTS / "scale.md"),
         ("proxy-agreement", RESULTS / "proxy_agreement.md"),
+        ("frame-invariance", RESULTS / "frame_invariance.md"),
     ):
         body = section(source, name)
         if body is None:

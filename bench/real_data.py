@@ -44,7 +44,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nero.data.folders import eval_transform  # noqa: E402
 from nero.detect.detector import NERO  # noqa: E402
 from nero.detect.params import PRESETS  # noqa: E402
 from nero.detect.registry import method_label  # noqa: E402
@@ -52,6 +51,7 @@ from nero.explain.attribution import HeatmapRequest, compute_heatmaps  # noqa: E
 from nero.explain.faithfulness import deletion_area  # noqa: E402
 from nero.explain.field_of_view import field_of_view, frame_share  # noqa: E402
 from nero.explain.rules import PLAIN_GRADIENT_X_INPUT  # noqa: E402
+from nero.run.checkpoint import run_preprocessing  # noqa: E402
 from nero.run.directory import Run, read_run  # noqa: E402
 from nero.run.heatmaps import load_run_model, ood_deviation, run_envelope, sample_image  # noqa: E402
 from nero.run.pipeline import Folders, evaluate_folders  # noqa: E402
@@ -127,10 +127,12 @@ def agreement(run: Run, preset: str) -> float:
 
 # ---------------------------------------------------------------- 3. localisation
 def maps_of(run: Run, index: int) -> dict[str, np.ndarray]:
-    """The three maps of one sample at the model's input resolution."""
+    """The three maps of one sample on the original image's grid (where its mask lies)."""
     loaded = load_run_model(run)
     arch = run.manifest["model"]["arch"]
-    tensor = eval_transform(run.manifest["img_size"])(sample_image(run, index)).unsqueeze(0)
+    preprocessing = run_preprocessing(run)
+    prepared = preprocessing.prepare(sample_image(run, index))
+    tensor = preprocessing.normalise(prepared).unsqueeze(0)
     deviation, cls = ood_deviation(run, index)
     ood, klass = compute_heatmaps(
         loaded.model,
@@ -149,9 +151,9 @@ def maps_of(run: Run, index: int) -> dict[str, np.ndarray]:
         rules=PLAIN_GRADIENT_X_INPUT,
     )
     return {
-        "OOD heatmap": ood.relevance,
-        "class heatmap": klass.relevance,
-        "Gradient×Input": gxi.relevance,
+        "OOD heatmap": ood.located(prepared).original(long_side=None),
+        "class heatmap": klass.located(prepared).original(long_side=None),
+        "Gradient×Input": gxi.located(prepared).original(long_side=None),
     }
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nero.data.folders import DEFAULT_IMG_SIZE
 from nero.data.prepare import KVASIR_CLASSES, prepare
+from nero.data.preprocess import DEFAULT_IMG_SIZE
 from nero.detect.registry import available_methods
 from nero.model.train import TrainConfig, train_classifier
 from nero.run.directory import read_run

@@ -119,6 +119,7 @@ def odin_cost(data: Path, n: int, img_size: int) -> tuple[float, float]:
     import torch
 
     from nero.data.folders import list_images, make_loader
+    from nero.data.preprocess import Preprocessing
     from nero.detect.registry import create_method
     from nero.model.classifier import load_classifier
 
@@ -128,11 +129,11 @@ def odin_cost(data: Path, n: int, img_size: int) -> tuple[float, float]:
 
     def plain() -> None:
         with torch.inference_mode():
-            for images, *_ in make_loader(paths, img_size, 32):
+            for images, *_ in make_loader(paths, Preprocessing(img_size, "none"), 32):
                 model.model(images)
 
     def odin() -> None:
-        loader = make_loader(paths, img_size, 32)
+        loader = make_loader(paths, Preprocessing(img_size, "none"), 32)
         create_method("odin").score_inputs(model.model, model.head, loader)
 
     times = []

@@ -9,11 +9,25 @@ import streamlit as st
 
 from dashboard import charts, imaging, loaders, state
 from dashboard.components import LOG
-from nero.explain.field_of_view import frame_share
+from nero.explain.field_of_view import FrameShare, frame_share
 from nero.run.heatmap_scale import display_scale
 
 # Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
 TOP_NEURONS = 20
+
+
+def frame_sentence(share: FrameShare) -> str:
+    """Most evidence on the frame (> 50 %) is said differently from more than its area."""
+    where = "the frame (the dark surround, burnt-in text, markers)"
+    if share.frame > 0.5:
+        return (
+            f"**Most of this map's evidence ({share.frame:.0%}) lies on {where}**, not on the "
+            "tissue."
+        )
+    return (
+        f"**{share.frame:.0%} of this map's evidence lies on {where}**, more than the "
+        f"{share.frame_area:.0%} of the image it covers would give it."
+    )
 
 
 def score_parts(expl, row: int, detector) -> None:
@@ -176,18 +190,17 @@ def heatmap_panel(
     if scale is not None:
         scale, factor = display_scale(hm["relevance"], scale)
     picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity, scale))
+    picture = imaging.shade_unseen(picture, hm.get("seen"))
     if mask_path:  # outlined after upscaling, so the line stays thin
         m = loaders.mask(mask_path, (picture.shape[1], picture.shape[0]))
         if m is not None:
             picture = imaging.outline(picture, m)
     st.image(picture, width="stretch")
+    if hm.get("seen") is not None and not np.asarray(hm["seen"]).all():
+        st.caption("Hatched: the part of the image the model never saw (frame, overlays).")
     share = frame_share(hm["relevance"], img)
     if share.on_frame:
-        st.warning(
-            f":material/crop_free: **{share.frame:.0%} of this map's evidence lies on the frame** "
-            f"(the dark surround, burnt-in text, markers), which covers {share.frame_area:.0%} "
-            "of the image: here the model looks at the frame more than at the tissue."
-        )
+        st.warning(f":material/crop_free: {frame_sentence(share)}")
     if scale is not None:
         st.image(imaging.colour_bar(scale), width="stretch")
         st.caption(

@@ -8,7 +8,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
 from dashboard import loaders
@@ -96,7 +95,9 @@ def heatmap_fields(result: Any, scale: Any = None) -> dict[str, Any]:
     the shared colour scale and, for an OOD heatmap, whether it shows unusual evidence.
     """
     fields = {
-        "relevance": np.asarray(result.relevance, np.float32),
+        # on the original image's grid, where the image and any mask line up
+        "relevance": result.original() if hasattr(result, "original") else result.relevance,
+        "seen": result.seen() if hasattr(result, "seen") else None,
         "method": str(getattr(result, "method", "")),
         "rule_set": str(getattr(result, "rule_set", "")),
         "conservation": getattr(result, "conservation", None),
@@ -109,7 +110,7 @@ def heatmap_fields(result: Any, scale: Any = None) -> dict[str, Any]:
         fields["unusual"] = scale.unusual(result)
         if fields["unusual"] is not None:
             kind = scale.kinds[result.kind]
-            fields["evidence_share"] = kind.share_of_normal_below(result.relevance)
+            fields["evidence_share"] = kind.share_of_normal_below(result.relevance)  # S×S mass
     return fields
 
 
@@ -142,7 +143,8 @@ def image_heatmaps(
     module = heatmaps_module()
     if module is None:
         raise RuntimeError("heatmaps are unavailable in this installation")
-    tensor = _scorer.transform(_image).unsqueeze(0)
+    prepared = _scorer.preprocessing.prepare(_image)
+    tensor = _scorer.preprocessing.normalise(prepared).unsqueeze(0)
     from nero.explain.attribution import HeatmapRequest, compute_heatmaps
 
     requests = [
@@ -157,6 +159,7 @@ def image_heatmaps(
         requests,
         envelope=module.run_envelope(_scorer.run),
     )
+    cls, ood = cls.located(prepared), ood.located(prepared)
     scale = run_scale(_scorer.run)
     return {"class": heatmap_fields(cls, scale), "ood": heatmap_fields(ood, scale)}
 

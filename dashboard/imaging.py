@@ -55,6 +55,20 @@ def overlay(
     return (base * (1 - alpha) + colours * alpha).round().astype(np.uint8)
 
 
+def shade_unseen(picture: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
+    """Darken and hatch the part of an image the model never saw (its frame, an overlay)."""
+    if seen is None or np.asarray(seen).all():
+        return picture
+    h, w = picture.shape[:2]
+    mask = np.asarray(Image.fromarray(np.asarray(seen, np.uint8) * 255).resize((w, h), 0)) > 0
+    yy, xx = np.mgrid[:h, :w]
+    hatch = ((xx + yy) // max(2, w // 80)) % 4 == 0
+    out = np.array(picture, np.float64, copy=True)
+    out[~mask] *= 0.35
+    out[~mask & hatch] = 150.0
+    return out.round().astype(np.uint8)
+
+
 def colour_bar(scale: float, width: int = 320, height: int = 14) -> np.ndarray:
     """The colour scale as an RGB strip, −scale (blue) … 0 … +scale (red), for a caption."""
     x = np.linspace(-1.0, 1.0, width)

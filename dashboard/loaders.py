@@ -170,6 +170,19 @@ def embedding(r: Run) -> dict[str, Any] | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def _frame_only_scores(path: str, key: tuple[int, ...]) -> pd.DataFrame | None:
+    from nero.run.acquisition import CONTROL_FILE
+
+    file = Path(path) / CONTROL_FILE
+    return pd.read_csv(file).set_index("index") if file.is_file() else None
+
+
+def frame_only_scores(r: Run) -> pd.DataFrame | None:
+    """The acquisition control's scores of frame-only copies (rows: run samples), or None."""
+    return _frame_only_scores(str(r.path), stamp(r.path, "manifest.json"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
 def _train_space(path: str, key: tuple[int, ...]) -> np.ndarray:
     r = read_run(path)
     return r.detector.project(r.relevance[r.rows("id_train")])

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nero import __version__
-from nero.data.folders import DEFAULT_IMG_SIZE
+from nero.data.preprocess import DEFAULT_IMG_SIZE, FRAME_MODES
 
 DEFAULT_RUNS_ROOT = Path("runs")
 DEFAULT_PORT = 8501
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one NERO parameter, e.g. epsilon=1e-6",
     )
     ev.add_argument("--img-size", type=int)
+    ev.add_argument(
+        "--frame",
+        choices=FRAME_MODES,
+        help="how the model sees each image (default: as its sidecar says it was trained)",
+    )
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     ev.add_argument("--seed", type=int, default=42)
@@ -160,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--lr", type=float, default=1e-4)
     tr.add_argument("--augment", choices=["paper", "light", "none"], default="paper")
+    tr.add_argument(
+        "--frame",
+        choices=FRAME_MODES,
+        default="auto",
+        help="auto: the model sees tissue only, never the scope's frame or overlays (README); "
+        "none: the plain square resize",
+    )
     tr.add_argument("--val-fraction", type=float, default=0.1)
     tr.add_argument("--init-weights", type=Path, help="local pretrained weights (head replaced)")
     tr.add_argument("--device", default=None)
@@ -245,6 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.model,
         arch=args.arch,
         img_size=args.img_size,
+        frame=args.frame,
         trust_pickle=args.trust_pickle,
         embedding=None if args.no_embedding else "umap",
         heatmap_scale=not args.no_heatmap_scale,
@@ -394,6 +407,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         arch=args.arch,
         epochs=args.epochs,
         img_size=args.img_size,
+        frame=args.frame,
         batch_size=args.batch_size,
         lr=args.lr,
         augment=args.augment,
@@ -437,7 +451,7 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
         f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
         f"({heat.rule_set}), conservation {heat.conservation:.3g}"
     )
-    frame = frame_share(heat.relevance, np.asarray(sample_image(run, args.sample)))
+    frame = frame_share(heat.original(), np.asarray(sample_image(run, args.sample)))
     if frame.has_frame:
         print(
             f"on the frame (surround, text, markers): {frame.frame:.0%} of the evidence, "

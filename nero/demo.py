@@ -158,9 +158,11 @@ def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> b
         return False
     sidecar = read_sidecar(model_path)
     trained = sidecar.get("train", {})
-    return (trained.get("epochs"), trained.get("img_size"), sidecar.get("demo_data")) == (
+    seen = (trained.get("epochs"), trained.get("img_size"), trained.get("frame", "none"))
+    return (*seen, sidecar.get("demo_data")) == (
         recipe.train.epochs,
         recipe.train.img_size,
+        recipe.train.frame,
         demo_data_identity(data_dir),
     )
 

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from nero.data.folders import make_loader
+from nero.data.preprocess import Preprocessing
 from nero.detect.baselines import distances
 from nero.detect.baselines.subspace import vim_principal_dim
 from nero.detect.metrics import ood_metrics
@@ -354,10 +355,14 @@ def test_odin_runs_batched_on_image_files(tmp_path):
     model = _TinyNet()
     odin = create_method("odin")
     assert odin.needs_inputs and (odin.temperature, odin.epsilon) == (100.0, 0.0005)
-    batched = odin.score_inputs(model, model.fc, make_loader(paths, 16, 4, workers=0), "cpu")
+    batched = odin.score_inputs(
+        model, model.fc, make_loader(paths, Preprocessing(16, "none"), 4, workers=0), "cpu"
+    )
     assert batched.shape == (10,) and np.isfinite(batched).all()
     assert model.calls == 2 * 3  # forward + forward per batch of 4, 4, 2: no per-sample loop
-    single = odin.score_inputs(model, model.fc, make_loader(paths, 16, 1, workers=0), "cpu")
+    single = odin.score_inputs(
+        model, model.fc, make_loader(paths, Preprocessing(16, "none"), 1, workers=0), "cpu"
+    )
     np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert not any(p.grad is not None for p in model.parameters())  # weights untouched
 
@@ -398,7 +403,9 @@ def test_pipeline_scores_odin_from_the_images(tmp_path):
     out = evaluate(collection, LoadedModel(net, "fc", net.fc, 2, None), config, tmp_path / "run")
     scores = pd.read_csv(out / "scores.csv")
     paths = pd.read_csv(out / "samples.csv")["path"].map(Path).tolist()
-    expected = create_method("odin").score_inputs(net, net.fc, make_loader(paths, 16, 8), "cpu")
+    expected = create_method("odin").score_inputs(
+        net, net.fc, make_loader(paths, Preprocessing(16, "none"), 8), "cpu"
+    )
     np.testing.assert_allclose(scores["odin"].to_numpy(), expected, rtol=1e-5)
 
 

@@ -11,6 +11,7 @@ from nero.cli import main
 from nero.detect.relevance import head_relevance
 from nero.model.classifier import head_arrays, load_classifier
 from nero.run.directory import RunFormatError, read_run
+from nero.run.heatmap_scale import SCALE_FILE
 from tests.helpers import evaluate_args, make_folders, tiny_checkpoint
 
 
@@ -72,7 +73,7 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     np.testing.assert_array_equal(run.samples["pred"], np.asarray(run.logits).argmax(1))
     assert not (tmp_path / "run.incomplete").exists()
     assert (out / "embedding.npy").is_file()  # the dashboard's map is ready
-    assert (out / "heatmaps" / "scale.v4.json").is_file()  # and the heatmaps' colour scale
+    assert (out / "heatmaps" / SCALE_FILE).is_file()  # and the heatmaps' colour scale
 
 
 def test_evaluate_explicit_folders_and_report_formats(folders, tmp_path, capsys):

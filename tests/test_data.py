@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nero.data.folders import DataError, ImageListDataset, eval_transform, prepared_collection
+from nero.data.folders import DataError, ImageListDataset, prepared_collection
 from nero.data.images import read_image
+from nero.data.preprocess import Preprocessing
 
 
 def test_odd_image_modes_become_rgb(tmp_path):
@@ -28,7 +29,7 @@ def test_truncated_and_fake_images_are_reported_not_raised(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "fake.png").write_text("hello")
     ds = ImageListDataset(
-        [tmp_path / n for n in ("ok.jpg", "cut.jpg", "fake.png")], eval_transform(16), 16
+        [tmp_path / n for n in ("ok.jpg", "cut.jpg", "fake.png")], Preprocessing(16, "none")
     )
     assert ds[0][2] == ""
     for i in (1, 2):

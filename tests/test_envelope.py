@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from nero.data.preprocess import Preprocessing
 from nero.explain.attribution import HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.envelope import (
     Envelope,
@@ -17,6 +18,7 @@ from nero.model.classifier import build_model, find_head
 from tests.helpers import random_pngs
 
 SIZE = 32
+PLAIN = Preprocessing(SIZE, "none")
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +40,12 @@ def images(tmp_path_factory):
 def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     model, _ = model_and_head
     paths, labels = images
-    envelope = fit_envelope(model, paths, labels, 2, SIZE, batch_size=3)
+    envelope = fit_envelope(model, paths, labels, 2, PLAIN, batch_size=3)
     assert len(gate_points(model)) == 9  # the stem's max-pool and the 8 residual blocks
     # At 32 px layer3 (2×2) and layer4 (1×1) are too small to say where: left out.
     assert envelope.points == ("maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1")
     np.testing.assert_array_equal(envelope.counts, [4, 3])  # the broken one left out
     # Independently: one forward pass per readable image, maxima by class (broken one left out).
-    from nero.data.folders import eval_transform
     from nero.data.images import read_image
 
     outputs = {name: [] for name in envelope.points}
@@ -56,7 +57,7 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
     ]
     with torch.no_grad():
         for path in paths[:-1]:
-            model(eval_transform(SIZE)(read_image(path)).unsqueeze(0))
+            model(PLAIN(read_image(path)).unsqueeze(0))
     for handle in handles:
         handle.remove()
     for name in envelope.points:
@@ -70,7 +71,7 @@ def test_envelope_is_the_per_class_maximum_of_each_unit(model_and_head, images):
 
 def test_envelope_round_trips_and_is_checked_against_the_model(model_and_head, images, tmp_path):
     model, _ = model_and_head
-    envelope = fit_envelope(model, *images, 2, SIZE)
+    envelope = fit_envelope(model, *images, 2, PLAIN)
     envelope.save(tmp_path / "envelope.npz")
     again = Envelope.load(tmp_path / "envelope.npz")
     assert again.points == envelope.points
@@ -83,11 +84,11 @@ def test_envelope_round_trips_and_is_checked_against_the_model(model_and_head, i
         again.check(densenet, 2)
     efficientnet = build_model("efficientnet_b0", 2, SIZE)
     with pytest.raises(EnvelopeError, match="no gate points"):
-        fit_envelope(efficientnet, *images, 2, SIZE)
+        fit_envelope(efficientnet, *images, 2, PLAIN)
     with pytest.raises(EnvelopeError, match="0..1"):
-        fit_envelope(model, images[0], [0, 1, 2, 0, 1, 1, 0, 1], 2, SIZE)
+        fit_envelope(model, images[0], [0, 1, 2, 0, 1, 1, 0, 1], 2, PLAIN)
     with pytest.raises(EnvelopeError, match="one label per"):
-        fit_envelope(model, images[0], [0, 1], 2, SIZE)
+        fit_envelope(model, images[0], [0, 1], 2, PLAIN)
 
 
 def _constant_envelope(envelope: Envelope, value: float) -> Envelope:
@@ -98,7 +99,7 @@ def _constant_envelope(envelope: Envelope, value: float) -> Envelope:
 
 def test_the_gate_between_its_limits(model_and_head, images):
     model, head = model_and_head
-    envelope = fit_envelope(model, *images, 2, SIZE)
+    envelope = fit_envelope(model, *images, 2, PLAIN)
     x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
     deviation = np.random.default_rng(0).normal(0, 0.1, head.in_features)
     args = (model, head, x, "resnet18", "ood", 0, deviation)
@@ -133,7 +134,7 @@ def test_the_gate_between_its_limits(model_and_head, images):
 
 def test_an_envelope_for_another_input_size_is_refused(model_and_head, images):
     model, head = model_and_head
-    envelope = fit_envelope(model, *images, 2, SIZE)
+    envelope = fit_envelope(model, *images, 2, PLAIN)
     x = torch.randn(1, 3, 2 * SIZE, 2 * SIZE)
     deviation = np.ones(head.in_features)
     with pytest.raises(EnvelopeError, match="input size"):

@@ -11,6 +11,7 @@ from torch import nn
 import nero.explain.rules as rules
 import nero.run.heatmaps as heatmaps
 from nero.cli import main
+from nero.data.preprocess import Preprocessing
 from nero.detect.relevance import head_relevance
 from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.drawing import overlay_png
@@ -300,7 +301,12 @@ def test_evaluate_records_the_envelope_in_its_forward_pass(run_dir):
     train = run.samples[run.samples["split"] == "id_train"]
     loaded = heatmaps.load_run_model(run)
     refitted = fit_envelope(
-        loaded.model, list(train["path"]), list(train["label"]), 2, SIZE, batch_size=5
+        loaded.model,
+        list(train["path"]),
+        list(train["label"]),
+        2,
+        Preprocessing(SIZE, "none"),
+        batch_size=5,
     )
     np.testing.assert_array_equal(recorded.counts, [8, 8])
     assert recorded.points == refitted.points
@@ -376,13 +382,12 @@ def test_run_heatmap_of_a_class_and_its_overlay(run_dir):
     heat = run_heatmap(run, 0, "class", target=1)
     assert heat.target == 1 and heat.relevance.shape == (SIZE, SIZE)
     # The run's kept model is channels-last (faster); a plain copy gives the same map.
-    from nero.data.folders import eval_transform
 
     loaded = heatmaps.load_run_model(run)
     plain = build_model("resnet18", 2, SIZE)
     plain.load_state_dict({k: v.contiguous() for k, v in loaded.model.state_dict().items()})
     _, plain_head = find_head(plain, SIZE)
-    x = eval_transform(SIZE)(sample_image(run, 0)).unsqueeze(0)
+    x = Preprocessing(SIZE, "none")(sample_image(run, 0)).unsqueeze(0)
     again = compute_heatmap(plain.eval(), plain_head, x, "resnet18", "class", 1)
     scale = np.abs(again.relevance).max()
     np.testing.assert_allclose(heat.relevance, again.relevance, rtol=1e-4, atol=1e-5 * scale)

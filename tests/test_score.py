@@ -106,7 +106,7 @@ def test_a_video_is_scored_frame_by_frame_with_timestamps(scored_run, tmp_path, 
 
 
 def test_forward_batches_are_regrouped_into_scoring_blocks_in_order():
-    from nero.model.extract import ForwardBatch, regroup
+    from nero.model.batches import ForwardBatch, regroup
 
     def batch(start: int, size: int) -> ForwardBatch:
         rows = np.arange(start, start + size)

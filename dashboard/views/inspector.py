@@ -100,6 +100,13 @@ with mid:
         f"Nearest centroid: **{nearest_class}**"
     )
     verdicts.verdict_badge(score, thr)
+    blanked = loaders.frame_only_scores(r)
+    if blanked is not None and i in blanked.index and nero_col in blanked.columns:
+        only = float(blanked.at[i, nero_col])
+        st.caption(
+            f":material/photo_camera: With the tissue blanked (the frame alone): score "
+            f"{only:.4g} against {score:.4g} — {verdicts.phrase(only, thr).lower()} on its own."
+        )
 with right:
     st.markdown("**Class probabilities**")
     st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
@@ -179,7 +186,9 @@ with here:
         try:
             fired = heatmap_jobs.neuron_heatmap(r, i, neuron)
             here.image(
-                imaging.upscale(imaging.overlay(img, fired["relevance"], 0.7)),
+                imaging.shade_unseen(
+                    imaging.upscale(imaging.overlay(img, fired["relevance"], 0.7)), fired["seen"]
+                ),
                 caption=f"where n{neuron} fires in #{i}",
                 width="stretch",
             )

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import components, pages, state
 from dashboard.runs import COMMON_ARCHS, FormError, RunRequest, create_run
-from nero.data.folders import DEFAULT_IMG_SIZE
+from nero.data.preprocess import DEFAULT_IMG_SIZE
 from nero.detect.registry import feature_level_methods, method_class
 
 PREPARED = "One prepared folder"

@@ -57,6 +57,22 @@ if recommended in methods:
         f"{rec['margin']:.1f} ahead of {labels.get(rec['runner_up'], rec['runner_up'])}. "
         "No OOD set of this run was used to choose it."
     )
+acquisition = r.report.get("acquisition", {}).get("sets", {})
+for set_name, control in acquisition.items():
+    if control["flagged"]:
+        own = control["methods"].get(method, {}).get("auroc", float("nan"))
+        st.warning(
+            f":material/photo_camera: **{set_name}**: {control['flag']}. With the tissue "
+            f"blanked, {labels.get(control['furthest'], control['furthest'])} still separates "
+            f"these images from normal ones at AUROC {control['furthest_auroc']:.1f} "
+            f"({labels[method]}: {own:.1f}; 50 = the frame tells nothing).",
+        )
+if acquisition and not any(c["flagged"] for c in acquisition.values()):
+    st.caption(
+        ":material/photo_camera: Acquisition control: with the tissue blanked, no method "
+        "separates any OOD set from normal images beyond 50 ± "
+        f"{r.report['acquisition']['margin']:.0f} AUROC — the frames alone tell nothing here."
+    )
 set_options = [ALL_SETS, *r.ood_sets]
 ood_choice = c2.selectbox(
     "OOD set",

@@ -1,4 +1,5 @@
-"""Class-folder data sets and the evaluation transform (images decode in :mod:`nero.data.images`)."""
+"""Class-folder data sets and their loader (images decode in :mod:`nero.data.images`, become
+model inputs in :mod:`nero.data.preprocess`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from nero.data.images import ImageReadError, decode_image, is_image
-
-# ImageNet statistics: the paper's evaluation transform (spec §7).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_IMG_SIZE = 224
+from nero.data.preprocess import Preprocessing
 
 
 class DataError(ValueError):
@@ -133,28 +129,17 @@ def explicit_collection(
 
 
 # ------------------------------------------------------------------ decoding
-def eval_transform(img_size: int = DEFAULT_IMG_SIZE) -> transforms.Compose:
-    """Square resize (no crop), tensor, ImageNet normalisation: the paper's evaluation."""
-    return transforms.Compose(
-        [
-            transforms.Resize((img_size, img_size)),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
 class ImageListDataset(Dataset):
     """Images by path; an unreadable file yields a zero tensor and its error, not an exception.
 
     Items are ``(tensor, index, error, note)``: ``error`` is empty for a readable image,
-    ``note`` says what decoding changed (:class:`nero.data.images.DecodedImage`).
+    ``note`` says what decoding and preprocessing changed (EXIF rotation, a field of view that
+    was not found, …).
     """
 
-    def __init__(self, paths: Sequence[Path], transform, img_size: int) -> None:
+    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing) -> None:
         self.paths = list(paths)
-        self.transform = transform
-        self.img_size = img_size
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -162,20 +147,24 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str, str]:
         try:
             decoded = decode_image(self.paths[index])
-            return self.transform(decoded.image), index, "", decoded.note
         except ImageReadError as exc:
-            blank = torch.zeros(3, self.img_size, self.img_size)
-            return blank, index, str(exc), ""
+            side = self.preprocessing.img_size
+            return torch.zeros(3, side, side), index, str(exc), ""
+        tensor, note = self.preprocessing.tensor_and_note(decoded.image)
+        return tensor, index, "", "; ".join(n for n in (decoded.note, note) if n)
 
 
 def make_loader(
-    paths: Sequence[Path], img_size: int, batch_size: int, workers: int | None = None
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    batch_size: int,
+    workers: int | None = None,
 ) -> DataLoader:
     """Deterministic order; decoding in worker processes overlaps with the forward pass."""
     if workers is None:
         workers = min(2, torch.get_num_threads()) if len(paths) > 4 * batch_size else 0
     return DataLoader(
-        ImageListDataset(paths, eval_transform(img_size), img_size),
+        ImageListDataset(paths, preprocessing),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -8,31 +8,13 @@ an extra neuron of activation 1. Computed for a whole batch with one matrix prod
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from nero.files import release_pages
+from nero.model.head import Head
 
-
-@dataclass(frozen=True)
-class Head:
-    """The classifier's final linear layer: logits = features @ weight.T + bias."""
-
-    weight: np.ndarray  # C×D
-    bias: np.ndarray  # C
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.weight.shape[1])
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """Head output in float64 (the precision relevance is computed in)."""
-        return np.asarray(features, np.float64) @ self.weight.T.astype(np.float64) + self.bias
+__all__ = ["Head", "head_relevance", "head_relevance_chunked", "ZeroLogitWarning"]
 
 
 class ZeroLogitWarning(UserWarning):

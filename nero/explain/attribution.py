@@ -35,7 +35,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from zennit.core import stabilize
 
+from nero.data.preprocess import ORIGINAL_SIDE, Geometry, Prepared
 from nero.explain.envelope import Envelope, envelope_gate
 from nero.explain.rules import RuleSet, rule_set_for
 from nero.files import save_npz
@@ -64,9 +65,14 @@ _ATTRIBUTION_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class Heatmap:
-    """Signed input relevance of one image, summed over colour channels."""
+    """Signed input relevance of one image, summed over colour channels.
 
-    relevance: np.ndarray  # H×W float32 at the model's input resolution
+    ``relevance`` is on the model's S×S input (LRP's conservation and every mass compared
+    across images live there); :meth:`original` puts it on the original image's grid, where
+    masks and the image itself line up, with :meth:`seen` the tissue the model saw.
+    """
+
+    relevance: np.ndarray  # S×S float32 at the model's input resolution
     kind: str  # "class" | "nero" | "ood" | "distance"
     target: int | None  # class logit (class), centroid class (ood, distance), None (nero)
     predicted: int  # the model's predicted class for this image
@@ -74,21 +80,44 @@ class Heatmap:
     rule_set: str  # e.g. "EpsilonPlusFlat + ResNetCanonizer"
     note: str  # caveats, e.g. why a fallback was used
     conservation: float  # Σ input relevance / starting relevance (see module docstring)
+    geometry: dict | None = None  # nero.data.preprocess.Geometry.record(): where S×S came from
+    tissue: np.ndarray | None = None  # bool S×S: the input pixels that carry the original
+
+    def located(self, prepared: Prepared) -> Heatmap:
+        """This map, knowing where its input came from in the original image."""
+        return replace(self, geometry=prepared.geometry.record(), tissue=prepared.tissue)
+
+    def original(self, long_side: int | None = ORIGINAL_SIDE) -> np.ndarray:
+        """The map on the original image's grid (0 where the model saw nothing of it)."""
+        if self.geometry is None:
+            return np.asarray(self.relevance, np.float32)
+        return Geometry.from_record(self.geometry).to_original(self.relevance, long_side)
+
+    def seen(self, long_side: int | None = ORIGINAL_SIDE) -> np.ndarray:
+        """Bool mask on the original's grid of the tissue the model saw."""
+        if self.geometry is None or self.tissue is None:
+            return np.ones(np.shape(self.original(long_side)), bool)
+        geometry = Geometry.from_record(self.geometry)
+        return geometry.to_original(self.tissue.astype(np.float32), long_side) > 0.5
 
     def metadata(self) -> dict:
         meta = asdict(self)
-        del meta["relevance"]
+        del meta["relevance"], meta["tissue"]
         return meta
 
     def save(self, path: str | Path) -> None:
         """Write ``.npz`` atomically: the map plus its metadata as JSON (no pickles)."""
-        save_npz(path, relevance=self.relevance, meta=np.array(json.dumps(self.metadata())))
+        arrays = {"relevance": self.relevance, "meta": np.array(json.dumps(self.metadata()))}
+        if self.tissue is not None:
+            arrays["tissue"] = np.asarray(self.tissue, bool)
+        save_npz(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Heatmap:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return cls(relevance=z["relevance"].astype(np.float32), **meta)
+            tissue = z["tissue"].astype(bool) if "tissue" in z.files else None
+            return cls(relevance=z["relevance"].astype(np.float32), tissue=tissue, **meta)
 
 
 @contextmanager

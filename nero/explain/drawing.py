@@ -45,8 +45,8 @@ def overlay_png(
 ) -> bytes:
     """The image with the signed relevance on top (red > 0 > blue, centred on zero).
 
-    The heatmap is stretched over the whole image (the evaluation resize is a square
-    resize, so that is where each pixel's relevance belongs). Opacity grows with |R| up
+    The heatmap is on the original image's grid (:meth:`Heatmap.original`); the part the
+    model never saw (a frame it was given without) is hatched. Opacity grows with |R| up
     to ``alpha``, so areas without relevance show the image itself. ``scale``: the run's
     shared colour scale (|R| drawn at full colour), so maps of different images compare;
     without it, this map's own percentile. ``unusual=False``: an OOD heatmap with no more
@@ -56,7 +56,7 @@ def overlay_png(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rel = np.asarray(heat.relevance, np.float64)
+    rel = np.asarray(heat.original(), np.float64)
     if scale is None:
         lim = float(np.percentile(np.abs(rel), OVERLAY_PERCENTILE)) or float(np.abs(rel).max())
         scale_label = f"relevance (colour clipped at {OVERLAY_PERCENTILE}th pct of this map)"
@@ -90,7 +90,17 @@ def overlay_png(
             bbox=dict(facecolor="white", alpha=0.85, edgecolor="none"),
         )
     else:
-        right.imshow(rgba, extent=extent, interpolation="nearest")
+        right.imshow(rgba, extent=extent, interpolation="bilinear")
+    unseen = ~heat.seen()
+    if unseen.any():
+        right.contourf(
+            np.linspace(0, width, unseen.shape[1]),
+            np.linspace(0, height, unseen.shape[0]),
+            unseen.astype(float),
+            levels=[0.5, 1.5],
+            colors="none",
+            hatches=["///"],
+        )
     right.set_title(_title(heat, class_names), fontsize=8, pad=16)
     for ax in (left, right):
         ax.set_axis_off()

@@ -34,6 +34,7 @@ from torch import nn
 from torchvision.models import VGG, DenseNet, ResNet
 
 from nero.data.folders import make_loader
+from nero.data.preprocess import Preprocessing
 from nero.files import save_npz
 from nero.model.device import resolve_device
 
@@ -222,7 +223,7 @@ def fit_envelope(
     paths: Sequence[Path],
     labels: Sequence[int],
     n_classes: int,
-    img_size: int,
+    preprocessing: Preprocessing,
     batch_size: int = 64,
     device: str | None = None,
 ) -> Envelope:
@@ -244,7 +245,7 @@ def fit_envelope(
     model.eval()
     try:
         with recorder:
-            for images, index, errors, _notes in make_loader(paths, img_size, batch_size):
+            for images, index, errors, _notes in make_loader(paths, preprocessing, batch_size):
                 ok = torch.tensor([not e for e in errors])
                 if ok.any():
                     model(images[ok].to(dev))

@@ -21,7 +21,7 @@ from zennit.rules import ClampMod
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 from zennit.types import Convolution
 
-from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD
+from nero.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from nero.explain.canonizers import DenseNetCanonizer, TransformerCanonizer
 
 LRP, CP_LRP, GRADIENT_X_INPUT = "lrp", "cp-lrp", "gradient×input"

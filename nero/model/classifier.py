@@ -13,8 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
-from nero.data.folders import DEFAULT_IMG_SIZE
-from nero.detect.relevance import Head
+from nero.data.preprocess import DEFAULT_IMG_SIZE
+from nero.model.head import Head
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 # Keys under which training scripts commonly nest the state_dict.

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nero.data.folders import DEFAULT_IMG_SIZE, make_loader
+from nero.data.folders import make_loader
+from nero.data.preprocess import Preprocessing
 from nero.files import allocate_npy, release_pages
+from nero.model.batches import BatchRecorder, ForwardBatch
 from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
 
@@ -25,74 +27,11 @@ Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
 
 
-class BatchRecorder(Protocol):
-    """Something that watches the forward pass (e.g. :class:`nero.explain.envelope.
-    EnvelopeRecorder`): a context manager, told the labels of each batch after its forward.
-
-    ``take``/``fold`` carry what one copy of the model saw to another (the Ray engine's
-    actors record, the driver folds); a recorder is rebuilt as ``type(r)(model, n_classes)``.
-    """
-
-    n_classes: int
-
-    def __enter__(self) -> object: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def update(self, labels: np.ndarray) -> None: ...
-
-    def take(self) -> dict[str, np.ndarray]: ...
-
-    def fold(self, part: dict[str, np.ndarray]) -> None: ...
-
-
-@dataclass
-class ForwardBatch:
-    """One batch of the forward pass, from either engine; unreadable rows hold zeros."""
-
-    index: np.ndarray  # int64 rows into the path list
-    features: np.ndarray  # B×D float32
-    logits: np.ndarray  # B×C float32
-    errors: list[str]  # "" for a readable image
-    notes: list[str]  # what decoding changed, "" if nothing
-
-    @property
-    def good(self) -> np.ndarray:
-        return np.array([not e for e in self.errors], bool)
-
-
-def regroup(batches: Iterable[ForwardBatch], rows: int) -> Iterator[ForwardBatch]:
-    """The same rows in batches of at least ``rows`` (the last may be smaller): scoring 19
-    methods costs per call, so a streamed scorer works on blocks, not on forward batches."""
-    held: list[ForwardBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += len(batch.index)
-        if count >= rows:
-            yield _joined(held)
-            held, count = [], 0
-    if held:
-        yield _joined(held)
-
-
-def _joined(batches: list[ForwardBatch]) -> ForwardBatch:
-    if len(batches) == 1:
-        return batches[0]
-    return ForwardBatch(
-        np.concatenate([b.index for b in batches]),
-        np.concatenate([b.features for b in batches]),
-        np.concatenate([b.logits for b in batches]),
-        [e for b in batches for e in b.errors],
-        [v for b in batches for v in b.notes],
-    )
-
-
 def forward_batches(
     model: nn.Module,
     head: nn.Linear,
     paths: Sequence[Path],
-    img_size: int = DEFAULT_IMG_SIZE,
+    preprocessing: Preprocessing,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     workers: int | None = None,
@@ -116,12 +55,20 @@ def forward_batches(
         from nero.model.ray_engine import ray_batches
 
         yield from ray_batches(
-            model, head, paths, img_size, batch_size, device, envelope, envelope_labels, address
+            model,
+            head,
+            paths,
+            preprocessing,
+            batch_size,
+            device,
+            envelope,
+            envelope_labels,
+            address,
         )
         return
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    loader = make_loader(paths, img_size, batch_size, workers)
+    loader = make_loader(paths, preprocessing, batch_size, workers)
     with (
         capture_head_input(head) as captured,
         torch.inference_mode(),
@@ -162,7 +109,7 @@ def extract(
     head: nn.Linear,
     paths: Sequence[Path],
     out_dir: str | Path,
-    img_size: int = DEFAULT_IMG_SIZE,
+    preprocessing: Preprocessing,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | None = None,
     progress: bool = True,
@@ -191,7 +138,7 @@ def extract(
         model,
         head,
         paths,
-        img_size,
+        preprocessing,
         batch_size,
         device,
         workers,

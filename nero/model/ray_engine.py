@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from nero.data.folders import ImageListDataset, eval_transform
+from nero.data.folders import ImageListDataset
+from nero.data.preprocess import Preprocessing
+from nero.model.batches import BatchRecorder, ForwardBatch
 from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
-from nero.model.extract import BatchRecorder, ForwardBatch
 
 # Rows per input block: enough blocks for every worker, few enough to keep scheduling cheap.
 ROWS_PER_BLOCK = 1024
@@ -58,9 +59,11 @@ def actor_layout(device: torch.device, resources: dict[str, float]) -> tuple[int
     return max(1, cpus // 4), per_actor, 0.0
 
 
-def decode_batch(batch: dict[str, np.ndarray], img_size: int) -> dict[str, np.ndarray]:
-    """Paths → normalised image tensors, with the same reader and transform as the local engine."""
-    dataset = ImageListDataset([Path(p) for p in batch["path"]], eval_transform(img_size), img_size)
+def decode_batch(batch: dict[str, np.ndarray], preprocessing: dict) -> dict[str, np.ndarray]:
+    """Paths → model inputs, with the same reader and preprocessing (its record) as the local
+    engine."""
+    prepare = Preprocessing.from_record(preprocessing)
+    dataset = ImageListDataset([Path(p) for p in batch["path"]], prepare)
     items = [dataset[i] for i in range(len(dataset))]  # one file each: decoding is per image
     return {
         "row": np.asarray(batch["row"], np.int64),
@@ -126,7 +129,7 @@ def ray_batches(
     model: nn.Module,
     head: nn.Linear,
     paths: Sequence[Path],
-    img_size: int,
+    preprocessing: Preprocessing,
     batch_size: int,
     device: str | None = None,
     envelope: BatchRecorder | None = None,
@@ -164,7 +167,9 @@ def ray_batches(
     data = (
         ray.data.from_arrow(items)
         .repartition(blocks)
-        .map_batches(decode_batch, fn_kwargs={"img_size": img_size}, batch_size=batch_size)
+        .map_batches(
+            decode_batch, fn_kwargs={"preprocessing": preprocessing.record()}, batch_size=batch_size
+        )
         .map_batches(
             ForwardActor,
             fn_constructor_kwargs={

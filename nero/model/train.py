@@ -22,15 +22,9 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from nero import __version__
-from nero.data.folders import (
-    DEFAULT_IMG_SIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Split,
-    class_folder_split,
-    class_folders,
-)
+from nero.data.folders import Split, class_folder_split, class_folders
 from nero.data.images import ImageReadError, decode_image
+from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
 from nero.files import atomic_path
 from nero.model.classifier import build_model, find_head, read_state_dict
 from nero.model.device import resolve_device
@@ -51,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     augment: str = "paper"
+    frame: str = "auto"  # nero.data.preprocess.FRAME_MODES: frame-invariant input by default
     seed: int = 42
     device: str | None = None
     workers: int = 0
@@ -59,10 +54,11 @@ class TrainConfig:
     threads: int | None = None
 
 
-def augmentation(name: str, img_size: int) -> transforms.Compose:
+def augmentation(name: str, preprocessing: Preprocessing) -> transforms.Compose:
+    """Random changes of an already prepared S×S image, then the model's normalisation."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {name!r}")
-    steps: list = [transforms.Resize((img_size, img_size))]
+    steps: list = []
     if name in ("paper", "light"):
         steps += [transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip()]
     if name == "paper":
@@ -73,25 +69,35 @@ def augmentation(name: str, img_size: int) -> transforms.Compose:
         ]
     elif name == "light":
         steps += [transforms.ColorJitter(0.1, 0.1, 0.05, 0.0)]
-    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)]
     return transforms.Compose(steps)
 
 
 class DecodedImages(Dataset):
-    """Images decoded once and kept resized in memory (training reads each many times).
+    """Images decoded and prepared once, kept in memory (training reads each many times).
 
-    Unreadable files are left out and listed in ``failures`` (path → reason).
+    Each is kept as the model sees it (:meth:`Preprocessing.prepare`); augmentation changes
+    it afterwards, and the frame-invariant input's outside is blanked again (flips keep the
+    disc; colour jitter would otherwise tint it). Unreadable files are left out and listed in
+    ``failures`` (path → reason); ``statuses`` counts how each field of view was found.
     """
 
-    def __init__(self, paths: list[Path], labels: np.ndarray, img_size: int, transform) -> None:
-        self.images, kept = [], []
+    def __init__(
+        self, paths: list[Path], labels: np.ndarray, preprocessing: Preprocessing, transform
+    ) -> None:
+        self.images, self.inside, kept = [], [], []
         self.failures: dict[str, str] = {}
+        self.statuses: dict[str, int] = {}
         for i, path in enumerate(paths):
             try:
-                self.images.append(decode_image(path).image.resize((img_size, img_size)))
-                kept.append(i)
+                prepared = preprocessing.prepare(decode_image(path).image)
             except ImageReadError as exc:
                 self.failures[str(path)] = str(exc)
+                continue
+            self.images.append(prepared.image)
+            self.inside.append(prepared.inside)
+            self.statuses[prepared.status] = self.statuses.get(prepared.status, 0) + 1
+            kept.append(i)
         self.labels = torch.as_tensor(np.asarray(labels)[kept])
         self.transform = transform
 
@@ -99,7 +105,8 @@ class DecodedImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.labels[i]
+        x = Preprocessing.blank_outside(self.transform(self.images[i]), self.inside[i])
+        return x, self.labels[i]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -179,17 +186,12 @@ def _train(
 
     tr_idx, val_idx = stratified_split(split.labels, config.val_fraction, config.seed)
     paths = np.asarray(split.paths, object)
+    prep = Preprocessing(config.img_size, config.frame)
     train_set = DecodedImages(
-        list(paths[tr_idx]),
-        split.labels[tr_idx],
-        config.img_size,
-        augmentation(config.augment, config.img_size),
+        list(paths[tr_idx]), split.labels[tr_idx], prep, augmentation(config.augment, prep)
     )
     val_set = DecodedImages(
-        list(paths[val_idx]),
-        split.labels[val_idx],
-        config.img_size,
-        augmentation("none", config.img_size),
+        list(paths[val_idx]), split.labels[val_idx], prep, augmentation("none", prep)
     )
     unreadable = {**train_set.failures, **val_set.failures}
     if unreadable:
@@ -247,8 +249,16 @@ def _train(
         "arch": config.arch,
         "class_names": classes,
         "img_size": config.img_size,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": prep.mean,
+        "std": prep.std,
+        # how images become the model's input: nero evaluate / score feed it the same way
+        "preprocessing": {
+            **prep.record(),
+            "field_of_view": {
+                status: train_set.statuses.get(status, 0) + val_set.statuses.get(status, 0)
+                for status in dict.fromkeys([*train_set.statuses, *val_set.statuses])
+            },
+        },
         "best_epoch": best_epoch,
         "val_accuracy": best_acc,
         "train": asdict(config),

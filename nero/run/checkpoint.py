@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nero.data.folders import DEFAULT_IMG_SIZE
+from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
 from nero.files import write_json
 from nero.model.classifier import CheckpointError, LoadedModel, load_classifier, sha256_of
 from nero.run.directory import Run, read_run
@@ -36,6 +36,15 @@ def file_digest(path: Path) -> str:
 
 def run_img_size(run: Run) -> int:
     return int(run.manifest.get("img_size") or DEFAULT_IMG_SIZE)
+
+
+def run_preprocessing(run: Run) -> Preprocessing:
+    """How the run fed its model: the manifest's record; a run from before the record
+    existed used the plain square resize."""
+    record = run.manifest.get("preprocessing")
+    if isinstance(record, dict):
+        return Preprocessing.from_record(record)
+    return Preprocessing(run_img_size(run), "none")
 
 
 def verified_checkpoint(run: Run) -> Path:

@@ -87,11 +87,14 @@ def score_methods(
     head: Head,
     from_images: Callable[[OODMethod], np.ndarray],
     say: Callable[[str, float], None],
+    also: Evidence | None = None,
+    also_scores: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every method on the training evidence and score all samples; drop non-finite ones.
 
     ``from_images`` scores a method that needs the images themselves (ODIN's input
-    gradients); the others score the cached evidence.
+    gradients); the others score the cached evidence. ``also`` (e.g. the acquisition
+    control's copies) is scored by every feature-level method too, into ``also_scores``.
     """
     scores: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
@@ -112,6 +115,10 @@ def score_methods(
             warnings.warn(f"{message}: it is left out of the run", UserWarning, stacklevel=2)
             continue
         scores[name] = values
+        if also is not None and also_scores is not None and not method.needs_inputs:
+            extra = np.asarray(score_in_chunks(method, also), np.float64)
+            if np.isfinite(extra).all():
+                also_scores[name] = extra
     if "nero" not in names:  # the run always holds the fitted detector
         NeroMethod(detector).fit(train, head)
     return scores

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nero.data.folders import eval_transform
 from nero.data.images import read_image
 from nero.explain.attribution import KINDS, Heatmap, HeatmapRequest, compute_heatmaps
 from nero.explain.envelope import (
@@ -26,7 +25,7 @@ from nero.model.classifier import LoadedModel
 from nero.run import checkpoint as run_model
 from nero.run.directory import Run, read_run
 
-CACHE_VERSION = 4  # part of every cached heatmap's name: bumped when a kind's meaning changes
+CACHE_VERSION = 5  # part of every cached heatmap's name: bumped when a kind's meaning changes
 
 
 def load_run_model(run: Run) -> LoadedModel:
@@ -95,7 +94,7 @@ def _run_envelope(run_path: str, checkpoint_sha256: str | None) -> Envelope | No
             [run.sample_path(int(i)) for i in train["index"]],
             train["label"].astype(int).tolist(),
             n_classes,
-            run.manifest["img_size"],
+            run_model.run_preprocessing(run),
         )
     except EnvelopeError as exc:
         warnings.warn(f"no training envelope for {run.path}: {exc}", stacklevel=2)
@@ -137,7 +136,9 @@ def run_heatmaps(run: Run, index: int, wanted: Sequence[tuple[str, int | None]])
     if missing:
         path = run.sample_path(index)
         loaded = load_run_model(run)
-        tensor = eval_transform(run.manifest["img_size"])(read_image(path)).unsqueeze(0)
+        preprocessing = run_model.run_preprocessing(run)
+        prepared = preprocessing.prepare(read_image(path))
+        tensor = preprocessing.normalise(prepared).unsqueeze(0)
         requests = []
         for k in missing:
             kind, target = wanted[k]
@@ -153,7 +154,7 @@ def run_heatmaps(run: Run, index: int, wanted: Sequence[tuple[str, int | None]])
             loaded.model, loaded.head, tensor, arch, requests, envelope=envelope
         )
         for k, heat in zip(missing, computed, strict=True):
-            found[k] = heat
+            found[k] = heat = heat.located(prepared)
             _save_quietly(heat.save, heatmap_cache_path(run, index, *wanted[k]))
     return [found[k] for k in range(len(wanted))]
 

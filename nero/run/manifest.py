@@ -54,6 +54,9 @@ def build_manifest(
         },
         "methods": methods,
         "img_size": config.img_size,
+        # how each image became the model's input: from the checkpoint's sidecar, so the
+        # model is fed as it was trained ("source" says where the record came from)
+        "preprocessing": {**config.preprocessing.record(), "source": config.frame_source},
         "batch_size": config.batch_size,
         "engine": config.engine,
         "seed": config.seed,

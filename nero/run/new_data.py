@@ -25,7 +25,8 @@ from nero.data.video import extract_frames, is_video
 from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
-from nero.model.extract import Engine, forward_batches, regroup
+from nero.model.batches import regroup
+from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
@@ -136,7 +137,7 @@ def score_files(
             scorer.model,
             scorer.head,
             paths,
-            scorer.img_size,
+            scorer.preprocessing,
             batch_size,
             str(scorer.device),
             engine=engine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from nero.data.folders import (
-    DEFAULT_IMG_SIZE,
     Collection,
     DataError,
     explicit_collection,
     make_loader,
     prepared_collection,
 )
+from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
 from nero.detect.detector import NERO
 from nero.detect.metrics import accuracy, ood_metrics
 from nero.detect.nero_methods import NeroMethod
@@ -38,6 +39,7 @@ from nero.files import allocate_npy, release_pages, write_json
 from nero.model.classifier import LoadedModel, head_arrays, sha256_of
 from nero.model.device import resolve_device
 from nero.model.extract import extract
+from nero.run.acquisition import CONTROL_FILE, acquisition_evidence, control_report
 from nero.run.directory import write_samples
 from nero.run.fitting import check_training_evidence, recorded_warnings, score_methods
 from nero.run.manifest import build_manifest
@@ -55,7 +57,9 @@ def _extraction_key(config: EvaluateConfig, model: LoadedModel, paths: list[Path
     """Identifies a forward pass, so an interrupted evaluation can reuse it."""
     h = hashlib.sha256()
     h.update(
-        json.dumps([config.arch, config.img_size, model.checkpoint_sha256, config.seed]).encode()
+        json.dumps(
+            [config.arch, config.preprocessing.record(), model.checkpoint_sha256, config.seed]
+        ).encode()
     )
     for p in paths:
         st = p.stat()
@@ -114,6 +118,8 @@ def evaluate(
     keep = [Path(config.checkpoint)] if config.checkpoint else []
     with staged_run(out, data_roots, keep, config.overwrite) as stage:
         with recorded_warnings() as engine_warnings:
+            if config.frame_source == "no record":
+                warnings.warn(NO_RECORD_NOTE, stacklevel=2)
             key = _extraction_key(config, model, paths)
             key_file = stage / "extraction.json"
             if key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
@@ -139,9 +145,9 @@ def evaluate(
                 )
             if notes:
                 warnings.warn(
-                    f"{len(notes)} images were changed while decoding (EXIF rotation, first "
-                    "frame of an animation, transparency, grey or 16-bit; see the notes column "
-                    "of samples.csv)",
+                    f"{len(notes)} images were changed while decoding or preparing (EXIF "
+                    "rotation, first frame of an animation, transparency, grey or 16-bit, a "
+                    "field of view not found; see the notes column of samples.csv)",
                     stacklevel=2,
                 )
             say("relevance", 0.6)
@@ -179,13 +185,24 @@ def evaluate(
             head = head_arrays(model.head)
 
             def from_images(method: OODMethod) -> np.ndarray:  # ODIN: a batched gradient pass
-                loader = make_loader(kept_paths, config.img_size, config.batch_size)
+                loader = make_loader(kept_paths, config.preprocessing, config.batch_size)
                 device = resolve_device(config.device)
                 return method.score_inputs(model.model, model.head, loader, device)
 
+            control, control_rows = None, np.zeros(0, np.int64)
+            if config.control:
+                say("acquisition control: frame-only copies", 0.68)
+                started = time.perf_counter()
+                control, control_rows = acquisition_evidence(
+                    model, kept_paths, splits, config.preprocessing, head, detector.epsilon,
+                    config.batch_size, config.device,
+                )  # fmt: skip
+                control_seconds = time.perf_counter() - started
+            control_scores: dict[str, np.ndarray] = {}
             scores = score_methods(
-                config.methods, detector, train, evidence, head, from_images, say
-            )
+                config.methods, detector, train, evidence, head, from_images, say,
+                control, control_scores,
+            )  # fmt: skip
             scores_df = pd.DataFrame({"index": np.arange(kept.size), **scores})
 
             report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
@@ -193,6 +210,11 @@ def evaluate(
                 rows = splits == split
                 report["results"][split.split(":", 1)[1]] = {
                     m: ood_metrics(scores[m][test_rows], scores[m][rows]) for m in scores
+                }
+            if control is not None:
+                report["acquisition"] = {
+                    **control_report(control_scores, splits[control_rows]),
+                    "seconds": round(control_seconds, 2),
                 }
             candidates = [m for m in scores if not method_class(m).needs_inputs]
             if config.recommend and len(candidates) > 1:
@@ -210,7 +232,7 @@ def evaluate(
                     test_rows,
                     model,
                     [kept_paths[i] for i in test_rows],
-                    config.img_size,
+                    config.preprocessing,
                     detector.epsilon,
                     head,
                     collection.class_names,
@@ -229,6 +251,9 @@ def evaluate(
         write_samples(stage / "samples.csv", samples)
         scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
         write_json(stage / "report.json", report)
+        if control_scores:
+            control_table = pd.DataFrame({"index": control_rows, **control_scores})
+            control_table.to_csv(stage / CONTROL_FILE, index=False, float_format="%.9g")
         detector.save(stage / "detector.npz")
         manifest = build_manifest(
             config, model, collection, detector, splits, failures, list(scores)
@@ -254,7 +279,7 @@ def _forward_pass(
         model.head,
         collection.paths,
         stage,
-        config.img_size,
+        config.preprocessing,
         config.batch_size,
         config.device,
         config.progress_bar,
@@ -304,12 +329,38 @@ class Folders:
         return None
 
 
+NO_RECORD_NOTE = (
+    "the checkpoint's sidecar has no preprocessing record (a model trained before NERO "
+    "Explorer recorded it, or trained elsewhere): its images are fed as plain square resizes "
+    "(--frame none), frames and their overlays included"
+)
+
+
+def _trained_frame(checkpoint: Path | None, sidecar: dict, frame: str | None) -> tuple[str, str]:
+    """The frame mode a model was trained with, and where that came from."""
+    record = sidecar.get("preprocessing")
+    if isinstance(record, dict):
+        trained = Preprocessing.from_record(record).frame
+        if frame is not None and frame != trained:
+            raise ValueError(
+                f"{checkpoint} was trained with --frame {trained} (its sidecar JSON says so); "
+                f"feeding it --frame {frame} would show it images it never learnt: drop --frame"
+            )
+        return trained, "sidecar"
+    if frame is not None:
+        return frame, "given"
+    if checkpoint is None:
+        return "auto", "default"
+    return "none", "no record"
+
+
 def evaluate_folders(
     folders: Folders,
     out: str | Path,
     checkpoint: str | Path | None = None,
     arch: str | None = None,
     img_size: int | None = None,
+    frame: str | None = None,
     trust_pickle: bool = False,
     embedding: str | None = "umap",
     heatmap_scale: bool = True,
@@ -322,6 +373,10 @@ def evaluate_folders(
     here, so defaults (architecture and image size from the checkpoint's sidecar, else
     :data:`nero.data.folders.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
     random weights for the same ``seed``) and model loading are the same everywhere.
+    The model is fed as it was trained: ``frame`` (:data:`nero.data.preprocess.FRAME_MODES`)
+    comes from the sidecar's preprocessing record, and a different ``frame`` is refused; a
+    checkpoint without the record gets the plain resize (``"none"``) and the run says so; a
+    model without a checkpoint gets ``frame`` or ``"auto"``.
     ``settings`` are the remaining :class:`EvaluateConfig` fields (methods, preset, seed, …);
     ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none);
     ``heatmap_scale`` calibrates the heatmaps' colour scale on normal test images
@@ -342,6 +397,7 @@ def evaluate_folders(
             f"the checkpoint's sidecar JSON says it is a {sidecar['arch']}, not a {arch}"
         )
     img_size = int(img_size or sidecar.get("img_size") or DEFAULT_IMG_SIZE)
+    frame, frame_source = _trained_frame(checkpoint, sidecar, frame)
     collection = folders.collection(sidecar.get("class_names"))
     seed = int(settings.get("seed", EvaluateConfig.seed))
     torch.manual_seed(seed)  # a model without a checkpoint is random: make it repeatable
@@ -349,6 +405,8 @@ def evaluate_folders(
     config = EvaluateConfig(
         arch=arch,
         img_size=img_size,
+        frame=frame,
+        frame_source=frame_source,
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
         masks_root=folders.masks,
         **settings,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from nero.data.corruptions import CORRUPTIONS, corrupt
-from nero.data.folders import IMAGENET_MEAN, IMAGENET_STD
 from nero.data.images import ImageReadError, read_image
+from nero.data.preprocess import Preprocessing
 from nero.detect.metrics import auroc
 from nero.detect.registry import Evidence, OODMethod, capped_rows
 from nero.detect.relevance import Head, head_relevance
@@ -47,32 +47,46 @@ MethodFactory = Callable[[str], OODMethod]
 def corrupted_evidence(
     model: LoadedModel,
     paths: Sequence[Path],
-    img_size: int,
+    preprocessing: Preprocessing,
     epsilon: float,
     head: Head,
     kinds: Sequence[str] = CORRUPTIONS,
     seed: int = 0,
 ) -> dict[str, Evidence]:
-    """Features, logits and relevance of each corruption of ``paths`` (unreadable ones skipped)."""
-    images = []
+    """Features, logits and relevance of each corruption of ``paths`` (unreadable ones skipped).
+
+    The images are prepared as the model sees them (:mod:`nero.data.preprocess`), corrupted
+    as pixels, and the frame-invariant input's outside is blanked again afterwards.
+    """
+    prepared = []
     for path in paths:
         try:
-            img = read_image(path).resize((img_size, img_size))
+            prepared.append(preprocessing.prepare(read_image(path)))
         except ImageReadError:
             continue
-        images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-    if not images:
+    if not prepared:
         return {}
-    clean = torch.stack(images).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    clean = (
+        torch.stack(
+            [torch.from_numpy(np.asarray(p.image).copy()).permute(2, 0, 1) for p in prepared]
+        ).float()
+        / 255.0
+    )
+    side = clean.shape[-1]
+    inside = torch.stack(
+        [torch.tensor(p.inside if p.inside is not None else np.ones((side, side), bool))
+         for p in prepared]
+    )  # fmt: skip
     device = next(model.model.parameters()).device
     out = {}
     with capture_head_input(model.head) as store, torch.inference_mode():
         for kind in kinds:
             feats, logits = [], []
-            for chunk in corrupt(clean, kind, seed).split(PROXY_BATCH):
-                y = model.model(((chunk - mean) / std).to(device))
+            corrupted = corrupt(clean, kind, seed)
+            for chunk, mask in zip(
+                corrupted.split(PROXY_BATCH), inside.split(PROXY_BATCH), strict=True
+            ):
+                y = model.model(preprocessing.renormalise(chunk, mask).to(device))
                 feats.append(store["features"].flatten(1).float().cpu().numpy())
                 logits.append(y.float().cpu().numpy())
             f = np.concatenate(feats).astype(np.float64)
@@ -154,7 +168,7 @@ def recommend_for_run(
     test_rows: np.ndarray,
     model: LoadedModel,
     test_paths: Sequence[Path],
-    img_size: int,
+    preprocessing: Preprocessing,
     epsilon: float,
     head: Head,
     class_names: Sequence[str],
@@ -171,7 +185,7 @@ def recommend_for_run(
     subset = [test_paths[int(i)] for i in np.unique(pick.round().astype(int))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small folds clip PCA sizes
-        corrupted = corrupted_evidence(model, subset, img_size, epsilon, head, seed=seed)
+        corrupted = corrupted_evidence(model, subset, preprocessing, epsilon, head, seed=seed)
         results = proxy_aurocs(names, make, train, test, corrupted, head)
     recommendation = recommend(results, class_names)
     recommendation["proxy_rows"] = {"train": len(train.labels), "test": len(test.labels)}

@@ -60,7 +60,7 @@ def format_report(run: Run, fmt: str = "table") -> str:
     if fmt == "markdown":
         lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in cells.iterrows()]
-        return header + "\n\n" + "\n".join(lines)
+        return header + "\n\n" + "\n".join(lines) + acquisition_lines(run.report)
     widths = [max(len(c), 8) for c in cols]
     name_w = max(len("method"), *(len(i) for i in cells.index))
 
@@ -69,4 +69,24 @@ def format_report(run: Run, fmt: str = "table") -> str:
         return name.ljust(name_w) + "  " + "  ".join(padded)
 
     lines = [line("method", cols)] + [line(name, list(row)) for name, row in cells.iterrows()]
-    return header + "\n" + "\n".join(lines)
+    return header + "\n" + "\n".join(lines) + acquisition_lines(run.report)
+
+
+def acquisition_lines(report: dict) -> str:
+    """The acquisition control in words: per OOD set, the frame-only AUROC furthest from 50."""
+    control = report.get("acquisition")
+    if not control or not control.get("sets"):
+        return ""
+    lines = [
+        "",
+        "Acquisition control (AUROC on frame-only copies, tissue blanked; 50 = the frame "
+        f"tells nothing, flagged beyond 50 ± {control['margin']:.0f}):",
+    ]
+    for name, result in control["sets"].items():
+        nero = result["methods"].get("nero", {}).get("auroc")
+        lines.append(
+            f"  {name}: furthest {result['furthest']} {result['furthest_auroc']:.1f}"
+            + (f", NERO {nero:.1f}" if nero is not None else "")
+            + (f" — FLAG: {result['flag']}" if result["flagged"] else "")
+        )
+    return "\n".join(lines)

@@ -16,14 +16,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from nero.data.folders import eval_transform
 from nero.detect.detector import Explanation
 from nero.detect.nero_methods import NeroMethod
 from nero.detect.registry import Evidence, OODMethod, create_method, feature_level_methods
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import release_pages
 from nero.model.classifier import capture_head_input, head_arrays
-from nero.run.checkpoint import load_run_model, run_img_size
+from nero.run.checkpoint import load_run_model, run_preprocessing
 from nero.run.directory import Run
 
 # Images pushed through the model at once when scoring uploads.
@@ -58,13 +57,12 @@ class RunScorer:
     def __init__(self, run: Run, device: str = "cpu", methods: Sequence[str] | None = None) -> None:
         self.run = run
         self.device = torch.device(device)
-        self.img_size = run_img_size(run)
+        self.preprocessing = run_preprocessing(run)  # the model is fed as it was trained
         loaded = load_run_model(run)
         self.model = loaded.model.to(self.device).eval()
         self.head = loaded.head
         self.head_arrays = head_arrays(loaded.head)
         self.detector = run.detector
-        self.transform = eval_transform(self.img_size)
         train = run.rows("id_train")
         labels = run.samples["label"].to_numpy()
         evidence = Evidence(run.features, run.logits, run.relevance, labels).rows(train)
@@ -95,7 +93,7 @@ class RunScorer:
             for start in range(0, len(images), SCORE_BATCH):
                 batch = torch.stack(
                     [
-                        self.transform(im.convert("RGB"))
+                        self.preprocessing(im.convert("RGB"))
                         for im in images[start : start + SCORE_BATCH]
                     ]
                 )
