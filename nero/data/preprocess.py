@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
@@ -289,40 +290,31 @@ def _overlay_strokes(pixels: np.ndarray, side: int) -> np.ndarray:
     return ndimage.binary_dilation(strokes, iterations=1) if strokes.any() else strokes
 
 
-def _halve(values: np.ndarray) -> np.ndarray:
-    """2×2 sums (an odd last row or column is padded with zeros)."""
-    h, w = values.shape[:2]
-    pad = [(0, h % 2), (0, w % 2)] + [(0, 0)] * (values.ndim - 2)
-    v = np.pad(values, pad)
-    return v[0::2, 0::2] + v[1::2, 0::2] + v[0::2, 1::2] + v[1::2, 1::2]
-
-
 def _fill_in(pixels: np.ndarray, tissue: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Pixels of ``region`` that are not tissue, filled from the surrounding tissue.
 
-    Push-pull: tissue colour averaged down a pyramid of 2×2 sums, then pulled back up with
+    Push-pull: tissue colour averaged down a pyramid of 2×2 means, then pulled back up with
     bilinear upsampling into every pixel without tissue at that level; smooth, O(pixels),
-    and a constant image stays exactly constant.
+    and a constant image stays exactly constant. Colour and weight are pooled alike, so the
+    ratio is the weighted mean whatever the pooling's divisor at odd edges.
     """
     out = pixels.copy()
     todo = region & ~tissue
     if not todo.any():
         return out
-    weight = tissue.astype(np.float32)
-    if not weight.any():
+    if not tissue.any():
         out[todo] = pixels[region].mean(axis=0) if region.any() else 0.0
         return out
-    levels = [(pixels * weight[..., None], weight)]
-    while min(levels[-1][1].shape) > 1:
-        total, w = levels[-1]
-        levels.append((_halve(total), _halve(w)))
-    total, w = levels[-1]
-    colour = total / np.maximum(w, 1e-12)[..., None]
-    for total, w in reversed(levels[:-1]):
-        size = (2 * colour.shape[1], 2 * colour.shape[0])
-        channels = [Image.fromarray(colour[..., c]).resize(size, Image.BILINEAR) for c in range(3)]
-        up = np.stack([np.asarray(c) for c in channels], axis=2)[: w.shape[0], : w.shape[1]]
-        known = w > 0
-        colour = np.where(known[..., None], total / np.maximum(w, 1e-12)[..., None], up)
-    out[todo] = colour[todo]
+    weight = torch.from_numpy(tissue.astype(np.float32))[None, None]
+    colour = torch.from_numpy(pixels).permute(2, 0, 1)[None] * weight
+    levels = [torch.cat([colour, weight], dim=1)]
+    while min(levels[-1].shape[-2:]) > 1:
+        levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
+    def mean_colour(level: torch.Tensor) -> torch.Tensor:
+        return level[:, :3] / level[:, 3:].clamp_min(1e-12)
+    filled = mean_colour(levels[-1])
+    for level in reversed(levels[:-1]):
+        up = F.interpolate(filled, size=level.shape[-2:], mode="bilinear", align_corners=False)
+        filled = torch.where(level[:, 3:] > 0, mean_colour(level), up)
+    out[todo] = filled[0].permute(1, 2, 0).numpy()[todo]
     return out
