@@ -8,6 +8,7 @@ index is checked against the run's size.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def read_url(config: Config, runs: dict[str, Path]) -> str | None:
     sample = params.get("sample")
     if sample is not None:
         size = len(run.samples) if run is not None else 0
-        if sample.isdigit() and int(sample) < size:
+        if sample.isascii() and sample.isdigit() and int(sample) < size:  # not '²', not '-1'
             ss[SAMPLE] = int(sample)
         else:
             problems.append(
@@ -136,6 +137,8 @@ def read_url(config: Config, runs: dict[str, Path]) -> str | None:
     if threshold is not None and run is not None:
         try:
             value = float(threshold)
+            if not math.isfinite(value):
+                raise ValueError(threshold)
         except ValueError:
             problems.append(f"The link's threshold “{threshold}” is not a number; ignored.")
         else:

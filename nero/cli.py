@@ -51,6 +51,10 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
 def _check_engine_flags(args: argparse.Namespace) -> None:
     if args.address is not None and args.engine != "ray":
         raise ValueError("--address names a Ray cluster: it needs --engine ray")
+    if args.engine == "ray":
+        from nero.model.ray_engine import check_address
+
+        check_address(args.address)
 
 
 def build_parser() -> argparse.ArgumentParser:

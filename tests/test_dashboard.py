@@ -399,7 +399,7 @@ def test_url_names_runs_it_never_uses_as_paths(runs_root: Path) -> None:  # noqa
     said = " ".join(w.value for w in at.warning)
     assert "names the run “../../etc”, which is not here" in said and "not applied" in said
     assert "sample" not in at.query_params or at.query_params["sample"] != "3"
-    for bad in ("not-a-number", "999999", "-5"):
+    for bad in ("not-a-number", "999999", "-5", "9" * 40, "²", "1e3", "3/../../0"):
         at = open_app(runs_root, "inspector", sample=bad)
         ok(at)
         assert at.title[0].value == "Sample inspector"
@@ -415,6 +415,11 @@ def test_a_link_carries_method_threshold_and_ood_set(runs_root: Path) -> None:  
     at = open_app(runs_root, "overview", method="bogus", threshold="abc")
     said = " ".join(w.value for w in at.warning)
     assert "method “bogus” is not in this run" in said and "threshold “abc” is not a number" in said
+    for endless in ("nan", "inf", "-1e999"):
+        at = open_app(runs_root, "overview", method="msp", threshold=endless)
+        ok(at)
+        said = " ".join(w.value for w in at.warning)
+        assert f"threshold “{endless}” is not a number" in said
 
 
 def test_a_page_rerun_does_not_start_the_heatmaps_again(

@@ -7,6 +7,7 @@ written as images, which then go through the same reader and transform as any im
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,17 @@ class Frame:
     image: Image.Image
 
 
+def check_fps(fps: float) -> None:
+    """Refuse a frame rate that is not a positive finite number (a huge one takes every frame)."""
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise VideoError(f"--fps {fps}: expected a positive number of frames per second")
+
+
 def sample_frames(path: str | Path, fps: float) -> Iterator[Frame]:
     """Frames at ``fps`` per second of video time: the first frame at or after each tick."""
     import av
 
-    if not fps > 0:
-        raise VideoError(f"--fps must be positive, got {fps}")
+    check_fps(fps)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -53,9 +59,9 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[Frame]:
                 if time + 1e-6 < next_tick:
                     continue
                 yield Frame(number, round(time, 6), frame.to_image().convert("RGB"))
-                next_tick += 1.0 / fps
-                while next_tick <= time:  # a long gap: do not emit a burst to catch up
-                    next_tick += 1.0 / fps
+                # The next tick of the k/fps grid after this frame: after a long gap no burst
+                # to catch up, and no loop whatever the rate.
+                next_tick = max(next_tick + 1.0 / fps, (math.floor(time * fps) + 1) / fps)
         except av.error.FFmpegError as exc:
             raise VideoError(f"{path}: decoding failed after {next_tick:.1f} s ({exc})") from exc
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,6 +33,27 @@ from nero.model.device import exact_float32, resolve_device
 ROWS_PER_BLOCK = 1024
 
 
+ADDRESS_TIMEOUT_S = 5.0  # how long to wait for a cluster's port to answer
+
+
+def check_address(address: str | None) -> None:
+    """Refuse an ``--address`` that is not ``auto``/``local``/``[ray://]host:port``, or whose
+    port nobody answers on, before anything is computed (Ray itself would retry for minutes)."""
+    if address in (None, "auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or ":" in host.strip("[]"):
+        raise ValueError(
+            f"--address {address!r}: expected auto, local or host:port (ray://host:port for a "
+            "Ray client)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), ADDRESS_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ValueError(f"--address {address!r}: no Ray cluster answers there ({exc})") from None
+
+
 def connect(address: str | None = None) -> None:
     """Join the Ray cluster at ``address`` ("auto": the one this machine belongs to), or
     start a local one (None); a session already open in this process is reused."""
@@ -39,6 +61,7 @@ def connect(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    check_address(address)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address is not None:
         import nero

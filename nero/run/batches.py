@@ -14,6 +14,7 @@ from nero.run.directory import Run
 from nero.tables import restore_cells
 
 BATCHES_DIR = "batches"
+MAX_BATCH_NAME = 100  # a folder name, with room for the staging prefix and suffix
 BATCH_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
 
@@ -23,6 +24,9 @@ def check_batch_name(run: Run, name: str) -> None:
         raise ValueError(
             f"batch name {name!r}: use letters, digits, '-', '_' or '.', not starting with '.'"
         )
+    if len(name) > MAX_BATCH_NAME:
+        raise ValueError(f"batch name {name[:24]!r}… is {len(name)} characters; at most "
+                         f"{MAX_BATCH_NAME}")  # fmt: skip
     if (run.path / BATCHES_DIR / name).exists():
         raise ValueError(f"the run already has a batch named {name!r}; choose another name")
 

@@ -7,6 +7,7 @@ both hashes named, until the user re-binds the run (:func:`rebind_model`).
 
 from __future__ import annotations
 
+import errno
 import functools
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,7 +108,13 @@ def rebind_model(
     dashboard shows, because its stored scores came from the old weights.
     """
     run = read_run(run_path)
-    path = Path(checkpoint).expanduser().resolve()
+    try:
+        path = Path(checkpoint).expanduser().resolve(strict=True)
+    except RuntimeError:  # Python 3.11 reports a loop this way
+        raise FileNotFoundError(f"--model {checkpoint}: a symlink loop, not a file") from None
+    except OSError as exc:
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else "no such file"
+        raise FileNotFoundError(f"--model {checkpoint}: {reason}, not a checkpoint") from None
     model = run.manifest["model"]
     # Loading checks the architecture and class count before anything is written.
     load_classifier(model["arch"], path, len(model["class_names"]), run_img_size(run))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from nero.data.images import is_image
-from nero.data.video import extract_frames, is_video
+from nero.data.video import VideoError, check_fps, extract_frames, is_video
 from nero.detect.registry import Evidence
 from nero.detect.relevance import head_relevance, softmax
 from nero.files import allocate_npy, write_json
@@ -30,6 +30,7 @@ from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
+from nero.run.staging import WRITER_FILE, RunLockedError, writer_lock
 from nero.run.verdicts import run_thresholds
 from nero.tables import neutralise_cells
 
@@ -69,21 +70,28 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def frames_of_videos(
     paths: Sequence[Path], fps: float, folder: Path
-) -> tuple[list[Path], dict[str, tuple[str, int, float]]]:
+) -> tuple[list[Path], dict[str, tuple[str, int, float]], dict[str, str]]:
     """Videos among ``paths`` replaced by their frames at ``fps`` (written into ``folder``).
 
-    Returns the image paths to score and, for each frame file, (video, frame number, seconds).
+    Returns the image paths to score, for each frame file (video, frame number, seconds), and
+    the videos that could not be read, with why.
     """
     images: list[Path] = []
     frames: dict[str, tuple[str, int, float]] = {}
+    failures: dict[str, str] = {}
     for path in paths:
         if not is_video(path):
             images.append(path)
             continue
-        for file, number, time in extract_frames(path, fps, folder / path.stem):
+        try:
+            extracted = extract_frames(path, fps, folder / path.stem)
+        except VideoError as exc:  # skipped and listed, like an unreadable image
+            failures[str(path)] = str(exc)
+            continue
+        for file, number, time in extracted:
             images.append(file)
             frames[str(file)] = (str(path), number, time)
-    return images, frames
+    return images, frames, failures
 
 
 @dataclass
@@ -116,20 +124,35 @@ def score_files(
     ``engine``/``address``: where the forward pass runs
     (:func:`nero.model.extract.forward_batches`); rows follow ``paths`` with either engine.
     """
-    if into is not None:
-        check_batch_name(run, into)
+    if any(is_video(p) for p in paths):
+        check_fps(fps)
+    if into is None:
+        return _score_files(run, paths, out, None, None, batch_size, device, progress, fps,
+                            engine, address)  # fmt: skip
+    check_batch_name(run, into)
+    stage = run.path / BATCHES_DIR / f".{into}.incomplete"
+    stage.mkdir(parents=True, exist_ok=True)
+    # One writer per batch name: a second `--into` of the same name is refused, naming the
+    # first; a stage left by a killed run is not locked and is started afresh.
+    with writer_lock(stage, instead="choose another --into name"):
+        for leftover in stage.iterdir():
+            if leftover.name != WRITER_FILE:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        return _score_files(run, paths, out, into, stage, batch_size, device, progress, fps,
+                            engine, address)  # fmt: skip
+
+
+def _score_files(run, paths, out, into, stage, batch_size, device, progress, fps, engine, address):
     scorer = RunScorer(run, device=device)
     main = verdict_method(run)
     thresholds = run_thresholds(run, main) if main in scorer.methods else None
-    stage = None
-    if into is not None:
-        stage = run.path / BATCHES_DIR / f".{into}.incomplete"
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
     scratch = None
+    unreadable: dict[str, str] = {}
     if any(is_video(p) for p in paths):
         scratch = Path(tempfile.mkdtemp(prefix="nero-frames-")) if stage is None else None
-        paths, frames = frames_of_videos(paths, fps, (stage or scratch) / "frames")
+        paths, frames, unreadable = frames_of_videos(paths, fps, (stage or scratch) / "frames")
+        if not paths:
+            raise ValueError(f"no frame could be read from the videos: {_first(unreadable)}")
     else:
         frames = {}
     try:
@@ -143,19 +166,23 @@ def score_files(
             engine=engine,
             address=address,
         )
-        return _score(
-            run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress
-        )
+        result = _score(
+            run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress,
+            unreadable,
+        )  # fmt: skip
+        return result
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _score(run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress):
+def _score(
+    run, scorer, paths, frames, out, into, stage, batches, main, thresholds, progress, unreadable
+):
     """The streamed pass of :func:`score_files`."""
     n = len(paths)
     arrays: dict[str, np.ndarray] = {}
-    failures: dict[str, str] = {}
+    failures: dict[str, str] = dict(unreadable)
     written = 0
     done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)
@@ -209,17 +236,19 @@ def _score(run, scorer, paths, frames, out, into, stage, batches, main, threshol
         if progress is not None:
             progress(done, n)
     if written == 0:
-        if stage is not None:
-            shutil.rmtree(stage, ignore_errors=True)
-        raise ValueError(
-            f"none of the {n} images could be read; first error: {next(iter(failures.values()))}"
-        )
+        raise ValueError(f"none of the {n} images could be read; first error: {_first(failures)}")
     batch = None
     if stage is not None:
         batch = _finish_batch(run, into, stage, arrays, written, failures, main, thresholds)
         if out is not None:
             shutil.copyfile(batch / "scores.csv", out)
-    return ScoredFiles(out if out is not None else None, written, n, failures, batch)
+    return ScoredFiles(
+        out if out is not None else None, written, n + len(unreadable), failures, batch
+    )
+
+
+def _first(failures: dict[str, str]) -> str:
+    return next(iter(failures.values()), "unknown")
 
 
 def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds) -> Path:
@@ -244,8 +273,14 @@ def _finish_batch(run, name, stage, arrays, written, failures, main, thresholds)
         },
     )
     final = run.path / BATCHES_DIR / name
+    if final.exists():  # written meanwhile under another spelling of the run's path
+        raise RunLockedError(
+            f"the run got a batch named {name!r} while this one was scored; this one is kept "
+            f"in {stage} — rename it to keep both"
+        )
     table = stage / "scores.csv"
     # Frames of videos were written into the staging folder: name them where they end up.
     table.write_text(table.read_text().replace(str(stage), str(final)))
+    (stage / WRITER_FILE).unlink(missing_ok=True)
     stage.rename(final)
     return final

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +103,27 @@ def stage_path(out: Path) -> Path:
     return out.with_name(out.name + INCOMPLETE_SUFFIX)
 
 
+# Lock descriptors held by this process. A forked child (a data-loading worker) closes its
+# copies at once: a flock belongs to the open file, so a worker outliving a killed writer
+# would otherwise keep the lock, and the re-run would be refused for its lifetime.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 @contextmanager
-def _writer_lock(stage: Path) -> Iterator[None]:
+def writer_lock(stage: Path, instead: str = "choose another --out") -> Iterator[None]:
     """An exclusive lock on the staging folder; a second writer is refused, naming the first."""
     fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+    _HELD_LOCKS.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -114,11 +131,12 @@ def _writer_lock(stage: Path) -> Iterator[None]:
             holder = _read_writer(stage)
             raise RunLockedError(
                 f"{stage} is being written by another nero process (pid {holder}); wait for it "
-                "to finish or stop it, or choose another --out"
+                f"to finish or stop it, or {instead}"
             ) from None
         (stage / WRITER_FILE).write_text(f"{os.getpid()}\n")
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # releases the lock
 
 
@@ -162,7 +180,7 @@ def staged_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = stage_path(out)
     stage.mkdir(exist_ok=True)
-    with _writer_lock(stage):
+    with writer_lock(stage):
         yield stage
         # Checked again: another run may have been written there meanwhile.
         check_output(out, data_roots, keep, overwrite)
