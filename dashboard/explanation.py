@@ -17,17 +17,8 @@ TOP_NEURONS = 20
 
 
 def frame_sentence(share: FrameShare) -> str:
-    """Most evidence on the frame (> 50 %) is said differently from more than its area."""
-    where = "the frame (the dark surround, burnt-in text, markers)"
-    if share.frame > 0.5:
-        return (
-            f"**Most of this map's evidence ({share.frame:.0%}) lies on {where}**, not on the "
-            "tissue."
-        )
-    return (
-        f"**{share.frame:.0%} of this map's evidence lies on {where}**, more than the "
-        f"{share.frame_area:.0%} of the image it covers would give it."
-    )
+    """The engine's sentence (:meth:`FrameShare.sentence`), in bold."""
+    return f"**{share.sentence()}**"
 
 
 def score_parts(expl, row: int, detector) -> None:

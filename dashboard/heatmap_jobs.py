@@ -89,29 +89,11 @@ def _heatmaps(
 
 
 def heatmap_fields(result: Any, scale: Any = None) -> dict[str, Any]:
-    """The parts of a heatmap result the views show (a plain, cacheable dict).
+    """The parts of a heatmap result the views show (a plain, cacheable dict): the engine's
+    :class:`nero.run.heatmap_view.HeatmapView`, the same reading the command line prints."""
+    from nero.run.heatmap_view import heatmap_view
 
-    ``scale`` (the run's :class:`nero.run.heatmap_scale.HeatmapScale`, if it has one) adds
-    the shared colour scale and, for an OOD heatmap, whether it shows unusual evidence.
-    """
-    fields = {
-        # on the original image's grid, where the image and any mask line up
-        "relevance": result.original() if hasattr(result, "original") else result.relevance,
-        "seen": result.seen() if hasattr(result, "seen") else None,
-        "method": str(getattr(result, "method", "")),
-        "rule_set": str(getattr(result, "rule_set", "")),
-        "conservation": getattr(result, "conservation", None),
-        "note": str(getattr(result, "note", "") or ""),
-        "scale": None,
-        "unusual": None,
-    }
-    if scale is not None:
-        fields["scale"] = scale.pixel(result.kind)
-        fields["unusual"] = scale.unusual(result)
-        if fields["unusual"] is not None:
-            kind = scale.kinds[result.kind]
-            fields["evidence_share"] = kind.share_of_normal_below(result.relevance)  # S×S mass
-    return fields
+    return heatmap_view(result, scale).fields()
 
 
 def run_scale(run: Run) -> Any:

@@ -1,3 +1,4 @@
 """NERO Explorer: explainable out-of-distribution detection with neuron-level relevance."""
 
 __version__ = "0.1.0"
+DEFAULT_SEED = 42  # every seeded step (splits, training, UMAP) unless the user gives one

@@ -10,8 +10,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from nero import __version__
+from nero import DEFAULT_SEED, __version__
+from nero.data.prepare import RECIPES
 from nero.data.preprocess import DEFAULT_IMG_SIZE, FRAME_MODES
+from nero.detect.params import PRESETS
+from nero.explain.kinds import KINDS, kinds_help
+from nero.model.extract import DEFAULT_BATCH_SIZE, ENGINES
+from nero.model.train import AUGMENTATIONS
+from nero.run.report import REPORT_FORMATS
 
 DEFAULT_RUNS_ROOT = Path("runs")
 DEFAULT_PORT = 8501
@@ -37,7 +43,7 @@ def _nero_param(text: str) -> tuple[str, object]:
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
-        choices=["local", "ray"],
+        choices=ENGINES,
         default="local",
         help="where the forward pass runs: this process, or Ray Data actors (docs/SCALING.md)",
     )
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--id-test", type=Path)
     ev.add_argument("--ood", type=_ood_pair, action="append", default=[], metavar="NAME=DIR")
     ev.add_argument("--methods", default="nero", help="comma list or 'all'")
-    ev.add_argument("--preset", default="default", choices=["reference", "default"])
+    ev.add_argument("--preset", default="default", choices=sorted(PRESETS))
     ev.add_argument(
         "--nero-param",
         type=_nero_param,
@@ -91,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FRAME_MODES,
         help="how the model sees each image (default: as its sidecar says it was trained)",
     )
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ev.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
-    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ev.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -145,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--fps", type=float, default=5.0, help="frames per second taken from videos")
     sc.add_argument("--out", type=Path, help="CSV of one row per image (default: print it)")
     sc.add_argument("--into", metavar="NAME", help="also keep them in the run as batch NAME")
-    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     sc.add_argument("--device", default="cpu")
     _engine_flags(sc)
 
     rp = sub.add_parser("report", help="print the comparison of all methods in a run")
     rp.add_argument("run", type=Path)
-    rp.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+    rp.add_argument("--format", choices=REPORT_FORMATS, default=REPORT_FORMATS[0])
 
     rv = sub.add_parser("reviews", help="export a run's review history as CSV")
     rv.add_argument("run", type=Path)
@@ -166,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--arch", default="resnet18")
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE)
-    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     tr.add_argument("--lr", type=float, default=1e-4)
-    tr.add_argument("--augment", choices=["paper", "light", "none"], default="paper")
+    tr.add_argument("--augment", choices=AUGMENTATIONS, default=AUGMENTATIONS[0])
     tr.add_argument(
         "--frame",
         choices=FRAME_MODES,
@@ -179,15 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-fraction", type=float, default=0.1)
     tr.add_argument("--init-weights", type=Path, help="local pretrained weights (head replaced)")
     tr.add_argument("--device", default=None)
-    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--seed", type=int, default=DEFAULT_SEED)
     tr.add_argument("--out", type=Path, required=True)
 
     pp = sub.add_parser("prepare", help="Kvasir-v2 / GastroVision → the paper's ID/OOD layout")
-    pp.add_argument("dataset", choices=["kvasir", "gastrovision"])
+    pp.add_argument("dataset", choices=sorted(RECIPES))
     pp.add_argument("--root", type=Path, required=True, help="the extracted data set")
     pp.add_argument("--out", type=Path, required=True)
     pp.add_argument("--test-fraction", type=float, default=0.2)
-    pp.add_argument("--seed", type=int, default=42)
+    pp.add_argument("--seed", type=int, default=DEFAULT_SEED)
     pp.add_argument(
         "--id-classes",
         help="comma-separated in-distribution classes (default: the recipe's, see README)",
@@ -225,11 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     hm.add_argument("--sample", type=int, required=True, help="row index in samples.csv")
     hm.add_argument(
         "--kind",
-        choices=["class", "nero", "ood", "distance", "neuron"],
-        default="class",
-        help="class: a class logit; nero: NERO's softmax-weighted relevance; "
-        "ood: deviation from the nearest class centroid; distance: each neuron's share of "
-        "NERO's distance to that centroid; neuron: where neuron --target fires",
+        choices=KINDS,
+        default=KINDS[0],
+        help=kinds_help() + " (--target)",
     )
     hm.add_argument(
         "--target",
@@ -436,12 +440,13 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     from nero.explain.field_of_view import frame_share
     from nero.run.directory import read_run
     from nero.run.heatmap_scale import display_scale, run_heatmap_scale
+    from nero.run.heatmap_view import heatmap_view
     from nero.run.heatmaps import run_heatmap, sample_image
 
     run = read_run(args.run)
     heat = run_heatmap(run, args.sample, args.kind, args.target)
     scale = run_heatmap_scale(run)  # calibrated on normal test images once, then stored
-    unusual = scale.unusual(heat)
+    view = heatmap_view(heat, scale)
     shown, factor = display_scale(heat.relevance, scale.pixel(heat.kind))
     overlay_png(
         sample_image(run, args.sample),
@@ -449,27 +454,13 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
         out=args.out,
         class_names=run.class_names,
         scale=shown,
-        unusual=unusual,
-    )
-    print(
-        f"{args.out}: {heat.kind} heatmap of sample {args.sample}, {heat.method} "
-        f"({heat.rule_set}), conservation {heat.conservation:.3g}"
+        unusual=view.unusual,
     )
     frame = frame_share(heat.original(), np.asarray(sample_image(run, args.sample)))
-    if frame.has_frame:
-        print(
-            f"on the frame (surround, text, markers): {frame.frame:.0%} of the evidence, "
-            f"{frame.frame_area:.0%} of the image"
-            + (" — the model looks at the frame more than at the tissue" if frame.on_frame else "")
-        )
-    if factor > 1.0:
-        print(f"colour scale: {factor:.3g}× the run's (stronger than normal images' maps)")
-    if unusual is not None:
-        share = scale.kinds["ood"].share_of_normal_below(heat.relevance)
-        verdict = "unusual" if unusual else "no unusual evidence"
-        print(f"OOD evidence: {verdict} (more than {share:.0f} % of normal test images show)")
-    if heat.method == "gradient×input":
-        print(f"note: {heat.note}")
+    first, *rest = view.summary(frame, factor)
+    print(f"{args.out}: sample {args.sample}, {first}")
+    for line in rest:
+        print(line)
     return 0
 
 

@@ -45,12 +45,11 @@ from zennit.core import stabilize
 
 from nero.data.preprocess import ORIGINAL_SIDE, Geometry, Prepared
 from nero.explain.envelope import Envelope, envelope_gate
+from nero.explain.kinds import FEATURE_KINDS, KINDS
 from nero.explain.rules import RuleSet, rule_set_for
 from nero.files import save_npz
 from nero.model.classifier import capture_head_input
 
-KINDS = ("class", "nero", "ood", "distance", "neuron")
-FEATURE_KINDS = ("ood", "distance")  # start at the head's input, not at the logits
 ENVELOPE_NOTE = (
     "envelope gate: at each spatial layer only what exceeds the class's training maximum "
     "passes relevance down; conservation = the share that reaches the pixels"

@@ -35,6 +35,19 @@ class FrameShare:
         """More evidence on the frame than its area alone would give it."""
         return self.has_frame and self.frame > self.frame_area
 
+    def sentence(self) -> str:
+        """Most evidence on the frame (> 50 %) is said differently from more than its area."""
+        where = "the frame (the dark surround, burnt-in text, markers)"
+        if self.frame > 0.5:
+            return (
+                f"Most of this map's evidence ({self.frame:.0%}) lies on {where}, not on the "
+                "tissue."
+            )
+        return (
+            f"{self.frame:.0%} of this map's evidence lies on {where}, more than the "
+            f"{self.frame_area:.0%} of the image it covers would give it."
+        )
+
 
 def frame_share(relevance: np.ndarray, image: np.ndarray) -> FrameShare:
     """How much of a heatmap's positive evidence lies on the image's frame (see module)."""

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from nero import __version__
+from nero import DEFAULT_SEED, __version__
 from nero.data.folders import Split, class_folder_split, class_folders
 from nero.data.images import ImageReadError, decode_image
 from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
@@ -46,7 +46,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     augment: str = "paper"
     frame: str = "auto"  # nero.data.preprocess.FRAME_MODES: frame-invariant input by default
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     device: str | None = None
     workers: int = 0
     # CPU threads while training: a fixed count makes the float sums (and so the model)

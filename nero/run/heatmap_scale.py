@@ -30,7 +30,7 @@ CALIBRATION_IMAGES = 48
 PIXEL_PERCENTILE = 99.5
 # An OOD heatmap is unusual when its positive mass exceeds this percentile of normal images'.
 NORMAL_EVIDENCE_PERCENTILE = 95.0
-KINDS = ("class", "ood")
+SCALED_KINDS = ("class", "ood")  # the kinds whose colour scale the run calibrates
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ def calibration_rows(run: Run, n: int = CALIBRATION_IMAGES) -> np.ndarray:
 
 def calibrate(run: Run, n: int = CALIBRATION_IMAGES) -> HeatmapScale:
     """Class and OOD heatmaps of ``n`` normal test images → the run's :class:`HeatmapScale`."""
-    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in SCALED_KINDS}
     for index in calibration_rows(run, n):
-        for heat in run_heatmaps(run, int(index), [(kind, None) for kind in KINDS]):
+        for heat in run_heatmaps(run, int(index), [(kind, None) for kind in SCALED_KINDS]):
             maps[heat.kind].append(np.asarray(heat.relevance, np.float64))
     if not maps["class"]:
         raise ValueError(f"{run.path} has no readable id_test images to calibrate heatmaps on")

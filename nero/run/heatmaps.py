@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from nero.data.images import read_image
-from nero.explain.attribution import KINDS, Heatmap, HeatmapRequest, compute_heatmaps
+from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmaps
 from nero.explain.envelope import (
     ENVELOPE_FILE,
     HEATMAP_DIR,
@@ -21,6 +21,7 @@ from nero.explain.envelope import (
     fit_envelope,
     gate_points,
 )
+from nero.explain.kinds import KINDS
 from nero.model.classifier import LoadedModel
 from nero.run import checkpoint as run_model
 from nero.run.directory import Run, read_run

@@ -45,6 +45,9 @@ def best_mask(frame: pd.DataFrame) -> pd.DataFrame:
     return mask
 
 
+REPORT_FORMATS = ("table", "markdown", "csv")
+
+
 def format_report(run: Run, fmt: str = "table") -> str:
     frame = comparison_frame(run.report)
     if fmt == "csv":

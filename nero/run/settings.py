@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nero import DEFAULT_SEED
 from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
 from nero.model.extract import DEFAULT_BATCH_SIZE
 
@@ -20,7 +21,7 @@ class EvaluateConfig:
     methods: list[str] = field(default_factory=lambda: ["nero"])
     preset: str = "default"
     nero_params: dict = field(default_factory=dict)
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     checkpoint: str | None = None
     progress_bar: bool = True
     masks_root: Path | None = None  # prepared data's masks/ folder, if any
