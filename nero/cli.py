@@ -457,8 +457,8 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
         unusual=view.unusual,
     )
     frame = frame_share(heat.original(), np.asarray(sample_image(run, args.sample)))
-    first, *rest = view.summary(frame, factor)
-    print(f"{args.out}: sample {args.sample}, {first}")
+    first, *rest = view.summary(frame, factor, of=f"sample {args.sample}")
+    print(f"{args.out}: {first}")
     for line in rest:
         print(line)
     return 0

@@ -60,7 +60,7 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     np.testing.assert_allclose(run.relevance, expected, rtol=1e-4, atol=1e-6)
     assert set(run.samples["split"]) == {"id_train", "id_test", "ood:noise", "ood:gray"}
     assert (run.samples.loc[run.samples.split.str.startswith("ood"), "label"] == -1).all()
-    assert run.methods == ["nero", "msp", "energy"]
+    assert run.methods == ["nero", "msp", "energy", "fusion"]  # fusion: chosen from ID data
     assert set(run.report["results"]) == {"noise", "gray"}
     assert set(run.report["results"]["noise"]["nero"]) == {"auroc", "fpr95", "aupr_in", "aupr_out"}
     assert list(run.manifest["data"]["unreadable"]) == [str(folders / "ood/noise/broken.jpg")]

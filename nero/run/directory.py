@@ -118,7 +118,12 @@ class Run:
 
     @property
     def methods(self) -> list[str]:
-        return [c for c in self.scores.columns if c != "index"]
+        return [c for c in self.scores.columns if c != "index" and not c.startswith("p:")]
+
+    def p_value(self, method: str) -> np.ndarray | None:
+        """The method's conformal p-values (``p:METHOD`` in scores.csv), if the run has them."""
+        column = f"p:{method}"
+        return self.scores[column].to_numpy() if column in self.scores.columns else None
 
     @property
     def ood_sets(self) -> list[str]:

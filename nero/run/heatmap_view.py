@@ -42,12 +42,16 @@ class HeatmapView:
             out["evidence_share"] = self.evidence_share
         return out
 
-    def summary(self, frame: FrameShare | None = None, factor: float = 1.0) -> list[str]:
-        """Plain-text lines: how it was computed, the frame, the colour scale, the evidence."""
+    def summary(
+        self, frame: FrameShare | None = None, factor: float = 1.0, of: str = ""
+    ) -> list[str]:
+        """Plain-text lines: how it was computed (of what: ``of``), the frame, the colour
+        scale, the evidence."""
         conservation = (
             "" if self.conservation is None else f", conservation {self.conservation:.3g}"
         )
-        lines = [f"{self.kind} heatmap, {self.method} ({self.rule_set}){conservation}"]
+        subject = f" of {of}" if of else ""
+        lines = [f"{self.kind} heatmap{subject}, {self.method} ({self.rule_set}){conservation}"]
         if frame is not None and frame.on_frame:
             lines.append(frame.sentence())
         if factor > 1.0:

@@ -28,6 +28,7 @@ from nero.files import allocate_npy, write_json
 from nero.model.batches import regroup
 from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
+from nero.run.conformal import FUSION, new_image_p_values
 from nero.run.directory import Run
 from nero.run.scoring import RunScorer
 from nero.run.staging import WRITER_FILE, RunLockedError, writer_lock
@@ -183,6 +184,10 @@ def _score(
     n = len(paths)
     arrays: dict[str, np.ndarray] = {}
     failures: dict[str, str] = dict(unreadable)
+    # Conformal p-values against the run's ID test scores; fusion when the run has members.
+    test_rows = run.rows("id_test")
+    calibration = {m: run.scores[m].to_numpy()[test_rows] for m in run.methods}
+    members = run.report.get(FUSION, {}).get("members", [])
     written = 0
     done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)
@@ -199,6 +204,7 @@ def _score(
         relevance = relevance.astype(np.float32)
         data = Evidence(features, logits, relevance)
         scores = {name: method.score(data) for name, method in scorer.methods.items()}
+        scores.update(new_image_p_values(calibration, scores, members))
         probs = softmax(logits.astype(np.float64))
         rows = pd.DataFrame(
             {

@@ -40,6 +40,14 @@ from nero.model.classifier import LoadedModel, head_arrays, sha256_of
 from nero.model.device import resolve_device
 from nero.model.extract import extract
 from nero.run.acquisition import CONTROL_FILE, acquisition_evidence, control_report
+from nero.run.conformal import (
+    ALPHA,
+    FUSION,
+    P_PREFIX,
+    Calibration,
+    choose_members,
+    fused_statistic,
+)
 from nero.run.directory import write_samples
 from nero.run.fitting import check_training_evidence, recorded_warnings, score_methods
 from nero.run.manifest import build_manifest
@@ -203,7 +211,6 @@ def evaluate(
                 config.methods, detector, train, evidence, head, from_images, say,
                 control, control_scores,
             )  # fmt: skip
-            scores_df = pd.DataFrame({"index": np.arange(kept.size), **scores})
 
             report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
             for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
@@ -239,6 +246,8 @@ def evaluate(
                     config.seed,
                 )
 
+            pvals = _calibrate(report, scores, candidates, labels, test_rows, splits, config.seed)
+
         say("writing the run", 0.97)
         checkpoint, digest = config.checkpoint, model.checkpoint_sha256
         if checkpoint is None:  # keep a random model's weights so heatmaps can be made later
@@ -248,6 +257,9 @@ def evaluate(
             checkpoint, digest = RANDOM_WEIGHTS, sha256_of(stage / RANDOM_WEIGHTS)
         else:  # absolute: the run loads it the same way from any working directory
             checkpoint = str(Path(checkpoint).expanduser().resolve())
+        scores_df = pd.DataFrame(
+            {"index": np.arange(kept.size), **scores, **{P_PREFIX + m: p for m, p in pvals.items()}}
+        )
         write_samples(stage / "samples.csv", samples)
         scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
         write_json(stage / "report.json", report)
@@ -260,10 +272,52 @@ def evaluate(
         )
         manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
         manifest["warnings"] = engine_warnings
+        if FUSION in report:
+            manifest[FUSION] = report[FUSION]
         key_file.unlink()
         write_json(stage / "manifest.json", manifest)
     say("done", 1.0)
     return Path(out)
+
+
+def _calibrate(
+    report: dict,
+    scores: dict[str, np.ndarray],
+    candidates: list[str],
+    labels: np.ndarray,
+    test_rows: np.ndarray,
+    splits: np.ndarray,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Conformal p-values of every method (:mod:`nero.run.conformal`) and, where the run has a
+    recommendation to choose members from, the ``fusion`` score; both go into the report."""
+    if test_rows.size < 4:
+        warnings.warn("fewer than 4 ID test images: no conformal p-values", stacklevel=2)
+        return {}
+    calibration = Calibration.of_run(test_rows, labels, seed)
+    pvals = {m: calibration.run_p_values(v) for m, v in scores.items()}
+    ranking = report.get("recommended", {}).get("ranking", [])
+    members, why = choose_members(ranking, {m: scores[m][test_rows] for m in candidates})
+    if len(members) >= 2:
+        scores[FUSION] = fused_statistic(pvals, members)
+        pvals[FUSION] = calibration.run_p_values(scores[FUSION])
+        report[FUSION] = {"members": members, "combination": "fisher", "why": why}
+        for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
+            rows = splits == split
+            report["results"][split.split(":", 1)[1]][FUSION] = ood_metrics(
+                scores[FUSION][test_rows], scores[FUSION][rows]
+            )
+    report["conformal"] = {
+        "alpha": ALPHA,
+        "calibration": (
+            f"the {test_rows.size} ID test images (never training images: a model finds the "
+            "images it was trained on more normal than new frames); cross-fitted in two "
+            f"class-stratified halves for their own p-values (seed {seed})"
+        ),
+        "smallest_p": round(1.0 / (int(np.sum(calibration.fold == 1)) + 1.0), 6),
+        "realised_fpr": {m: round(calibration.realised_fpr(p), 2) for m, p in pvals.items()},
+    }
+    return pvals
 
 
 def _forward_pass(
