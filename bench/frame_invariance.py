@@ -133,7 +133,7 @@ def forward_seconds(run: Run) -> dict[str, float]:
 def summary(run: Run) -> dict:
     frame = comparison_frame(run.report, ("auroc", "fpr95"))
     sets = [s for s in frame.columns.get_level_values(0).unique() if s != "mean"]
-    baselines = [m for m in frame.index if not m.startswith("nero")]
+    baselines = [m for m in frame.index if not m.startswith("nero") and m != "fusion"]
     per_set = {}
     for s in sets:
         best = max(baselines, key=lambda m: frame.loc[m, (s, "auroc")])

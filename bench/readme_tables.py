@@ -14,7 +14,8 @@ README and is replaced whole, so the README never holds a typed-in figure:
   rows of ``bench/results/ablation.md``'s AUROC table (``bench/ablation.py``);
 - ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``);
 - ``proxy-agreement``: ``bench/results/proxy_agreement.md`` (``bench/proxy_agreement.py``);
-- ``frame-invariance``: ``bench/results/frame_invariance.md`` (``bench/frame_invariance.py``).
+- ``frame-invariance``: ``bench/results/frame_invariance.md`` (``bench/frame_invariance.py``);
+- ``conformal``: ``bench/results/conformal.md`` (``bench/conformal.py``).
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from nero.run.report import comparison_frame  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # Rows of the demo table: the release, the baseline everyone knows, NERO, the best baseline.
-DEMO_ROWS = ("msp", "nero_reference", "nero")
+DEMO_ROWS = ("msp", "nero_reference", "nero", "fusion")
 
 
 def demo_table(run_path: Path) -> str:
     run = read_run(run_path)
     frame = comparison_frame(run.report, ("auroc", "fpr95"))
     sets = [s for s in frame.columns.get_level_values(0).unique() if s != "mean"]
-    baselines = [m for m in frame.index if m not in ("nero", "nero_reference")]
+    baselines = [m for m in frame.index if m not in ("nero", "nero_reference", "fusion")]
     best = max(baselines, key=lambda m: frame.loc[m, ("mean", "auroc")])
     recommended = run.report.get("recommended", {}).get("method")
     rows = [m for m in DEMO_ROWS if m in frame.index] + [best]
@@ -119,6 +120,7 @@ def main() -> None:
         ("scale-table", RESULTS / "scale.md"),
         ("proxy-agreement", RESULTS / "proxy_agreement.md"),
         ("frame-invariance", RESULTS / "frame_invariance.md"),
+        ("conformal", RESULTS / "conformal.md"),
     ):
         body = section(source, name)
         if body is None:

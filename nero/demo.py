@@ -75,12 +75,16 @@ QUICK = DemoRecipe(
 NATIVE = DemoRecipe(FULL.data, dataclasses.replace(FULL.train, img_size=FULL.data.size))
 
 
+# What a demo run made by this engine holds; a run from before them is rebuilt.
+DEMO_REPORT_PARTS = ("acquisition", "conformal")
+
+
 def _run_is_valid(path: Path) -> bool:
     try:
-        read_run(path)
+        run = read_run(path)
     except RunFormatError:
         return False
-    return True
+    return all(part in run.report for part in DEMO_REPORT_PARTS)
 
 
 def build_demo(

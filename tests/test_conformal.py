@@ -128,3 +128,14 @@ def test_fusion_is_chosen_from_id_data_alone(tmp_path):
     got = new_image_p_values(ids, new, run.report["fusion"]["members"])
     assert set(got) == {f"p:{m}" for m in run.methods} | {"fusion"}
     assert np.all((got["p:fusion"] > 0) & (got["p:fusion"] <= 1))
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1, 0.5])
+def test_the_conformal_threshold_is_where_the_p_value_drops_to_alpha(alpha):
+    from nero.run.conformal import conformal_threshold
+
+    cal = np.random.default_rng(4).standard_normal(199)
+    cut = conformal_threshold(cal, alpha)
+    assert p_values(cal, np.array([np.nextafter(cut, np.inf)]))[0] <= alpha
+    assert p_values(cal, np.array([cut]))[0] > alpha
+    assert conformal_threshold(cal[:10], 0.05) == np.inf  # 10 frames cannot promise 5 %

@@ -584,3 +584,40 @@ def test_a_server_without_sign_in_warns_and_asks_for_an_unverified_name(
     [b for b in at.get("form_submit_button") if b.label == "Save review"][0].click().run()
     mark = review_history(read_run(copy)).iloc[0]
     assert (mark["reviewer"], mark["identity"]) == ("Dr Open", "unverified")
+
+
+def test_the_threshold_can_be_set_as_a_share_of_normal_frames(runs_root: Path) -> None:  # noqa: F811
+    """“Flag at most α of normal frames”: the conformal threshold, with the share of the run's
+    own ID test images it flagged (cross-fitted), and the worklist says p-values in words."""
+    from nero.run.conformal import conformal_threshold
+
+    at = open_app(runs_root, "overview", method="msp")
+    ok(at)
+    said = " ".join(c.value for c in at.caption)
+    assert "At most **5 %** of normal frames: threshold" in said and "cross-fitted" in said
+    at.segmented_control(key="alpha::tiny::msp").set_value(20).run()
+    next(b for b in at.button if b.label == "Use this threshold").click().run()
+    ok(at)
+    run = read_run(runs_root / TINY_RUN)
+    id_test = run.scores["msp"].to_numpy()[run.rows("id_test")]
+    slider = next(s for s in at.slider if s.label.startswith("Threshold"))
+    assert slider.value == pytest.approx(
+        np.clip(conformal_threshold(id_test, 0.2), slider.min, slider.max), rel=1e-6
+    )
+    at = open_app(runs_root, "worklist", method="msp")
+    ok(at)
+    frame = at.dataframe[0].value
+    assert "unusual" in frame.columns
+    assert frame["unusual"].str.contains("normal frames").all()
+
+
+def test_the_inspector_explains_a_fused_score_by_its_members(runs_root: Path) -> None:  # noqa: F811
+    run = read_run(runs_root / TINY_RUN)
+    if "fusion" not in run.report:
+        pytest.skip("the tiny run's recommendation chose fewer than two distinct members")
+    at = open_app(runs_root, "inspector", sample="3")
+    ok(at)
+    said = texts(at)
+    assert "**Fusion** (calibrated on normal test frames): p =" in said
+    for member in run.report["fusion"]["members"]:
+        assert f"p = {float(run.p_value(member)[3]):.3g}" in said

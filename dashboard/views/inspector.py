@@ -17,7 +17,9 @@ from dashboard import (
     state,
     verdicts,
 )
+from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
+from nero.run.conformal import p_value_words
 from nero.run.scoring import nearest_train, neuron_prototypes, plain_explanation
 
 NEIGHBOURS = 6
@@ -100,6 +102,25 @@ with mid:
         f"Nearest centroid: **{nearest_class}**"
     )
     verdicts.verdict_badge(score, thr)
+    fused = r.p_value("fusion")
+    if fused is not None and "fusion" in r.report:
+        members = r.report["fusion"]["members"]
+        member_p = {m: float(r.p_value(m)[i]) for m in members}
+        weight = {m: -2.0 * np.log(p) for m, p in member_p.items()}
+        total = sum(weight.values()) or 1.0
+        st.markdown(
+            f"**Fusion** (calibrated on normal test frames): p = {fused[i]:.3g} — "
+            f"{p_value_words(float(fused[i]))}."
+        )
+        st.caption(
+            "Made of: "
+            + "; ".join(
+                f"{method_label(m)} p = {p:.3g} ({100 * weight[m] / total:.0f} % of the fused "
+                "evidence)"
+                for m, p in member_p.items()
+            )
+            + ". Members were chosen from normal images alone."
+        )
     blanked = loaders.frame_only_scores(r)
     if blanked is not None and i in blanked.index and nero_col in blanked.columns:
         only = float(blanked.at[i, nero_col])

@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard import charts, components, loaders, state
 from nero.detect.metrics import auroc, rates_at_threshold
 from nero.detect.registry import method_label
+from nero.run.conformal import conformal_threshold
 from nero.run.report import best_mask, comparison_frame
 from nero.tables import safe_csv
 
@@ -60,12 +61,13 @@ if recommended in methods:
 acquisition = r.report.get("acquisition", {}).get("sets", {})
 for set_name, control in acquisition.items():
     if control["flagged"]:
-        own = control["methods"].get(method, {}).get("auroc", float("nan"))
+        own = control["methods"].get(method, {}).get("auroc")
+        mine = f"{labels[method]}: {own:.1f}; " if own is not None else ""
         st.warning(
             f":material/photo_camera: **{set_name}**: {control['flag']}. With the tissue "
             f"blanked, {labels.get(control['furthest'], control['furthest'])} still separates "
             f"these images from normal ones at AUROC {control['furthest_auroc']:.1f} "
-            f"({labels[method]}: {own:.1f}; 50 = the frame tells nothing).",
+            f"({mine}50 = the frame tells nothing).",
         )
 if acquisition and not any(c["flagged"] for c in acquisition.values()):
     st.caption(
@@ -102,6 +104,35 @@ threshold = st.slider(
     "calibrated thresholds (flagging 5 % and 1 % of normal images), not this slider.",
     **thr_cb,
 )
+
+p_test = r.p_value(method)
+if p_test is not None:
+    p_test = p_test[r.rows("id_test")]
+    a1, a2 = st.columns([2, 3])
+    alpha_pct = (
+        a1.segmented_control(
+            "Flag at most … of normal frames",
+            [1, 2, 5, 10, 20],
+            default=5,
+            format_func=lambda a: f"{a} %",
+            key=f"alpha::{name}::{method}",
+            help="A conformal threshold: its p-value promise holds for new frames from the same "
+            "kind of examination as the run's ID test images, which calibrate it.",
+        )
+        or 5
+    )
+    cut = conformal_threshold(view.id_test, alpha_pct / 100)
+    realised = 100 * float(np.mean(p_test <= alpha_pct / 100))
+    a2.caption(
+        f"At most **{alpha_pct} %** of normal frames: threshold **{cut:.4g}**"
+        + (" (no frame can be flagged this strictly with so few normal images)" if not
+           np.isfinite(cut) else "")
+        + f". On this run's own ID test images, cross-fitted, **{realised:.1f} %** were "
+        "flagged. It promises nothing for frames from another hospital or device."
+    )  # fmt: skip
+    if a2.button("Use this threshold", key=f"use-alpha::{name}::{method}") and np.isfinite(cut):
+        st.session_state[state.threshold_key(name, method)] = float(np.clip(cut, lo, hi))
+        st.rerun()
 
 rates = rates_at_threshold(view.id_test, ood_scores, threshold)
 m1, m2, m3, m4 = st.columns(4)

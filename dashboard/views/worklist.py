@@ -14,6 +14,7 @@ from PIL import Image
 from dashboard import components, loaders, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.run.batches import batch_info, read_batch, run_batches
+from nero.run.conformal import p_value_words
 from nero.run.reviews import current_reviews, reviews_csv
 from nero.run.verdicts import VERDICTS
 from nero.tables import safe_csv
@@ -149,6 +150,7 @@ work = pd.DataFrame(
         "verdict": thr.verdict(scores),
         "percentile": thr.percentile(scores).round(1),
         "score": scores,
+        "p-value": pvals if (pvals := r.p_value(method)) is not None else np.nan,
         "predicted": table["predicted class"],
         "set": table["set"],
         "review": table["index"].map(reviews["review"]).fillna("") if len(reviews) else "",
@@ -204,7 +206,9 @@ def thumbnail_uri(path: str) -> str | None:
 view = rows.assign(
     image=[thumbnail_uri(str(table["path"].iat[i])) for i in rows["index"]],
     verdict=[f"{verdicts.DOTS[v]} {verdicts.STYLE[v][2]}" for v in rows["verdict"]],
-)[["image", "verdict", "percentile", "score", "predicted", "set", "file", "review", "index"]]
+    unusual=[p_value_words(p) for p in rows["p-value"]],
+)[["image", "verdict", "unusual", "percentile", "score", "predicted", "set", "file", "review",
+   "index"]]  # fmt: skip
 picked = st.dataframe(
     view,
     hide_index=True,
@@ -218,6 +222,12 @@ picked = st.dataframe(
             "higher than % of normal", min_value=0, max_value=100, format="%.0f %%"
         ),
         "score": st.column_config.NumberColumn(f"{method_label(method)} score", format="%.4g"),
+        "unusual": st.column_config.TextColumn(
+            "how unusual",
+            help="The conformal p-value in words: the share of normal (ID test) frames that "
+            "score at least this high. It assumes the frame comes from the same kind of "
+            "examination as those normal frames.",
+        ),
         "index": st.column_config.NumberColumn("#", format="%d"),
     },
 )

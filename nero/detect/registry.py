@@ -133,11 +133,15 @@ def feature_level_methods() -> list[str]:
     return [m for m in available_methods() if not REGISTRY[m].needs_inputs]
 
 
+# Scores a run derives from its methods' scores (nero.run.conformal), not registered methods.
+DERIVED_LABELS = {"fusion": "Fusion (p-values, Fisher)"}
+
+
 def method_label(name: str) -> str:
     """How reports and the dashboard show a method (its name, if it is not registered)."""
     _load_plugins()
     cls = REGISTRY.get(name)
-    return cls.label if cls is not None else name
+    return cls.label if cls is not None else DERIVED_LABELS.get(name, name)
 
 
 def method_class(name: str) -> type[OODMethod]:

@@ -166,3 +166,13 @@ def new_image_p_values(
         out[FUSION] = fused
         out[P_PREFIX + FUSION] = p_values(id_test_scores[FUSION], fused)
     return out
+
+
+def conformal_threshold(calibration: np.ndarray, alpha: float = ALPHA) -> float:
+    """The score above which a new frame's p-value is at most ``alpha`` (``inf``: with this
+    few calibration images no frame can be flagged at ``alpha``)."""
+    cal = np.sort(np.asarray(calibration, np.float64))[::-1]
+    allowed = int(np.floor(alpha * (cal.size + 1))) - 1  # calibration scores ≥ s allowed
+    if allowed < 0:
+        return float("inf")
+    return float(cal[min(allowed, cal.size - 1)])
