@@ -61,7 +61,8 @@ def summary_row(name: str, report: dict) -> str:
     sets = report["results"]
     between = "—"
     if len(sets) == 2:  # do the OOD sets themselves agree on which method is best?
-        a, b = (list(v.values()) for v in sets.values())
+        # the detectors themselves; fusion is derived from some of them
+        a, b = ([x for m, x in v.items() if m != "fusion"] for v in sets.values())
         between = f"{spearmanr([x['auroc'] for x in a], [x['auroc'] for x in b])[0]:+.2f}"
     return f"| {name} | {rho['mean of proxies']:+.2f} | {each} | {between} | {chosen} | {best} |"
 

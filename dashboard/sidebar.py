@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import identity, state
+from dashboard import identity, loaders, state
 from dashboard.components import LOG, current
 from nero.run.directory import Run
 
@@ -62,6 +62,16 @@ def demo_builder(root: Path, where=st) -> None:
     st.rerun()
 
 
+def _is_demo(path: Path) -> bool:
+    """A run of the generated demo data, wherever it lies (its ID data sit in a demo folder)."""
+    try:
+        run = loaders.run(path)
+    except (OSError, ValueError):
+        return False
+    root = str(run.manifest.get("data", {}).get("splits", {}).get("id_train", {}).get("root", ""))
+    return Path(root).parent.name.endswith("-data") and Path(root).parent.name.startswith(".")
+
+
 def sidebar(cfg: state.Config, runs: dict[str, Path]) -> None:
     state.apply_pending_run(runs)
     flash = st.session_state.pop(state.FLASH, None)
@@ -84,6 +94,9 @@ def sidebar(cfg: state.Config, runs: dict[str, Path]) -> None:
                 run_summary(*found)
         else:
             st.caption(f"No runs in `{cfg.runs_root}` yet.")
-        if state.DEMO_RUN not in runs:
+        if not runs:
             with st.container(border=True):
+                demo_builder(cfg.runs_root)
+        elif state.DEMO_RUN not in runs and not any(_is_demo(p) for p in runs.values()):
+            with st.expander("The embedded demo run", icon=":material/science:"):
                 demo_builder(cfg.runs_root)

@@ -351,6 +351,35 @@ def test_new_run_creates_a_run_and_opens_it(
 
 
 # ---------------------------------------------------------------- runs, demo, URL safety
+def test_a_demo_run_opened_from_elsewhere_is_not_offered_again(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`nero dashboard PATH/demo-copy`: its ID data lie in a demo data folder, so the sidebar
+    does not say "Demo run not built yet"; another run still offers it, folded away."""
+    import json
+
+    copy = tmp_path / "elsewhere" / "demo-copy"
+    shutil.copytree(tiny_run, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["data"]["splits"]["id_train"]["root"] = "runs/.demo-data/id_train"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    root = tmp_path / "empty"
+    root.mkdir()
+    monkeypatch.setenv("NERO_RUNS_ROOT", str(root))
+    monkeypatch.setenv("NERO_RUN", str(copy))
+    at = open_app(root, "overview")
+    ok(at)
+    demo_builders = [e for e in at.expander if e.label == "The embedded demo run"]
+    assert "Demo run not built yet" not in texts(at) and not demo_builders
+    shutil.copytree(tiny_run, tmp_path / "other")
+    monkeypatch.setenv("NERO_RUN", str(tmp_path / "other"))
+    at = open_app(root, "overview")
+    ok(at)
+    assert [e.label for e in at.expander if e.label == "The embedded demo run"]
+
+
 def test_empty_root_offers_the_demo_build(
     tmp_path: Path,
     tiny_run: Path,  # noqa: F811
