@@ -64,6 +64,21 @@ def robust_range(scores: np.ndarray) -> tuple[float, float]:
 
 
 AXES = ("score", "log", "percentile")
+# A histogram whose range spans more than this many ID test IQRs piles the normal images
+# into one bar: such a score is shown on a log or percentile axis by default.
+HEAVY_TAIL_IQRS = 30.0
+
+
+def default_axis(id_test: np.ndarray, others: np.ndarray) -> str:
+    """``score`` unless the scores are heavy-tailed; then ``log`` (all positive) or
+    ``percentile`` (among normal test images)."""
+    id_test = np.asarray(id_test, np.float64)
+    every = np.concatenate([id_test, np.asarray(others, np.float64)])
+    lo, hi = robust_range(every)
+    q1, q3 = np.percentile(id_test, [25, 75])
+    if q3 - q1 > 0 and (hi - lo) / (q3 - q1) <= HEAVY_TAIL_IQRS:
+        return "score"
+    return "log" if every.min() > 0 else "percentile"
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

@@ -490,3 +490,35 @@ def test_neighbour_banks_of_large_training_sets_are_a_stratified_sample(gaussian
     np.testing.assert_allclose(capped.score(data), on_sample.score(data), rtol=1e-6)
     whole = create_method(name, k=5).fit(train, head)  # under the cap: every row
     assert not np.allclose(capped.score(data), whole.score(data))
+
+
+def test_vim_equals_pytorch_ood_and_does_not_move_with_the_order_of_the_rows():
+    """Our float64 ViM is pytorch-ood's ViM (well-conditioned case, float32 tolerance), and
+    with an eigenvalue gap at the cut far below float32 rounding it still gives the same
+    scores whatever the order of the training rows (pytorch-ood's float32 did not)."""
+    import torch
+    from pytorch_ood.detector import ViM as PoodViM
+
+    rng = np.random.default_rng(5)
+    d, n = 64, 400
+    train = rng.normal(size=(n, d)) * np.linspace(3, 0.5, d) + 1.0
+    w, b = rng.normal(size=(4, d)), rng.normal(size=4)
+    head = Head(w.astype(np.float32), b.astype(np.float32))
+    test = rng.normal(size=(50, d)) * 1.5 + 1.0
+
+    def evidence(x):
+        x = x.astype(np.float32)
+        return Evidence(x, (x @ w.T + b).astype(np.float32), np.zeros((len(x), d + 1), np.float32))
+
+    ours = create_method("vim").fit(evidence(train), head).score(evidence(test))
+    ref = PoodViM(None, d=d // 2, w=torch.tensor(w, dtype=torch.float32),
+                  b=torch.tensor(b, dtype=torch.float32))  # fmt: skip
+    ref.fit_features(torch.tensor(train, dtype=torch.float32), torch.zeros(n, dtype=torch.long))
+    expected = ref.predict_features(torch.tensor(test, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-3)
+    # a spectrum like a trained network's: one huge direction, a near-tie at the cut
+    scale = np.r_[300.0, np.linspace(1.0, 0.9, d - 1)]
+    skewed = rng.normal(size=(n, d)) * scale
+    first = create_method("vim").fit(evidence(skewed), head).score(evidence(test))
+    shuffled = create_method("vim").fit(evidence(skewed[rng.permutation(n)]), head)
+    np.testing.assert_allclose(shuffled.score(evidence(test)), first, rtol=1e-9)

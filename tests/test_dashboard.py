@@ -85,9 +85,9 @@ def test_overview_method_selector_changes_the_histogram(runs_root: Path) -> None
     at = open_app(runs_root, "overview")
     hist = charts(at)[0]
     assert "NERO score" in json.dumps(hist["layout"]["xaxis"])
-    at.segmented_control(key="hist-axis").set_value("log").run()
+    at.segmented_control(key="hist-axis::tiny::nero").set_value("log").run()
     assert "log₁₀ NERO score" in json.dumps(charts(at)[0]["layout"]["xaxis"], ensure_ascii=False)
-    at.segmented_control(key="hist-axis").set_value("percentile").run()
+    at.segmented_control(key="hist-axis::tiny::nero").set_value("percentile").run()
     at.selectbox[0].select("msp").run()
     ok(at)
     changed = charts(at)[0]

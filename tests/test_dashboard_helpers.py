@@ -186,3 +186,14 @@ def test_the_map_opens_on_the_bulk_of_the_points_not_the_outliers() -> None:
         ["#f00"],
     )
     assert fig.layout.xaxis.range[1] < 50  # the outlier is reachable by zooming out, not shown
+
+
+def test_a_heavy_tailed_score_gets_an_axis_that_shows_its_distributions():
+    from dashboard.charts import default_axis
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(10, 1, 300)
+    assert default_axis(normal, rng.normal(13, 1, 300)) == "score"
+    heavy = rng.lognormal(8, 2, 300)  # Mahalanobis-like: OOD up to ~1e5, ID piled at the left
+    assert default_axis(rng.lognormal(2, 0.3, 300), heavy) == "log"
+    assert default_axis(normal - 20, np.r_[heavy, -5.0]) == "percentile"  # not all positive

@@ -136,17 +136,24 @@ if p_test is not None:
 
 rates = rates_at_threshold(view.id_test, ood_scores, threshold)
 m1, m2, m3, m4 = st.columns(4)
-m4.metric("Threshold", f"{threshold:.4g}", help="Images scoring above it are flagged.")
+normal_below = 100.0 * float(np.mean(view.id_test <= threshold))
+m4.metric(
+    "Threshold",
+    f"{threshold:.4g}",
+    help="Images scoring above it are flagged.",
+)
+m4.caption(f"above {normal_below:.1f} % of normal test images")
 left, right = st.columns([3, 2], gap="large")
 with left:
     positive = bool(view.id_test.min() > 0 and ood_scores.min() > 0)
     axes = ["score", "log", "percentile"] if positive else ["score", "percentile"]
+    natural = charts.default_axis(view.id_test, ood_scores)
     axis = (
         st.segmented_control(
             "Score axis",
             axes,
-            default="score",
-            key="hist-axis",
+            default=natural if natural in axes else "score",
+            key=f"hist-axis::{name}::{method}",
             format_func={
                 "score": "score",
                 "log": "log score",
@@ -190,10 +197,15 @@ with right:
     st.markdown("**Confusion matrix** at this threshold")
     confusion = pd.DataFrame(
         [[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]],
-        index=["truly in-distribution (ID test)", "truly out-of-distribution"],
-        columns=["kept as ID", "flagged as OOD"],
+        index=["ID test", "OOD"],
+        columns=["kept", "flagged"],
     )
     st.dataframe(confusion, width="stretch")
+    st.caption(
+        "Rows: what the images truly are (normal test images, OOD images); columns: what "
+        f"this threshold does with them. OOD images outnumber normal ones "
+        f"{ood_scores.size} : {view.id_test.size} here, which flatters precision."
+    )
     if st.button("Reset to the 95 % ID operating point", key="reset-threshold"):
         st.session_state[state.threshold_key(name, method)] = float(
             np.clip(view.default_threshold, lo, hi)
