@@ -5,8 +5,8 @@
 Every table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers in the
 README and is replaced whole, so the README never holds a typed-in figure:
 
-- ``demo-table``: the demo run's report (``nero demo``; the same on every machine of this
-  kind: seeded data, deterministic training on a fixed thread count);
+- ``demo-table``: the demo run's report (``nero demo``: seeded data, deterministic training
+  on pinned code paths);
 - ``real-detection`` / ``real-localisation`` / ``demo-localisation`` / ``select-table``: copied from
   ``bench/results/real_data.md`` and ``bench/results/select_default.md`` when present
   (those need the real development data, read from ``../shared/data``);
@@ -15,7 +15,9 @@ README and is replaced whole, so the README never holds a typed-in figure:
 - ``scale-table``: ``bench/results/scale.md`` (``bench/scale.py``);
 - ``proxy-agreement``: ``bench/results/proxy_agreement.md`` (``bench/proxy_agreement.py``);
 - ``frame-invariance``: ``bench/results/frame_invariance.md`` (``bench/frame_invariance.py``);
-- ``conformal``: ``bench/results/conformal.md`` (``bench/conformal.py``).
+- ``conformal``: ``bench/results/conformal.md`` (``bench/conformal.py``);
+- ``demo-reproducibility``: ``bench/results/demo_reproducibility.md``
+  (``bench/demo_reproducibility.py``).
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def main() -> None:
         ("proxy-agreement", RESULTS / "proxy_agreement.md"),
         ("frame-invariance", RESULTS / "frame_invariance.md"),
         ("conformal", RESULTS / "conformal.md"),
+        ("demo-reproducibility", RESULTS / "demo_reproducibility.md"),
     ):
         body = section(source, name)
         if body is None:

@@ -397,14 +397,14 @@ def cmd_reviews(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    from nero.demo import build_demo
+    from nero.demo import build_demo, demo_code_paths
     from nero.run.directory import read_run
     from nero.run.report import format_report
 
     start = time.perf_counter()
     out = build_demo(args.out, quick=args.quick, progress=lambda msg, _f: print(f"[demo] {msg}"))
     print(format_report(read_run(out), "table"))
-    print(f"\ndemo run at {out} ({time.perf_counter() - start:.0f} s)")
+    print(f"\ndemo run at {out} ({time.perf_counter() - start:.0f} s); {demo_code_paths(out)}")
     return 0
 
 

@@ -6,10 +6,14 @@ what already exists, so a second call costs only the checks.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
 import json
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +79,78 @@ QUICK = DemoRecipe(
 NATIVE = DemoRecipe(FULL.data, dataclasses.replace(FULL.train, img_size=FULL.data.size))
 
 
+# The demo is built in a child process whose math libraries are held to one code path that
+# every x86-64 CPU with AVX2 and FMA runs alike: numpy, ATen's vector kernels and MKL at AVX2 (MKL's
+# conditional numerical reproducibility, strict), OpenBLAS at Haswell, oneDNN off (its
+# convolution kernels block by the CPU's cache sizes), two threads everywhere. The same
+# images, weights and report on any such CPU, whatever its cores (bench/demo_reproducibility.py).
+DEMO_THREADS = 2
+PINNED_CODE_PATHS = {
+    # numpy's AVX-512 kernels (sin, exp, …) round differently: they changed the generated images
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": str(DEMO_THREADS),
+    "MKL_NUM_THREADS": str(DEMO_THREADS),
+    "OPENBLAS_NUM_THREADS": str(DEMO_THREADS),
+    "MKL_DYNAMIC": "FALSE",  # else MKL runs fewer threads than asked on fewer cores
+    "OMP_DYNAMIC": "FALSE",
+}
+PINNED_MARK = "NERO_DEMO_PINNED"
+PROGRESS_PREFIX = "NERO-PROGRESS "
+
+
+def cpu_runs_pinned_paths() -> bool:
+    """The CPU has AVX2 and FMA (what the pinned code paths need)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+def code_paths() -> str:
+    """How this process computes: "avx2-pinned" inside the pinned child, else "native"."""
+    return "avx2-pinned" if os.environ.get(PINNED_MARK) == "1" else "native"
+
+
+def _pin_this_process() -> None:
+    """Inside the pinned child: the settings that are not environment variables."""
+    import torch
+
+    torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(DEMO_THREADS)
+
+
+def _build_pinned(out: Path, data_dir: Path | None, progress: Progress, verbose: bool) -> Path:
+    """:func:`build_demo` in a child process with :data:`PINNED_CODE_PATHS`."""
+    command = [sys.executable, "-m", "nero.demo", "--out", str(out)]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    env = {**os.environ, **PINNED_CODE_PATHS, PINNED_MARK: "1"}
+    tail: list[str] = []
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                fraction, _, message = line[len(PROGRESS_PREFIX) :].rstrip("\n").partition(" ")
+                progress(message, float(fraction))
+                continue
+            tail = [*tail[-19:], line.rstrip("\n")]
+            if verbose:
+                print(line, end="", flush=True)
+    if child.returncode != 0:
+        raise RuntimeError(
+            f"building the demo failed (exit {child.returncode}): "
+            + (" | ".join(t for t in tail[-3:] if t.strip()) or "no output")
+        )
+    return out
+
+
 # What a demo run made by this engine holds; a run from before them is rebuilt.
 DEMO_REPORT_PARTS = ("acquisition", "conformal")
 
@@ -97,9 +173,20 @@ def build_demo(
 ) -> Path:
     """Generate data, train, evaluate every feature-level method, embed; reuse what exists.
 
-    ``recipe`` overrides the one ``quick`` picks (e.g. :data:`NATIVE`).
+    ``recipe`` overrides the one ``quick`` picks (e.g. :data:`NATIVE`). The full demo is
+    built in a child process with pinned code paths (:data:`PINNED_CODE_PATHS`) when the CPU
+    runs them; the quick one (tests) and other recipes in this process.
     """
     say = progress or (lambda _msg, _frac: None)
+    pinned = recipe is None and not quick and cpu_runs_pinned_paths()
+    if pinned and code_paths() == "native":
+        recipe_now = FULL
+        data_now = Path(data_dir) if data_dir else Path(out).parent / f".{Path(out).name}-data"
+        model_now = Path(out).parent / f".{Path(out).name}-model" / f"{recipe_now.train.arch}.pt"
+        if not (_run_is_valid(Path(out)) and _model_is_current(model_now, data_now, recipe_now)):
+            return _build_pinned(Path(out), data_dir, say, verbose)
+    if code_paths() != "native":
+        _pin_this_process()
     recipe = recipe or (QUICK if quick else FULL)
     out = Path(out)
     # Hidden folders next to the run: run pickers skip names starting with a dot.
@@ -133,7 +220,10 @@ def build_demo(
         )
         # The model belongs to these data: a new data version retrains it.
         identity = demo_data_identity(data_dir)
-        write_sidecar(model_path, {**read_sidecar(model_path), "demo_data": identity})
+        write_sidecar(
+            model_path,
+            {**read_sidecar(model_path), "demo_data": identity, "code_paths": code_paths()},
+        )
     methods = feature_level_methods()
     say("scoring every sample with every method", 0.7)
     with warnings.catch_warnings():
@@ -163,11 +253,15 @@ def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> b
     sidecar = read_sidecar(model_path)
     trained = sidecar.get("train", {})
     seen = (trained.get("epochs"), trained.get("img_size"), trained.get("frame", "none"))
-    return (*seen, sidecar.get("demo_data")) == (
+    wanted_paths = (
+        "avx2-pinned" if recipe is FULL and cpu_runs_pinned_paths() else sidecar.get("code_paths")
+    )
+    return (*seen, sidecar.get("demo_data"), sidecar.get("code_paths", "native")) == (
         recipe.train.epochs,
         recipe.train.img_size,
         recipe.train.frame,
         demo_data_identity(data_dir),
+        wanted_paths or "native",
     )
 
 
@@ -187,3 +281,37 @@ def _ensure_embedding(run: Path, say: Progress) -> None:
     say("computing the relevance map (UMAP)", 0.95)
     with contextlib.redirect_stdout(io.StringIO()):
         ensure_embedding(run)
+
+
+def demo_code_paths(out: str | Path) -> str:
+    """One sentence on how the demo run's model was computed (from its model's sidecar)."""
+    out = Path(out)
+    model = out.parent / f".{out.name}-model" / f"{FULL.train.arch}.pt"
+    try:
+        paths = read_sidecar(model).get("code_paths", "native")
+    except (OSError, ValueError):
+        paths = "native"
+    if paths == "avx2-pinned":
+        return (
+            "computed on pinned AVX2 code paths: the same figures on every x86-64 CPU with "
+            "AVX2 and FMA (bench/demo_reproducibility.py)"
+        )
+    return "computed on this CPU's own code paths: another CPU may give other figures"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """The pinned child of :func:`build_demo` (``python -m nero.demo``)."""
+    parser = argparse.ArgumentParser(prog="python -m nero.demo")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path)
+    args = parser.parse_args(argv)
+
+    def report(message: str, fraction: float) -> None:
+        print(f"{PROGRESS_PREFIX}{fraction:.4f} {message}", flush=True)
+
+    build_demo(args.out, args.data_dir, progress=report, verbose=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

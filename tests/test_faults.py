@@ -445,10 +445,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("fault", CASES, ids=lambda f: f.__name__)
-def test_fault(fault, base, tmp_path, monkeypatch, capsys):
-    params = fault.__code__.co_varnames[: fault.__code__.co_argcount]
-    case = fault(base, tmp_path, monkeypatch) if "monkeypatch" in params else fault(base, tmp_path)
+def run_case(case: Case, base: dict[str, Path], capsys) -> None:
+    """Run one row: exit code, message, no traceback, one error line, nothing lost, its check."""
     before = snapshot(*case.keep, base["data"], base["checkpoint"], base["run"])
     capsys.readouterr()
     code = main(case.argv)
@@ -462,3 +460,10 @@ def test_fault(fault, base, tmp_path, monkeypatch, capsys):
     assert_nothing_lost(before)
     if case.check is not None:
         case.check()
+
+
+@pytest.mark.parametrize("fault", CASES, ids=lambda f: f.__name__)
+def test_fault(fault, base, tmp_path, monkeypatch, capsys):
+    params = fault.__code__.co_varnames[: fault.__code__.co_argcount]
+    case = fault(base, tmp_path, monkeypatch) if "monkeypatch" in params else fault(base, tmp_path)
+    run_case(case, base, capsys)

@@ -27,7 +27,14 @@ from nero.cli import main
 from nero.model.classifier import build_model
 from nero.run.batches import read_batch, run_batches
 from nero.run.directory import read_run
-from tests.test_faults import Case, assert_nothing_lost, base, copy_run, snapshot  # noqa: F401
+from tests.test_faults import (  # noqa: F401
+    Case,
+    assert_nothing_lost,
+    base,
+    copy_run,
+    run_case,
+    snapshot,
+)
 from tests.test_score import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,18 +231,7 @@ CASES = [
 
 @pytest.mark.parametrize("fault", CASES, ids=lambda f: f.__name__)
 def test_round3_fault(fault, base, tmp_path, capsys):  # noqa: F811
-    case = fault(base, tmp_path)
-    before = snapshot(*case.keep, base["data"], base["checkpoint"], base["run"])
-    capsys.readouterr()
-    code = main(case.argv)
-    out = capsys.readouterr()
-    said = out.err + out.out
-    assert code == case.code, said
-    assert re.search(case.message, said), said
-    assert "Traceback" not in said
-    assert_nothing_lost(before)
-    if case.check is not None:
-        case.check()
+    run_case(fault(base, tmp_path), base, capsys)
 
 
 def test_two_concurrent_intos_on_one_run_keep_both(base, tmp_path):  # noqa: F811
