@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from nero.data.demo_data import DemoConfig, demo_data_is_complete, generate_demo_data
 from nero.detect.registry import feature_level_methods
+from nero.files import write_json
 from nero.model.sidecar import read_sidecar, write_sidecar
 from nero.model.train import TrainConfig, train_classifier
 from nero.run.directory import RunFormatError, read_run
@@ -198,14 +200,19 @@ def build_demo(
         _ensure_embedding(out, say)
         return out
 
-    if not demo_data_is_complete(data_dir, recipe.data):
+    if not demo_data_is_complete(data_dir, recipe.data) or not _data_paths_current(
+        data_dir, recipe
+    ):
         say("generating the synthetic endoscopy data", 0.0)
 
         def generated(i: int, n: int) -> None:
             if i == n or i % max(n // 10, 1) == 0:  # ten updates, not one per image
                 say(f"generating images {i}/{n}", 0.2 * i / max(n, 1))
 
+        shutil.rmtree(data_dir, ignore_errors=True)  # made on other code paths: made again
         generate_demo_data(data_dir, recipe.data, progress=generated)
+        manifest = Path(data_dir) / "manifest.json"
+        write_json(manifest, {**json.loads(manifest.read_text()), "code_paths": code_paths()})
     if not _model_is_current(model_path, data_dir, recipe):
         say("training the demo classifier", 0.2)
         train_classifier(
@@ -253,9 +260,7 @@ def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> b
     sidecar = read_sidecar(model_path)
     trained = sidecar.get("train", {})
     seen = (trained.get("epochs"), trained.get("img_size"), trained.get("frame", "none"))
-    wanted_paths = (
-        "avx2-pinned" if recipe is FULL and cpu_runs_pinned_paths() else sidecar.get("code_paths")
-    )
+    wanted_paths = _wanted_paths(recipe) or sidecar.get("code_paths")
     return (*seen, sidecar.get("demo_data"), sidecar.get("code_paths", "native")) == (
         recipe.train.epochs,
         recipe.train.img_size,
@@ -265,10 +270,22 @@ def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> b
     )
 
 
-def demo_data_identity(data_dir: Path) -> dict:
-    """What makes the generated data what they are (source, version, seed, sizes)."""
+def _wanted_paths(recipe: DemoRecipe) -> str | None:
+    """The code paths the demo's data and model must come from (None: any)."""
+    return "avx2-pinned" if recipe is FULL and cpu_runs_pinned_paths() else None
+
+
+def _data_paths_current(data_dir: Path, recipe: DemoRecipe) -> bool:
+    wanted = _wanted_paths(recipe)
     manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    keys = ("source", "version", "seed", "size", "counts", "artefact_scale")
+    return wanted is None or manifest.get("code_paths", "native") == wanted
+
+
+def demo_data_identity(data_dir: Path) -> dict:
+    """What makes the generated data what they are (source, version, seed, sizes, the code
+    paths numpy ran on: its AVX-512 kernels round sin and exp differently)."""
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    keys = ("source", "version", "seed", "size", "counts", "artefact_scale", "code_paths")
     return {k: manifest.get(k) for k in keys}
 
 
