@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import results_io
 import torch
 
 from nero.data.corruptions import CORRUPTIONS, corrupt
@@ -280,10 +281,7 @@ def main() -> None:
         )
         lines.append("")
     lines.append(f"Total time {time.perf_counter() - start:.0f} s.")
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
+    results_io.publish_result(RESULTS, lines)
 
 
 if __name__ == "__main__":

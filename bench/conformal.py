@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_io
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -175,9 +176,7 @@ def main() -> int:
         *rows_c,
         "<!-- /conformal -->",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results_io.publish_result(args.out, lines)
     return 0
 
 

@@ -26,6 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import results_io
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "demo_reproducibility.md"
 # `nero demo` pins its own code paths (nero.demo.PINNED_CODE_PATHS); what the variants change
@@ -116,9 +118,7 @@ def main() -> int:
         "(see the columns above for where they part).",
         "<!-- /demo-reproducibility -->",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results_io.publish_result(args.out, lines)
     return 0
 
 

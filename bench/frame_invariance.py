@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import results_io
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,9 +262,7 @@ def main() -> int:
         f" s (`auto`), {none['summary']['control_seconds']:.1f} s (`none`).",
         "<!-- /frame-invariance -->",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    results_io.publish_result(args.out, lines)
     return 0
 
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import results_io
 from scipy.stats import spearmanr
 
 DEFAULT_RUNS = ("runs/.bench-real/hk-dev", "runs/demo")
@@ -100,9 +101,10 @@ def main() -> None:
             ]
         )
         print("\n" + table)
-        args.out.write_text(
+        results_io.write_result(
+            args.out,
             f"# bench/proxy_agreement.py\n\n<!-- proxy-agreement -->\n{table}\n"
-            "<!-- /proxy-agreement -->\n"
+            "<!-- /proxy-agreement -->",
         )
 
 

@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import results_io
 import torch
 from PIL import Image
 
@@ -336,10 +337,7 @@ def main() -> None:
         print(f"skipping the real data: {args.real} or {args.model} is not here")
     if (args.demo / "manifest.json").is_file():
         lines += report("demo", read_run(args.demo), args)
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    results_io.publish_result(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from nero.model.train import TrainConfig, train_classifier
 from nero.run.directory import read_run
 from nero.run.pipeline import Folders, evaluate_folders
 
+TRAIN_FLAGS = ("arch", "epochs", "img_size", "device", "workers")  # → TrainConfig
 # Spec §6, ResNet-18 columns (AUROC, FPR95).
 PUBLISHED = {
     "kvasir": {
@@ -132,13 +133,7 @@ def main() -> None:
     info = train_classifier(
         prepared,
         ckpt,
-        TrainConfig(
-            arch=args.arch,
-            epochs=args.epochs,
-            img_size=args.img_size,
-            device=args.device,
-            workers=args.workers,
-        ),
+        TrainConfig(**{k: getattr(args, k) for k in TRAIN_FLAGS}),
         init_weights=args.init_weights,
     )
     timings["train"] = time.perf_counter() - t

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_io
 from PIL import Image
 
 RESULTS = Path(__file__).parent / "results" / "scale.md"
@@ -244,9 +245,10 @@ def main() -> None:
     print(text)
     if not args.no_write:
         command = f"python bench/scale.py --sizes {args.sizes} --engines {args.engines}"
-        RESULTS.write_text(
+        results_io.write_result(
+            RESULTS,
             f"# bench/scale.py\n\n<!-- scale-table -->\nMeasured by `{command}` on "
-            f"{os.cpu_count()} CPUs, a random ResNet-18 at 32 px.\n\n{text}<!-- /scale-table -->\n"
+            f"{os.cpu_count()} CPUs, a random ResNet-18 at 32 px.\n\n{text}<!-- /scale-table -->",
         )
 
 

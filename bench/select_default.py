@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import results_io
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,10 +192,7 @@ def main() -> None:
             )
         lines.append("")
     lines.append(f"Total time {time.perf_counter() - start:.0f} s.")
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    results_io.publish_result(args.out, lines)
 
 
 if __name__ == "__main__":

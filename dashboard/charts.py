@@ -222,98 +222,135 @@ def embedding_figure(
     """
     fig = go.Figure()
     scatter = go.Scattergl if webgl else go.Scatter
-    groups = np.asarray(groups, object)
     index = np.asarray(indices, np.int64)
     shown = points[index]
     # A large map sends numbers only (plotly packs them as binary): per-point strings for
     # 100k samples are megabytes of JSON. Its hover names the sample, its group or score.
-    compact = hover is None
-    hover = None if compact else np.asarray(hover, object)
+    hover = None if hover is None else np.asarray(hover, object)
     if values is not None:
-        lo, hi = np.nanpercentile(values, [1, 99]) if len(values) else (0.0, 1.0)
-        fig.add_trace(
+        fig.add_trace(_value_trace(scatter, shown, index, hover, values, value_label))
+    else:
+        for trace in _group_traces(scatter, shown, index, groups, group_colours, hover):
+            fig.add_trace(trace)
+    fig.add_trace(_centroid_trace(centroids, centroid_labels, centroid_colours))
+    if picked is not None and 0 <= picked < points.shape[0]:
+        fig.add_trace(_picked_trace(points, picked))
+    return _map_layout(fig, shown, centroids)
+
+
+def _value_trace(
+    scatter: type,
+    shown: np.ndarray,
+    index: np.ndarray,
+    hover: np.ndarray | None,
+    values: np.ndarray,
+    value_label: str,
+) -> go.Scatter:
+    """All shown samples as one trace coloured by ``values`` (1st to 99th percentile)."""
+    lo, hi = np.nanpercentile(values, [1, 99]) if len(values) else (0.0, 1.0)
+    return scatter(
+        x=shown[:, 0],
+        y=shown[:, 1],
+        mode="markers",
+        name="samples",
+        customdata=index,
+        text=hover,
+        hovertemplate=(
+            "#%{customdata} · " + value_label + " %{marker.color:.4g}<extra></extra>"
+            if hover is None
+            else "%{text}<extra></extra>"
+        ),
+        marker=dict(
+            size=7,
+            color=values,
+            colorscale="Viridis",
+            cmin=lo,
+            cmax=hi,
+            colorbar=dict(title=value_label, thickness=12),
+            line=dict(width=0),
+        ),
+        unselected=dict(marker=dict(opacity=UNSELECTED_OPACITY)),
+        showlegend=False,
+    )
+
+
+def _group_traces(
+    scatter: type,
+    shown: np.ndarray,
+    index: np.ndarray,
+    groups: Sequence[str],
+    group_colours: Mapping[str, str],
+    hover: np.ndarray | None,
+) -> list[go.Scatter]:
+    """One trace per group, in order of first appearance, in the group's colour."""
+    groups = np.asarray(groups, object)
+    traces = []
+    for name in dict.fromkeys(groups):
+        rows = np.flatnonzero(groups == name)
+        traces.append(
             scatter(
-                x=shown[:, 0],
-                y=shown[:, 1],
+                x=shown[rows, 0],
+                y=shown[rows, 1],
                 mode="markers",
-                name="samples",
-                customdata=index,
-                text=hover,
+                name=str(name),
+                customdata=index[rows],
+                text=None if hover is None else hover[rows],
                 hovertemplate=(
-                    "#%{customdata} · " + value_label + " %{marker.color:.4g}<extra></extra>"
-                    if compact
+                    "#%{customdata} · %{fullData.name}<extra></extra>"
+                    if hover is None
                     else "%{text}<extra></extra>"
                 ),
                 marker=dict(
-                    size=7,
-                    color=values,
-                    colorscale="Viridis",
-                    cmin=lo,
-                    cmax=hi,
-                    colorbar=dict(title=value_label, thickness=12),
-                    line=dict(width=0),
+                    size=6 if name == "ID train" else 8,
+                    color=group_colours.get(name, "#888"),
+                    opacity=0.55 if name == "ID train" else 0.9,
+                    line=dict(width=0.5, color="white"),
                 ),
                 unselected=dict(marker=dict(opacity=UNSELECTED_OPACITY)),
-                showlegend=False,
             )
         )
-    else:
-        for name in dict.fromkeys(groups):
-            rows = np.flatnonzero(groups == name)
-            fig.add_trace(
-                scatter(
-                    x=shown[rows, 0],
-                    y=shown[rows, 1],
-                    mode="markers",
-                    name=str(name),
-                    customdata=index[rows],
-                    text=None if compact else hover[rows],
-                    hovertemplate=(
-                        "#%{customdata} · %{fullData.name}<extra></extra>"
-                        if compact
-                        else "%{text}<extra></extra>"
-                    ),
-                    marker=dict(
-                        size=6 if name == "ID train" else 8,
-                        color=group_colours.get(name, "#888"),
-                        opacity=0.55 if name == "ID train" else 0.9,
-                        line=dict(width=0.5, color="white"),
-                    ),
-                    unselected=dict(marker=dict(opacity=UNSELECTED_OPACITY)),
-                )
-            )
-    fig.add_trace(
-        go.Scatter(
-            x=centroids[:, 0],
-            y=centroids[:, 1],
-            mode="markers+text",
-            name="class centroids",
-            text=list(centroid_labels),
-            textposition=label_positions(centroids),
-            textfont=dict(size=14, color="#111"),
-            hovertemplate="centroid of %{text}<extra></extra>",
-            marker=dict(
-                symbol="star",
-                size=26,
-                color=list(centroid_colours),
-                line=dict(width=2, color="#111"),
-            ),
-            unselected=dict(marker=dict(opacity=1.0), textfont=dict(color="#111")),
-        )
+    return traces
+
+
+def _centroid_trace(
+    centroids: np.ndarray, labels: Sequence[str], colours: Sequence[str]
+) -> go.Scatter:
+    """The class centroids as big labelled stars (labels placed clear of each other)."""
+    return go.Scatter(
+        x=centroids[:, 0],
+        y=centroids[:, 1],
+        mode="markers+text",
+        name="class centroids",
+        text=list(labels),
+        textposition=label_positions(centroids),
+        textfont=dict(size=14, color="#111"),
+        hovertemplate="centroid of %{text}<extra></extra>",
+        marker=dict(
+            symbol="star",
+            size=26,
+            color=list(colours),
+            line=dict(width=2, color="#111"),
+        ),
+        unselected=dict(marker=dict(opacity=1.0), textfont=dict(color="#111")),
     )
-    if picked is not None and 0 <= picked < points.shape[0]:
-        fig.add_trace(
-            go.Scatter(
-                x=[points[picked, 0]],
-                y=[points[picked, 1]],
-                mode="markers",
-                name=f"picked sample #{picked}",
-                hoverinfo="skip",
-                marker=dict(symbol="circle-open", size=22, color="#111", line=dict(width=3)),
-            )
-        )
-    # The initial view holds the bulk of the points and every centroid; far-out strands stay
-    # reachable (zoom out, or double-click for the whole map) instead of squashing the rest.
+
+
+def _picked_trace(points: np.ndarray, picked: int) -> go.Scatter:
+    """A ring around the picked sample."""
+    return go.Scatter(
+        x=[points[picked, 0]],
+        y=[points[picked, 1]],
+        mode="markers",
+        name=f"picked sample #{picked}",
+        hoverinfo="skip",
+        marker=dict(symbol="circle-open", size=22, color="#111", line=dict(width=3)),
+    )
+
+
+def _map_layout(fig: go.Figure, shown: np.ndarray, centroids: np.ndarray) -> go.Figure:
+    """Bare axes whose initial view holds the bulk of ``shown`` and every centroid."""
+    # Far-out strands stay reachable (zoom out, or double-click for the whole map) instead
+    # of squashing the rest.
     view = np.vstack([robust_box(shown), centroids]) if len(shown) else centroids
     (x0, y0), (x1, y1) = view.min(axis=0), view.max(axis=0)
     pad_x, pad_y = 0.08 * (x1 - x0 or 1.0), 0.08 * (y1 - y0 or 1.0)

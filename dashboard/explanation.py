@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import charts, imaging, loaders, state
 from dashboard.components import LOG
 from nero.explain.field_of_view import FrameShare, frame_share
+from nero.run.directory import Run
 from nero.run.heatmap_scale import display_scale
 
 # Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
@@ -80,6 +81,45 @@ def neuron_section(
         "what makes the sample unusual."
     )
     return [int(j) for j in order]
+
+
+def class_probabilities(class_names: Sequence[str], probabilities: np.ndarray) -> None:
+    """The model's class probabilities for one image, as bars under a heading."""
+    st.markdown("**Class probabilities**")
+    st.plotly_chart(
+        charts.probability_bars(class_names, probabilities), key="probs", width="stretch"
+    )
+
+
+def why_this_score(
+    run: Run,
+    expl,
+    row: int,
+    relevance: np.ndarray,
+    n_features: int,
+    verdict: str,
+    key: str,
+) -> list[int]:
+    """The "Why this score" section for row ``row`` of an Explanation: the engine's reading in
+    plain words, then the score's parts and the deviating neurons in an expander; returns
+    those neurons.
+
+    ``relevance`` is the image's relevance row (its first ``n_features`` entries are the
+    neurons'), ``verdict`` its verdict and ``key`` the prefix of the section's widget keys.
+    """
+    from nero.run.scoring import plain_explanation
+
+    st.subheader("Why this score")
+    st.markdown(plain_explanation(run, relevance, int(expl.nearest_class[row]), verdict))
+    with st.expander("Technical breakdown: the score's parts and the neurons that deviate"):
+        score_parts(expl, row, run.detector)
+        return neuron_section(
+            np.asarray(relevance[:n_features], np.float64),
+            expl.deviation[row],
+            run.detector.centroid_relevance(int(expl.nearest_centroid[row])),
+            run.class_names[int(expl.nearest_class[row])],
+            key=key,
+        )
 
 
 HEATMAP_KINDS = (

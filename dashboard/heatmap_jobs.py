@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -14,15 +14,32 @@ from dashboard import loaders
 from dashboard.loaders import stamp
 from nero.run.directory import Run
 
+if TYPE_CHECKING:  # the module itself is imported on first use (heatmaps_module)
+    from nero.explain.attribution import Heatmap
+    from nero.run.heatmaps import RunHeatmaps
+
 
 def heatmaps_module():
     """``nero.run.heatmaps`` when it can be imported, else None (the views say so)."""
     loaders.configure_torch()  # before any heatmap work, once per process
-    try:
+    try:  # imported on first use: torch and zennit would slow the first page down
         from nero.run import heatmaps
-    except Exception:  # any import failure just disables the heatmap views
+    except ImportError:
         return None
-    return heatmaps if hasattr(heatmaps, "run_heatmaps") else None
+    return heatmaps
+
+
+def service(run: Run) -> RunHeatmaps:
+    """The run's :class:`nero.run.heatmaps.RunHeatmaps` (model and envelope loaded once)."""
+    module = heatmaps_module()
+    if module is None:
+        raise RuntimeError("heatmaps are unavailable in this installation")
+    return module.heatmaps_of(run)
+
+
+def fields(service: RunHeatmaps, heats: list[Heatmap]) -> dict[str, dict[str, Any]]:
+    """Each map's view as plain, cacheable fields, by kind (the CLI prints the same views)."""
+    return {view.kind: view.fields() for view in service.views(heats)}
 
 
 # Heatmaps are torch work that releases the GIL: started in this one worker thread when a
@@ -47,12 +64,8 @@ _COLLECTED: dict[tuple, None] = {}
 _MAX_COLLECTED = 256
 
 
-def _heatmap_pair(run: Run, index: int, target: int | None) -> tuple[Any, Any]:
-    module = heatmaps_module()
-    if module is None:
-        raise RuntimeError("heatmaps are unavailable in this installation")
-    cls, ood = module.run_heatmaps(run, index, [("class", target), ("ood", None)])
-    return cls, ood
+def _heatmap_pair(run: Run, index: int, target: int | None) -> list[Heatmap]:
+    return service(run).sample(index, [("class", target), ("ood", None)])
 
 
 def start_heatmaps(r: Run, index: int, target: int | None) -> None:
@@ -80,27 +93,8 @@ def _heatmaps(
         while len(_COLLECTED) > _MAX_COLLECTED:
             _COLLECTED.pop(next(iter(_COLLECTED)))
     run = loaders.run(Path(path))
-    if started is not None:
-        cls, ood = started.result()
-    else:
-        cls, ood = _heatmap_pair(run, index, target)
-    scale = run_scale(run)
-    return {"class": heatmap_fields(cls, scale), "ood": heatmap_fields(ood, scale)}
-
-
-def heatmap_fields(result: Any, scale: Any = None) -> dict[str, Any]:
-    """The parts of a heatmap result the views show (a plain, cacheable dict): the engine's
-    :class:`nero.run.heatmap_view.HeatmapView`, the same reading the command line prints."""
-    from nero.run.heatmap_view import heatmap_view
-
-    return heatmap_view(result, scale).fields()
-
-
-def run_scale(run: Run) -> Any:
-    """The run's stored heatmap scale, or None (calibrating here would stall the page)."""
-    from nero.run.heatmap_scale import run_heatmap_scale
-
-    return run_heatmap_scale(run, compute=False)
+    heats = started.result() if started is not None else _heatmap_pair(run, index, target)
+    return fields(service(run), heats)
 
 
 def heatmaps(r: Run, index: int, target: int | None = None) -> dict[str, dict[str, Any]]:
@@ -110,50 +104,19 @@ def heatmaps(r: Run, index: int, target: int | None = None) -> dict[str, dict[st
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def image_heatmaps(
-    _scorer,
-    run_key: str,
-    image_key: str,
-    _image,
-    target: int | None,
-    ood_class: int,
-    _deviation,
+    run_key: str, image_key: str, _image, _relevance, target: int | None
 ) -> dict[str, dict[str, Any]]:
     """Class and OOD heatmap of an uploaded image with the run's model, in one pass.
 
-    Keys: run folder, image hash, the class target and the centroid class of the deviation.
+    Keys: run folder, image hash and the class target; ``_relevance``: the image's
+    relevance row as the run's scorer computed it (it sets the OOD map's starting point).
     """
-    module = heatmaps_module()
-    if module is None:
-        raise RuntimeError("heatmaps are unavailable in this installation")
-    prepared = _scorer.preprocessing.prepare(_image)
-    tensor = _scorer.preprocessing.normalise(prepared).unsqueeze(0)
-    from nero.explain.attribution import HeatmapRequest, compute_heatmaps
-
-    requests = [
-        HeatmapRequest("class", target),
-        HeatmapRequest("ood", int(ood_class), _deviation),
-    ]
-    cls, ood = compute_heatmaps(
-        _scorer.model,
-        _scorer.head,
-        tensor,
-        _scorer.run.manifest["model"]["arch"],
-        requests,
-        envelope=module.run_envelope(_scorer.run),
-    )
-    cls, ood = cls.located(prepared), ood.located(prepared)
-    scale = run_scale(_scorer.run)
-    return {"class": heatmap_fields(cls, scale), "ood": heatmap_fields(ood, scale)}
+    owner: RunHeatmaps = service(loaders.run(Path(run_key)))
+    return fields(owner, owner.image(_image, _relevance, [("class", target), ("ood", None)]))
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _neuron_heatmap(path: str, key: tuple[int, ...], index: int, neuron: int) -> dict[str, Any]:
-    module = heatmaps_module()
-    if module is None:
-        raise RuntimeError("heatmaps are unavailable in this installation")
-    return heatmap_fields(module.run_heatmap(loaders.run(Path(path)), index, "neuron", neuron))
-
-
+@loaders.run_cached(max_entries=256, shared=True)
 def neuron_heatmap(r: Run, index: int, neuron: int) -> dict[str, Any]:
     """Where one penultimate neuron fires in a run sample (its conditional heatmap), cached."""
-    return _neuron_heatmap(str(r.path), stamp(r.path), int(index), int(neuron))
+    owner = service(r)
+    return fields(owner, owner.sample(int(index), [("neuron", int(neuron))]))["neuron"]

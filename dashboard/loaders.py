@@ -1,19 +1,22 @@
 """Cached reads of a run: every page loads through here, nothing the run holds is recomputed.
 
 Cache keys are the run folder plus a stamp of the files read (their modification times), so
-a run rebuilt in place is read again and an unchanged run is read once per server. (Streamlit
-leaves parameters whose name starts with "_" out of the key: the stamp is named ``key``.)
+a run rebuilt in place is read again and an unchanged run is read once per server. A value
+computed from a run is cached with :func:`run_cached`, which makes that key.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -84,9 +87,12 @@ def warm_model_code() -> None:
     _warm_thread()
 
 
+RUN_FILES = ("manifest.json", "scores.csv")  # what a run's cache key stamps by default
+
+
 def stamp(path: Path, *names: str) -> tuple[int, ...]:
     """Modification times of a run's files (0 for a missing one): part of every cache key."""
-    names = names or ("manifest.json", "scores.csv")
+    names = names or RUN_FILES
     out = []
     for name in names:
         try:
@@ -110,11 +116,68 @@ def run_at(path: str, key: tuple[int, ...]) -> Run:
     return _run(path, key)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def run_cached(
+    *files: str, max_entries: int = 8, resource: bool = False, shared: bool = False
+) -> Callable[[Callable[Concatenate[Run, P], T]], Callable[Concatenate[Run, P], T]]:
+    """Cache a value computed from a run: ``f(run, *args)`` becomes a cached function with
+    the same signature, computed once per run folder, state of the run's files and ``args``.
+
+    The cache key is ``(str(run.path), stamp(run.path, *files), *args, **kwargs)``: the
+    ``files`` named (default :data:`RUN_FILES`) changing on disk makes a new entry, and the
+    ``Run`` object itself is never hashed. The other arguments must be hashable by Streamlit:
+    all of them are part of the key when passed positionally (Streamlit leaves a keyword
+    argument out when its name starts with "_").
+
+    On a cache miss the body gets the run read again from its folder (:func:`read_run`), or,
+    with ``shared``, the pages' own cached run (:func:`run_at`: no second read, and its
+    memory-mapped arrays are shared). ``resource`` caches with ``st.cache_resource`` (one
+    shared object, not copied per call: for large frames and models; callers must not
+    modify it) instead of ``st.cache_data`` (a pickled copy per call). ``max_entries`` bounds
+    the entries kept, least recently used dropped first.
+
+    ``f.clear()`` empties the cache. Example::
+
+        @run_cached("manifest.json", "detector.npz")
+        def train_space(run: Run) -> np.ndarray:
+            return run.detector.project(run.relevance[run.rows("id_train")])
+    """
+    names = files or RUN_FILES
+    cache = st.cache_resource if resource else st.cache_data
+
+    def decorate(fn: Callable[Concatenate[Run, P], T]) -> Callable[Concatenate[Run, P], T]:
+        def cached(path: str, key: tuple[int, ...], *args: Any, **kwargs: Any) -> T:
+            if not shared:
+                found = read_run(path)
+            else:  # the key of _run (the shared run) stamps RUN_FILES
+                found = run_at(path, key if names == RUN_FILES else stamp(Path(path)))
+            return fn(found, *args, **kwargs)
+
+        # Streamlit names a cache by the function's module, qualified name and source: each
+        # decorated function gets its own cache, made anew when its source changes.
+        cached.__signature__ = inspect.signature(cached)  # type: ignore[attr-defined]
+        cached.__module__, cached.__qualname__ = fn.__module__, f"{fn.__qualname__}[cached]"
+        cached.__name__, cached.__wrapped__ = fn.__name__, fn  # type: ignore[attr-defined]
+        store = cache(show_spinner=False, max_entries=max_entries)(cached)
+
+        @functools.wraps(fn)
+        def call(run: Run, *args: P.args, **kwargs: P.kwargs) -> T:
+            return store(str(run.path), stamp(run.path, *names), *args, **kwargs)
+
+        call.clear = store.clear  # type: ignore[attr-defined]
+        return call
+
+    return decorate
+
+
 # A resource, not data: one shared frame instead of a copy per call (a 100k-sample table is
 # tens of MB to unpickle). Read-only: no view modifies it (they filter and assign copies).
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
-    r = read_run(path)
+@run_cached(resource=True, max_entries=16)
+def table(r: Run) -> pd.DataFrame:
+    """samples.csv joined with scores.csv, plus readable set and class columns."""
     table = r.samples.merge(r.scores, on="index", how="left")
     relative = ~table["path"].str.startswith("/")
     if relative.any():  # recorded relative to a run that moved (absolute paths are as is)
@@ -127,11 +190,6 @@ def _table(path: str, key: tuple[int, ...]) -> pd.DataFrame:
     table["predicted class"] = [names[i] if 0 <= i < len(names) else "?" for i in table["pred"]]
     table["file"] = table["path"].str.rsplit("/", n=1).str[-1]
     return table
-
-
-def table(r: Run) -> pd.DataFrame:
-    """samples.csv joined with scores.csv, plus readable set and class columns."""
-    return _table(str(r.path), stamp(r.path))
 
 
 @dataclass(frozen=True)
@@ -151,9 +209,10 @@ def method_view(r: Run, method: str) -> MethodView:
     return MethodView(id_test, ood, fpr_at_95_tpr_threshold(id_test))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _embedding(path: str, key: tuple[int, ...]) -> dict[str, Any] | None:
-    found = load_embedding(read_run(path))
+@run_cached("manifest.json", INFO_FILE, "detector.npz")
+def embedding(r: Run) -> dict[str, Any] | None:
+    """The stored 2-D map (points, centroids, method, info), or None when not computed."""
+    found = load_embedding(r)
     if found is None:
         return None
     return {
@@ -164,33 +223,20 @@ def _embedding(path: str, key: tuple[int, ...]) -> dict[str, Any] | None:
     }
 
 
-def embedding(r: Run) -> dict[str, Any] | None:
-    """The stored 2-D map (points, centroids, method, info), or None when not computed."""
-    return _embedding(str(r.path), stamp(r.path, "manifest.json", INFO_FILE, "detector.npz"))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _frame_only_scores(path: str, key: tuple[int, ...]) -> pd.DataFrame | None:
+# Reads no part of the run itself: the pages' own run is passed (no second read).
+@run_cached("manifest.json", shared=True)
+def frame_only_scores(r: Run) -> pd.DataFrame | None:
+    """The acquisition control's scores of frame-only copies (rows: run samples), or None."""
     from nero.run.acquisition import CONTROL_FILE
 
-    file = Path(path) / CONTROL_FILE
+    file = r.path / CONTROL_FILE
     return pd.read_csv(file).set_index("index") if file.is_file() else None
 
 
-def frame_only_scores(r: Run) -> pd.DataFrame | None:
-    """The acquisition control's scores of frame-only copies (rows: run samples), or None."""
-    return _frame_only_scores(str(r.path), stamp(r.path, "manifest.json"))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _train_space(path: str, key: tuple[int, ...]) -> np.ndarray:
-    r = read_run(path)
-    return r.detector.project(r.relevance[r.rows("id_train")])
-
-
+@run_cached("manifest.json", "detector.npz")
 def train_space(r: Run) -> np.ndarray:
     """NERO's PCA projection of the id_train relevance (for nearest-neighbour look-ups)."""
-    return _train_space(str(r.path), stamp(r.path, "manifest.json", "detector.npz"))
+    return r.detector.project(r.relevance[r.rows("id_train")])
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -227,17 +273,17 @@ def mask(path: str, size: tuple[int, int]) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------ heavier resources
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _scorer(path: str, key: tuple[int, ...], methods: tuple[str, ...] | None):
+@run_cached(resource=True, max_entries=4)
+def _scorer(r: Run, methods: tuple[str, ...] | None):
     from nero.run.scoring import RunScorer
 
-    return RunScorer(read_run(path), methods=list(methods) if methods is not None else None)
+    return RunScorer(r, methods=list(methods) if methods is not None else None)
 
 
 def scorer(r: Run, methods: tuple[str, ...] | None = ("nero",)):
     """The run's model and detectors ready for new images (NERO only unless asked)."""
     configure_torch()
-    return _scorer(str(r.path), stamp(r.path), methods)
+    return _scorer(r, methods)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -126,13 +126,13 @@ def read_url(config: Config, runs: dict[str, Path]) -> str | None:
             )
     method = params.get("method")
     if method is not None and run is not None:
-        if method in run.methods:
-            ss[method_key(ss[RUN])] = method
-        else:
-            problems.append(
-                f"The link's method “{method}” is not in this run; the default is used."
-            )
-            method = None
+        method = _take_listed(
+            method_key(ss[RUN]),
+            method,
+            run.methods,
+            f"The link's method “{method}” is not in this run; the default is used.",
+            problems,
+        )
     threshold = params.get("threshold")
     if threshold is not None and run is not None:
         try:
@@ -147,15 +147,28 @@ def read_url(config: Config, runs: dict[str, Path]) -> str | None:
                 ss[threshold_key(ss[RUN], chosen)] = value
     ood_set = params.get("set")
     if ood_set is not None and run is not None:
-        if ood_set in run.ood_sets:
-            ss[ood_set_key(ss[RUN])] = ood_set
-        else:
-            problems.append(
-                f"The link's OOD set “{ood_set}” is not in this run; all sets are shown."
-            )
+        _take_listed(
+            ood_set_key(ss[RUN]),
+            ood_set,
+            run.ood_sets,
+            f"The link's OOD set “{ood_set}” is not in this run; all sets are shown.",
+            problems,
+        )
     ss[URL_PROBLEMS] = problems
     view = params.get("view")
     return view if view in pages.KEYS else None
+
+
+def _take_listed(
+    key: str, value: str, allowed: Sequence[str], problem: str, problems: list[str]
+) -> str | None:
+    """A link's ``value`` into session key ``key`` when ``allowed`` holds it; else
+    ``problem`` is added to ``problems``. Returns the value taken, or None."""
+    if value in allowed:
+        st.session_state[key] = value
+        return value
+    problems.append(problem)
+    return None
 
 
 def _link_run(runs: dict[str, Path], name: str | None):

@@ -30,16 +30,12 @@ COLOURS = {IN_DISTRIBUTION: "#2E7D32", BORDERLINE: "#EF8F00", OUT_OF_DISTRIBUTIO
 DOTS = {IN_DISTRIBUTION: "🟢", BORDERLINE: "🟠", OUT_OF_DISTRIBUTION: "🔴"}  # for tables
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _thresholds(path: str, key: tuple[int, ...], method: str) -> Thresholds:
-    from nero.run.verdicts import run_thresholds
-
-    return run_thresholds(loaders.run_at(path, key), method)
-
-
+@loaders.run_cached(max_entries=32, shared=True)
 def thresholds(r: Run, method: str) -> Thresholds:
     """The method's thresholds, calibrated on the run's ID test images (cached)."""
-    return _thresholds(str(r.path), loaders.stamp(r.path), method)
+    from nero.run.verdicts import run_thresholds
+
+    return run_thresholds(r, method)
 
 
 def verdict_of(score: float, thr: Thresholds) -> str:

@@ -60,17 +60,10 @@ FULL = DemoRecipe(
         threads=DEMO_TRAIN_THREADS,
     ),
 )
-QUICK = DemoRecipe(
+QUICK = DemoRecipe(  # the same recipe, as small as a test needs
     DemoConfig(size=64, n_train_per_class=24, n_test_per_class=10, n_ood_per_kind=8),
-    TrainConfig(
-        arch="resnet18",
-        epochs=1,
-        img_size=32,
-        batch_size=16,
-        lr=1e-3,
-        augment="light",
-        val_fraction=0.15,
-        seed=42,
+    dataclasses.replace(
+        FULL.train, epochs=1, img_size=32, batch_size=16, val_fraction=0.15, threads=None
     ),
 )
 
@@ -200,37 +193,8 @@ def build_demo(
         _ensure_embedding(out, say)
         return out
 
-    if not demo_data_is_complete(data_dir, recipe.data) or not _data_paths_current(
-        data_dir, recipe
-    ):
-        say("generating the synthetic endoscopy data", 0.0)
-
-        def generated(i: int, n: int) -> None:
-            if i == n or i % max(n // 10, 1) == 0:  # ten updates, not one per image
-                say(f"generating images {i}/{n}", 0.2 * i / max(n, 1))
-
-        shutil.rmtree(data_dir, ignore_errors=True)  # made on other code paths: made again
-        generate_demo_data(data_dir, recipe.data, progress=generated)
-        manifest = Path(data_dir) / "manifest.json"
-        write_json(manifest, {**json.loads(manifest.read_text()), "code_paths": code_paths()})
-    if not _model_is_current(model_path, data_dir, recipe):
-        say("training the demo classifier", 0.2)
-        train_classifier(
-            data_dir,
-            model_path,
-            recipe.train,
-            progress_bar=verbose,
-            progress=lambda e, n, rec: say(
-                f"training epoch {e}/{n} (validation accuracy {rec['val_accuracy']:.1f} %)",
-                0.2 + 0.5 * e / n,
-            ),
-        )
-        # The model belongs to these data: a new data version retrains it.
-        identity = demo_data_identity(data_dir)
-        write_sidecar(
-            model_path,
-            {**read_sidecar(model_path), "demo_data": identity, "code_paths": code_paths()},
-        )
+    _ensure_data(data_dir, recipe, say)
+    _ensure_model(model_path, data_dir, recipe, say, verbose)
     methods = feature_level_methods()
     say("scoring every sample with every method", 0.7)
     with warnings.catch_warnings():
@@ -251,6 +215,47 @@ def build_demo(
     _ensure_embedding(out, say)
     say("demo run ready", 1.0)
     return out
+
+
+def _ensure_data(data_dir: Path, recipe: DemoRecipe, say: Progress) -> None:
+    """The synthetic images, made again unless complete and made on these code paths."""
+    if demo_data_is_complete(data_dir, recipe.data) and _data_paths_current(data_dir, recipe):
+        return
+    say("generating the synthetic endoscopy data", 0.0)
+
+    def generated(i: int, n: int) -> None:
+        if i == n or i % max(n // 10, 1) == 0:  # ten updates, not one per image
+            say(f"generating images {i}/{n}", 0.2 * i / max(n, 1))
+
+    shutil.rmtree(data_dir, ignore_errors=True)  # made on other code paths: made again
+    generate_demo_data(data_dir, recipe.data, progress=generated)
+    manifest = Path(data_dir) / "manifest.json"
+    write_json(manifest, {**json.loads(manifest.read_text()), "code_paths": code_paths()})
+
+
+def _ensure_model(
+    model_path: Path, data_dir: Path, recipe: DemoRecipe, say: Progress, verbose: bool
+) -> None:
+    """The demo classifier, trained again unless trained with this recipe on these data."""
+    if _model_is_current(model_path, data_dir, recipe):
+        return
+    say("training the demo classifier", 0.2)
+    train_classifier(
+        data_dir,
+        model_path,
+        recipe.train,
+        progress_bar=verbose,
+        progress=lambda e, n, rec: say(
+            f"training epoch {e}/{n} (validation accuracy {rec['val_accuracy']:.1f} %)",
+            0.2 + 0.5 * e / n,
+        ),
+    )
+    # The model belongs to these data: a new data version retrains it.
+    identity = demo_data_identity(data_dir)
+    write_sidecar(
+        model_path,
+        {**read_sidecar(model_path), "demo_data": identity, "code_paths": code_paths()},
+    )
 
 
 def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> bool:

@@ -172,14 +172,21 @@ def test_run_without_nero_method_still_holds_the_detector(folders, tmp_path):
     assert main(evaluate_args(folders, out, "--methods", "msp,odin")) == 0
     run = read_run(out)
     assert run.methods == ["msp", "odin"] and run.detector.centroids_.shape[0] == 2
+    # every method's parameters are in the manifest, from its get_params()
+    assert run.manifest["method_params"] == {
+        "msp": {},
+        "odin": {"temperature": 100.0, "epsilon": 0.0005, "norm_std": None},
+    }
 
 
 def test_reference_method_equals_a_reference_preset_run(folders, tmp_path):
     out = tmp_path / "run6"
     args = ("--preset", "reference", "--methods", "nero,nero_reference")
     assert main(evaluate_args(folders, out, *args)) == 0
-    scores = read_run(out).scores
-    np.testing.assert_allclose(scores["nero_reference"], scores["nero"], rtol=1e-5)
+    run = read_run(out)
+    np.testing.assert_allclose(run.scores["nero_reference"], run.scores["nero"], rtol=1e-5)
+    params = run.manifest["method_params"]
+    assert params["nero"] == run.detector.get_params() == params["nero_reference"]
 
 
 def test_extraction_on_cuda_uses_true_float32_and_restores_the_setting():

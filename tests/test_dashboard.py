@@ -161,8 +161,8 @@ def test_inspector_draws_an_ood_map_without_evidence_as_nothing_unusual(
     tiny_run: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nero.run.heatmap_scale import calibration_rows, evidence, run_heatmap_scale
-    from nero.run.heatmaps import run_heatmap
+    from nero.run.heatmap_scale import calibration_rows, evidence
+    from nero.run.heatmaps import run_heatmap, run_heatmap_scale
 
     run = read_run(own_copy(tiny_run, tmp_path / "runs", "scaled", monkeypatch))
     scale = run_heatmap_scale(run)  # what nero evaluate stores
@@ -186,7 +186,7 @@ def test_inspector_heatmap_failure_is_a_message_not_a_traceback(
     def broken(*_args, **_kwargs):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(heatmaps, "run_heatmaps", broken)
+    monkeypatch.setattr(heatmaps.RunHeatmaps, "sample", broken)
     at = open_app(runs_root, "inspector", sample="5")
     ok(at)
     warnings = [w.value for w in at.warning]

@@ -21,8 +21,8 @@ from nero.model.classifier import build_model, find_head, head_arrays
 from nero.run.directory import read_run
 from nero.run.heatmaps import (
     CACHE_VERSION,
+    cache_path,
     distance_contributions,
-    heatmap_cache_path,
     ood_deviation,
     run_heatmap,
     run_heatmaps,
@@ -274,7 +274,8 @@ def run_dir(tmp_path_factory):
 
 def test_the_run_has_one_colour_scale_and_a_normal_evidence_level(run_dir, tmp_path):
     from nero.explain.drawing import overlay_png
-    from nero.run.heatmap_scale import calibration_rows, evidence, run_heatmap_scale
+    from nero.run.heatmap_scale import calibration_rows, evidence
+    from nero.run.heatmaps import run_heatmap_scale
 
     run = read_run(run_dir)
     scale = run_heatmap_scale(run, compute=False)  # made by nero evaluate
@@ -334,7 +335,7 @@ def test_run_heatmap_caches_on_disk_and_loads_it_again(run_dir, monkeypatch):
     run = read_run(run_dir)
     index = int(run.rows("ood:noise")[0])
     first = run_heatmap(run, index, "ood")
-    cache = heatmap_cache_path(run, index, "ood", None)
+    cache = cache_path(run, index, "ood", None)
     assert cache.is_file() and cache.name == f"{index}_ood_auto.v{CACHE_VERSION}.npz"
     assert first.rule_set == "EpsilonPlusFlat + ResNetCanonizer + envelope gate"
     assert (run_dir / "heatmaps" / "envelope.npz").is_file()
@@ -361,7 +362,7 @@ def test_run_heatmaps_computes_the_missing_ones_in_one_pass(run_dir, monkeypatch
     run = read_run(run_dir)
     index = int(run.rows("ood:noise")[-1])
     for kind in ("ood", "distance"):  # not cached by another test
-        heatmap_cache_path(run, index, kind, None).unlink(missing_ok=True)
+        cache_path(run, index, kind, None).unlink(missing_ok=True)
     cls = run_heatmap(run, index, "class")  # cached now
     calls = []
     original = heatmaps.compute_heatmaps
@@ -391,7 +392,7 @@ def test_run_heatmap_of_a_class_and_its_overlay(run_dir):
     again = compute_heatmap(plain.eval(), plain_head, x, "resnet18", "class", 1)
     scale = np.abs(again.relevance).max()
     np.testing.assert_allclose(heat.relevance, again.relevance, rtol=1e-4, atol=1e-5 * scale)
-    assert heatmap_cache_path(run, 0, "class", 1).is_file()
+    assert cache_path(run, 0, "class", 1).is_file()
     png = overlay_png(sample_image(run, 0), heat, class_names=run.class_names)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="outside"):

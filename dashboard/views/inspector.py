@@ -20,7 +20,7 @@ from dashboard import (
 from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
 from nero.run.conformal import p_value_words
-from nero.run.scoring import nearest_train, neuron_prototypes, plain_explanation
+from nero.run.scoring import nearest_train, neuron_prototypes
 
 NEIGHBOURS = 6
 PROTOTYPES = 6
@@ -129,26 +129,15 @@ with mid:
             f"{only:.4g} against {score:.4g} — {verdicts.phrase(only, thr).lower()} on its own."
         )
 with right:
-    st.markdown("**Class probabilities**")
-    st.plotly_chart(charts.probability_bars(r.class_names, probs), key="probs", width="stretch")
+    explanation.class_probabilities(r.class_names, probs)
 
 with st.container(border=True):
     st.markdown(":material/rate_review: **Your review of this verdict**")
     review.review_form(r, i, nero_col, score, verdicts.verdict_of(score, thr), thr)
 
-st.subheader("Why this score")
-st.markdown(
-    plain_explanation(r, relevance[0], int(expl.nearest_class[0]), verdicts.verdict_of(score, thr))
+top = explanation.why_this_score(
+    r, expl, 0, relevance[0], d, verdicts.verdict_of(score, thr), key="insp"
 )
-with st.expander("Technical breakdown: the score's parts and the neurons that deviate"):
-    explanation.score_parts(expl, 0, r.detector)
-    top = explanation.neuron_section(
-        relevance[0, :d],
-        expl.deviation[0],
-        r.detector.centroid_relevance(int(expl.nearest_centroid[0])),
-        nearest_class,
-        key="insp",
-    )
 
 # ---------------------------------------------------------------- heatmaps
 st.subheader("Where in the image")

@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import (
-    charts,
     components,
     explanation,
     heatmap_jobs,
@@ -21,7 +20,7 @@ from dashboard import (
 )
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
-from nero.run.scoring import feature_methods, nearest_train, plain_explanation
+from nero.run.scoring import feature_methods, nearest_train
 from nero.tables import safe_csv
 
 NEIGHBOURS = 6
@@ -126,41 +125,22 @@ with mid:
     )
     verdicts.verdict_badge(score, thr)
 with right:
-    st.markdown("**Class probabilities**")
-    st.plotly_chart(charts.probability_bars(r.class_names, probs[k]), key="probs", width="stretch")
+    explanation.class_probabilities(r.class_names, probs[k])
 
-st.subheader("Why this score")
-st.markdown(
-    plain_explanation(
-        r, result.relevance[k], int(expl.nearest_class[k]), verdicts.verdict_of(score, thr)
-    )
+explanation.why_this_score(
+    r, expl, k, result.relevance[k], d, verdicts.verdict_of(score, thr), key="new"
 )
-with st.expander("Technical breakdown: the score's parts and the neurons that deviate"):
-    explanation.score_parts(expl, k, r.detector)
-    explanation.neuron_section(
-        result.relevance[k, :d].astype(np.float64),
-        expl.deviation[k],
-        r.detector.centroid_relevance(int(expl.nearest_centroid[k])),
-        nearest_class,
-        key="new",
-    )
 
 st.subheader("Where in the image")
 fill_heatmaps = None
 if heatmap_jobs.heatmaps_module() is None:
     st.info("Heatmaps are unavailable in this installation; everything else still works.")
 else:
-    deviation = expl.deviation[k]
+    relevance = np.asarray(result.relevance[k : k + 1], np.float64)
     fill_heatmaps = explanation.heatmap_views(
         np.asarray(images[k]),
         lambda target: heatmap_jobs.image_heatmaps(
-            scorer,
-            str(r.path),
-            digests[k],
-            images[k],
-            target,
-            int(expl.nearest_class[k]),
-            deviation,
+            str(r.path), digests[k], images[k], relevance, target
         ),
         r.class_names,
         int(preds[k]),

@@ -16,7 +16,7 @@ from nero.detect.registry import method_label
 from nero.run.batches import batch_info, read_batch, run_batches
 from nero.run.conformal import p_value_words
 from nero.run.reviews import current_reviews, reviews_csv
-from nero.run.verdicts import VERDICTS
+from nero.run.verdicts import VERDICTS, Thresholds
 from nero.tables import safe_csv
 
 PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
@@ -25,8 +25,6 @@ THUMB_PX = 72
 
 def batch_view(r, batch: str) -> None:
     """A batch scored by `nero score`: its table, a video's timeline, one frame at a time."""
-    from dashboard import charts, imaging
-
     table = read_batch(r, batch)
     info = batch_info(r, batch)
     method = info["verdict_method"]
@@ -38,32 +36,59 @@ def batch_view(r, batch: str) -> None:
     )
     picked = None
     if "time" in table.columns and (table["video"] != "").any():
-        video = st.selectbox(
-            "Video", sorted(set(table["video"]) - {""}), format_func=lambda v: Path(v).name
-        )
-        frames = table[table["video"] == video].sort_values("time")
-        chosen = st.plotly_chart(
-            charts.score_timeline(
-                frames["time"].to_numpy(),
-                frames[method].to_numpy(),
-                [words[v] for v in frames["verdict"]],
-                {words[v]: verdicts.COLOURS[v] for v in VERDICTS}
-                | {"OOD": verdicts.COLOURS["OOD"]},
-                thr.borderline,
-                thr.ood,
-                method_label(method),
-            ),
-            on_select="rerun",
-            selection_mode="points",
-            key=f"timeline::{batch}::{video}",
-            width="stretch",
-        )
-        points = chosen.selection.points if chosen is not None else []
-        if points:
-            time = float(points[0]["x"])
-            picked = frames.iloc[int(np.argmin(np.abs(frames["time"].to_numpy() - time)))]
-        else:
-            st.caption("Click a dot to see that frame.")
+        picked = _timeline_pick(table, batch, method, thr, words)
+    listed = _batch_listing(table, batch, method, words)
+    if listed is not None:
+        picked = listed
+    if picked is not None:
+        st.divider()
+        _batch_frame(picked, method, thr)
+    st.download_button(
+        f"Export batch {batch} (CSV)",
+        safe_csv(table),
+        file_name=f"{r.path.name}-{batch}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+    )
+
+
+def _timeline_pick(
+    table: pd.DataFrame, batch: str, method: str, thr: Thresholds, words: dict[str, str]
+) -> pd.Series | None:
+    """A video of the batch picked, its scores over time; the frame nearest a clicked dot."""
+    from dashboard import charts
+
+    video = st.selectbox(
+        "Video", sorted(set(table["video"]) - {""}), format_func=lambda v: Path(v).name
+    )
+    frames = table[table["video"] == video].sort_values("time")
+    chosen = st.plotly_chart(
+        charts.score_timeline(
+            frames["time"].to_numpy(),
+            frames[method].to_numpy(),
+            [words[v] for v in frames["verdict"]],
+            {words[v]: verdicts.COLOURS[v] for v in VERDICTS} | {"OOD": verdicts.COLOURS["OOD"]},
+            thr.borderline,
+            thr.ood,
+            method_label(method),
+        ),
+        on_select="rerun",
+        selection_mode="points",
+        key=f"timeline::{batch}::{video}",
+        width="stretch",
+    )
+    points = chosen.selection.points if chosen is not None else []
+    if not points:
+        st.caption("Click a dot to see that frame.")
+        return None
+    time = float(points[0]["x"])
+    return frames.iloc[int(np.argmin(np.abs(frames["time"].to_numpy() - time)))]
+
+
+def _batch_listing(
+    table: pd.DataFrame, batch: str, method: str, words: dict[str, str]
+) -> pd.Series | None:
+    """The batch's rows, worst first; the row clicked, if any."""
     shown = table.sort_values(method, ascending=False, kind="stable")
     listing = st.dataframe(
         shown.assign(verdict=[words[v] for v in shown["verdict"]]),
@@ -74,37 +99,33 @@ def batch_view(r, batch: str) -> None:
         key=f"batch::{batch}",
     )
     rows = listing.selection.rows if listing is not None else []
-    if rows:
-        picked = shown.iloc[rows[0]]
-    if picked is not None:
-        st.divider()
-        left, right = st.columns([1, 2], gap="large")
-        image = loaders.image(str(picked["path"]))
-        if image is None:
-            left.warning(f"The image file is not readable any more: `{picked['path']}`")
-        else:
-            left.image(imaging.upscale(image), width="stretch", caption=Path(picked["path"]).name)
-        with right:
-            when = (
-                f" at {picked['time']:.1f} s"
-                if "time" in picked and picked["time"] == picked["time"]
-                else ""
-            )
-            st.markdown(
-                f"**{Path(str(picked['path'])).name}**{when} · predicted **{picked['predicted']}**"
-            )
-            verdicts.verdict_badge(float(picked[method]), thr)
-            st.caption(
-                "Open the **Score a new image** page and upload this frame for its heatmaps and "
-                "neurons."
-            )
-    st.download_button(
-        f"Export batch {batch} (CSV)",
-        safe_csv(table),
-        file_name=f"{r.path.name}-{batch}.csv",
-        mime="text/csv",
-        icon=":material/download:",
-    )
+    return shown.iloc[rows[0]] if rows else None
+
+
+def _batch_frame(picked: pd.Series, method: str, thr: Thresholds) -> None:
+    """One image of a batch: the image beside its name, prediction and verdict."""
+    from dashboard import imaging
+
+    left, right = st.columns([1, 2], gap="large")
+    image = loaders.image(str(picked["path"]))
+    if image is None:
+        left.warning(f"The image file is not readable any more: `{picked['path']}`")
+    else:
+        left.image(imaging.upscale(image), width="stretch", caption=Path(picked["path"]).name)
+    with right:
+        when = (
+            f" at {picked['time']:.1f} s"
+            if "time" in picked and picked["time"] == picked["time"]
+            else ""
+        )
+        st.markdown(
+            f"**{Path(str(picked['path'])).name}**{when} · predicted **{picked['predicted']}**"
+        )
+        verdicts.verdict_badge(float(picked[method]), thr)
+        st.caption(
+            "Open the **Score a new image** page and upload this frame for its heatmaps and "
+            "neurons."
+        )
 
 
 name, r = components.require_run()

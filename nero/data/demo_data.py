@@ -192,6 +192,16 @@ def _point_in_disk(rng: np.random.Generator, radius: float) -> tuple[float, floa
     return float(r * np.cos(a)), float(r * np.sin(a))
 
 
+def _polar_about(
+    rng: np.random.Generator, size: int, radius: float
+) -> tuple[FloatArray, FloatArray, tuple[float, float]]:
+    """Every pixel's distance and angle from a random centre within ``radius``, and it."""
+    x, y = _grid(size)
+    ox, oy = _point_in_disk(rng, radius)
+    dx, dy = x - ox, y - oy
+    return np.sqrt(dx * dx + dy * dy), np.arctan2(dy, dx), (ox, oy)
+
+
 def _to_uint8(img: FloatArray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -339,11 +349,7 @@ def _scene_cecum(rng: np.random.Generator, size: int) -> _Scene:
 
 def _scene_pylorus(rng: np.random.Generator, size: int) -> _Scene:
     """Antrum funnelling into a dark round pyloric opening with radial folds."""
-    x, y = _grid(size)
-    ox, oy = _point_in_disk(rng, 0.35)
-    dx, dy = x - ox, y - oy
-    d = np.sqrt(dx * dx + dy * dy)
-    ang = np.arctan2(dy, dx)
+    d, ang, _ = _polar_about(rng, size, 0.35)
     ro = rng.uniform(0.08, 0.17)
     # Puckered opening: radius varies with angle.
     k = int(rng.integers(4, 9))
@@ -377,11 +383,7 @@ def _scene_pylorus(rng: np.random.Generator, size: int) -> _Scene:
 def _scene_zline(rng: np.random.Generator, size: int) -> _Scene:
     """Distal oesophagus: pale squamous mucosa meeting red gastric mucosa along a serrated
     ring around the dark lumen."""
-    x, y = _grid(size)
-    ox, oy = _point_in_disk(rng, 0.3)
-    dx, dy = x - ox, y - oy
-    d = np.sqrt(dx * dx + dy * dy)
-    ang = np.arctan2(dy, dx)
+    d, ang, (ox, oy) = _polar_about(rng, size, 0.3)
     d0 = rng.uniform(0.18, 0.32)
     rz = rng.uniform(0.3, 0.55)
     # Serrated boundary: a fine zig-zag plus a few tongues of red reaching outwards.

@@ -16,6 +16,9 @@ class NeroMethod(OODMethod):
     def __init__(self, detector: NERO | None = None) -> None:
         self.detector = detector or NERO.from_preset("default")
 
+    def get_params(self) -> dict:
+        return self.detector.get_params()
+
     def fit(self, train: Evidence, head: Head) -> NeroMethod:
         if train.relevance is None or train.labels is None:
             raise ValueError("NERO needs relevance and labels of the training data")
@@ -38,6 +41,9 @@ class NeroReferenceMethod(OODMethod):
 
     def __init__(self) -> None:
         self.detector = NERO.from_preset("reference")
+
+    def get_params(self) -> dict:
+        return self.detector.get_params()
 
     def fit(self, train: Evidence, head: Head) -> NeroReferenceMethod:
         if train.labels is None:

@@ -19,15 +19,16 @@ WHITENINGS = ("none", "total", "within")
 # When distances are divided by each centroid's spread (NERO's ``class_calibration``).
 CALIBRATIONS = ("none", "choose", "score")
 
+# The reference release, quirks included (spec §2–3).
+REFERENCE: dict[str, Any] = dict(
+    n_components="2/3",
+    norm_neurons=RELEASE_NORM_NEURONS,
+    centroids_per_class=1,
+    epsilon=0.0,
+    distance="l1",
+)
 PRESETS: dict[str, dict[str, Any]] = {
-    # The reference release, quirks included (spec §2–3).
-    "reference": dict(
-        n_components="2/3",
-        norm_neurons=RELEASE_NORM_NEURONS,
-        centroids_per_class=1,
-        epsilon=0.0,
-        distance="l1",
-    ),
+    "reference": REFERENCE,
     # Chosen by bench/select_default.py from ID data alone (each class held out in turn, and
     # corruptions of ID test images; the demo and the real development set), among settings
     # whose nearest centroid is the image's own class for >= 95 % of correctly classified ID
@@ -35,9 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # distance and the distance then read in units of that class's normal spread; LRP-ε, no
     # bias term, no norm ratio. Results: bench/results/select_default.md.
     "default": dict(
-        n_components="2/3",
+        REFERENCE,
         norm_neurons=RELEASE_NORM_FRACTION,
-        centroids_per_class=1,
         epsilon=0.1,
         distance="l2",
         whiten="total",

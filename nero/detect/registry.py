@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,10 +80,24 @@ class OODMethod(ABC):
     @abstractmethod
     def score(self, data: Evidence) -> np.ndarray: ...
 
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters as set (scikit-learn's convention), as plain JSON
+        values: what a run's manifest records of the method."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: _plain(getattr(self, n)) for n in names if hasattr(self, n)}
+
     def score_inputs(self, model: Any, head: Any, loader: Any, device: Any) -> np.ndarray:
         """Scores from the images themselves (``needs_inputs`` methods only): ``loader``
         yields ``(images, index, ...)`` batches; rows follow ``index``."""
         raise NotImplementedError(f"{self.name} scores cached evidence, not inputs")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 REGISTRY: dict[str, type[OODMethod]] = {}

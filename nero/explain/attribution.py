@@ -275,10 +275,25 @@ def compute_heatmaps(
     starts = torch.cat([at_logits, at_features], dim=1).detach().double()
     if not rules.carries_relevance:  # undo the division: the seed is R0 again
         starts = torch.cat([at_logits * logits, at_features * features], dim=1).detach().double()
-    predicted = int(logits[0].argmax())
     note = rules.note
     if zero_bias and rules.composite is not None and rules.carries_relevance:
         note += "; biases left out of the LRP denominators"
+    return _heatmaps(
+        requests, targets, relevance, starts, int(logits[0].argmax()), rules, note, gate
+    )
+
+
+def _heatmaps(
+    requests: Sequence[HeatmapRequest],
+    targets: list[int | None],
+    relevance: torch.Tensor,
+    starts: torch.Tensor,
+    predicted: int,
+    rules: RuleSet,
+    note: str,
+    gate: bool,
+) -> list[Heatmap]:
+    """One :class:`Heatmap` per request from the batch's input relevance and seeds."""
     heatmaps, row = [], 0
     for req, target in zip(requests, targets, strict=True):
         rows = slice(row, row + req.rows)

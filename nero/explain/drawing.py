@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from nero.explain.attribution import Heatmap
+from nero.explain.kinds import HEATMAP_KINDS
 
 # Overlay colour scale: ± this percentile of |relevance|, so one extreme pixel does not
 # wash out the rest of the map (values beyond it are drawn at full colour).
@@ -24,13 +25,9 @@ def _title(heat: Heatmap, class_names: Sequence[str] | None) -> str:
             return "?"
         return class_names[c] if class_names is not None and c < len(class_names) else str(c)
 
-    what = {
-        "class": f"class heatmap: logit of {name(heat.target)}",
-        "nero": "NERO relevance heatmap (all classes, softmax-weighted)",
-        "ood": f"OOD heatmap: deviation from the {name(heat.target)} centroid",
-        "distance": f"OOD heatmap: share of NERO's distance to the {name(heat.target)} centroid",
-        "neuron": f"where neuron {heat.target} fires (its conditional heatmap)",
-    }[heat.kind]
+    kind = HEATMAP_KINDS[heat.kind]
+    target = heat.target if heat.kind == "neuron" else name(heat.target)
+    what = kind.title.format(target=target)
     return f"{what} (predicted {name(heat.predicted)})\n{heat.method}: {heat.rule_set}"
 
 
@@ -91,23 +88,11 @@ def overlay_png(
         )
     else:
         right.imshow(rgba, extent=extent, interpolation="bilinear")
-    unseen = ~heat.seen()
-    if unseen.any():
-        right.contourf(
-            np.linspace(0, width, unseen.shape[1]),
-            np.linspace(0, height, unseen.shape[0]),
-            unseen.astype(float),
-            levels=[0.5, 1.5],
-            colors="none",
-            hatches=["///"],
-        )
+    _hatch_unseen(right, heat, width, height)
     right.set_title(_title(heat, class_names), fontsize=8, pad=16)
     for ax in (left, right):
         ax.set_axis_off()
-    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=right, fraction=0.046, pad=0.04)
-    bar.set_label(scale_label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
-    bar.ax.yaxis.get_offset_text().set_fontsize(7)  # the ×10ⁿ of tiny relevances
+    _colour_bar(fig, right, cm.ScalarMappable(norm=norm, cmap=cmap), scale_label)
     caption = f"conservation {heat.conservation:.3g}"
     if heat.note:
         caption += " · " + heat.note
@@ -118,3 +103,24 @@ def overlay_png(
     if out is not None:
         Path(out).write_bytes(data)
     return data
+
+
+def _hatch_unseen(ax, heat: Heatmap, width: int, height: int) -> None:
+    """Hatch the part of the image the model never saw."""
+    unseen = ~heat.seen()
+    if unseen.any():
+        ax.contourf(
+            np.linspace(0, width, unseen.shape[1]),
+            np.linspace(0, height, unseen.shape[0]),
+            unseen.astype(float),
+            levels=[0.5, 1.5],
+            colors="none",
+            hatches=["///"],
+        )
+
+
+def _colour_bar(fig, ax, mappable, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    bar.ax.yaxis.get_offset_text().set_fontsize(7)  # the ×10ⁿ of tiny relevances

@@ -5,26 +5,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Part of every cached heatmap's (and the run's colour scale's) file name: bumped when a
+# kind's meaning changes, so no old map is shown under a new meaning.
+CACHE_VERSION = 5
+
 
 @dataclass(frozen=True)
 class HeatmapKind:
     name: str
     explains: str  # one clause: what the map's evidence is evidence for
-    from_features: bool = False  # starts at the head's input, not at the logits
+    # Starting at the head's input: the NERO detector method that gives the starting
+    # relevance from a sample's relevance and its centroid (None: starts at the logits).
+    from_detector: str | None = None
+    takes_target: bool = True  # False: the kind starts from every class at once
+    # A figure's title; {target}: the target's name (a class name, or the neuron's index).
+    title: str = "{target}"
+
+    @property
+    def from_features(self) -> bool:
+        return self.from_detector is not None
 
 
 HEATMAP_KINDS: dict[str, HeatmapKind] = {
     k.name: k
     for k in (
-        HeatmapKind("class", "a class logit"),
-        HeatmapKind("nero", "NERO's softmax-weighted relevance"),
-        HeatmapKind("ood", "the deviation from the nearest class centroid", from_features=True),
+        HeatmapKind("class", "a class logit", title="class heatmap: logit of {target}"),
+        HeatmapKind(
+            "nero",
+            "NERO's softmax-weighted relevance",
+            takes_target=False,
+            title="NERO relevance heatmap (all classes, softmax-weighted)",
+        ),
+        HeatmapKind(
+            "ood",
+            "the deviation from the nearest class centroid",
+            from_detector="deviation",
+            title="OOD heatmap: deviation from the {target} centroid",
+        ),
         HeatmapKind(
             "distance",
             "each neuron's share of NERO's distance to that centroid",
-            from_features=True,
-        ),  # fmt: skip
-        HeatmapKind("neuron", "where one neuron fires"),
+            from_detector="distance_shares",
+            title="OOD heatmap: share of NERO's distance to the {target} centroid",
+        ),
+        HeatmapKind(
+            "neuron",
+            "where one neuron fires",
+            title="where neuron {target} fires (its conditional heatmap)",
+        ),
     )
 }
 KINDS: tuple[str, ...] = tuple(HEATMAP_KINDS)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from nero import DEFAULT_BATCH_SIZE
 from nero.data.folders import make_loader
 from nero.data.preprocess import Preprocessing
 from nero.files import allocate_npy, release_pages
@@ -20,7 +21,6 @@ from nero.model.batches import BatchRecorder, ForwardBatch
 from nero.model.classifier import capture_head_input
 from nero.model.device import exact_float32, resolve_device
 
-DEFAULT_BATCH_SIZE = 32
 # Written rows between two releases of the output maps' pages (flat memory, few syscalls).
 RELEASE_ROWS = 4096
 Engine = Literal["local", "ray"]

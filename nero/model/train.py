@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from nero import DEFAULT_SEED, __version__
+from nero import DEFAULT_BATCH_SIZE, DEFAULT_SEED, __version__
 from nero.data.folders import Split, class_folder_split, class_folders
 from nero.data.images import ImageReadError, decode_image
 from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
@@ -40,7 +40,7 @@ class TrainConfig:
     arch: str = "resnet18"
     epochs: int = 20
     img_size: int = DEFAULT_IMG_SIZE
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     lr: float = 1e-4  # Adam, the paper's recipe
     weight_decay: float = 0.0
     val_fraction: float = 0.1
@@ -183,25 +183,8 @@ def _train(
     if init_weights is not None:
         _load_backbone(model, init_weights, config.img_size)
     model.to(dev)
-
-    tr_idx, val_idx = stratified_split(split.labels, config.val_fraction, config.seed)
-    paths = np.asarray(split.paths, object)
     prep = Preprocessing(config.img_size, config.frame)
-    train_set = DecodedImages(
-        list(paths[tr_idx]), split.labels[tr_idx], prep, augmentation(config.augment, prep)
-    )
-    val_set = DecodedImages(
-        list(paths[val_idx]), split.labels[val_idx], prep, augmentation("none", prep)
-    )
-    unreadable = {**train_set.failures, **val_set.failures}
-    if unreadable:
-        warnings.warn(
-            f"skipped {len(unreadable)} unreadable training images (listed in the sidecar "
-            f"JSON), e.g. {next(iter(unreadable.values()))}",
-            stacklevel=2,
-        )
-    if len(train_set) == 0:
-        raise ValueError(f"none of the training images under {train_root} could be read")
+    train_set, val_set = _datasets(config, split, prep, train_root)
     gen = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_set,
@@ -213,25 +196,13 @@ def _train(
     )
     val_loader = DataLoader(val_set, 128, num_workers=config.workers)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    amp = dev.type == "cuda"  # mixed precision on GPUs only
-    loss_fn = nn.CrossEntropyLoss()
 
     best_acc, best_state, best_epoch, history = -1.0, None, 0, []
     bar = tqdm(range(config.epochs), desc=f"training {config.arch}", disable=not progress_bar)
     for epoch in bar:
-        model.train()
-        total, seen = 0.0, 0
-        for x, y in train_loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model(x), y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
+        loss = _one_epoch(model, train_loader, optimiser, dev)
         val_acc = evaluate_accuracy(model, val_loader, dev) if len(val_set) else float("nan")
-        record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_accuracy": val_acc}
+        record = {"epoch": epoch + 1, "loss": loss, "val_accuracy": val_acc}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{val_acc:.1f}%")
         if progress:
@@ -241,10 +212,6 @@ def _train(
             best_state = copy.deepcopy(model.state_dict())
 
     model.load_state_dict(best_state)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     info = {
         "arch": config.arch,
         "class_names": classes,
@@ -252,23 +219,75 @@ def _train(
         "mean": prep.mean,
         "std": prep.std,
         # how images become the model's input: nero evaluate / score feed it the same way
-        "preprocessing": {
-            **prep.record(),
-            "field_of_view": {
-                status: train_set.statuses.get(status, 0) + val_set.statuses.get(status, 0)
-                for status in dict.fromkeys([*train_set.statuses, *val_set.statuses])
-            },
-        },
+        "preprocessing": {**prep.record(), "field_of_view": _statuses(train_set, val_set)},
         "best_epoch": best_epoch,
         "val_accuracy": best_acc,
         "train": asdict(config),
         "history": history,
         "init_weights": str(init_weights) if init_weights else None,
-        "unreadable": unreadable,
+        "unreadable": {**train_set.failures, **val_set.failures},
         "nero_version": __version__,
     }
-    write_sidecar(out, info)
+    _save(model, Path(out), info)
     return info
+
+
+def _datasets(
+    config: TrainConfig, split: Split, prep: Preprocessing, train_root: Path
+) -> tuple[DecodedImages, DecodedImages]:
+    """The training and validation images (stratified split), decoded once."""
+    tr_idx, val_idx = stratified_split(split.labels, config.val_fraction, config.seed)
+    paths = np.asarray(split.paths, object)
+    train_set = DecodedImages(
+        list(paths[tr_idx]), split.labels[tr_idx], prep, augmentation(config.augment, prep)
+    )
+    val_set = DecodedImages(
+        list(paths[val_idx]), split.labels[val_idx], prep, augmentation("none", prep)
+    )
+    unreadable = {**train_set.failures, **val_set.failures}
+    if unreadable:
+        warnings.warn(
+            f"skipped {len(unreadable)} unreadable training images (listed in the sidecar "
+            f"JSON), e.g. {next(iter(unreadable.values()))}",
+            stacklevel=3,
+        )
+    if len(train_set) == 0:
+        raise ValueError(f"none of the training images under {train_root} could be read")
+    return train_set, val_set
+
+
+def _one_epoch(
+    model: nn.Module, loader: DataLoader, optimiser: torch.optim.Optimizer, dev: torch.device
+) -> float:
+    """One pass over the training images; the mean loss."""
+    amp = dev.type == "cuda"  # mixed precision on GPUs only
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach()) * len(y)
+        seen += len(y)
+    return total / max(seen, 1)
+
+
+def _statuses(*sets: DecodedImages) -> dict[str, int]:
+    """How often each field-of-view status occurred over the training images."""
+    names = dict.fromkeys(status for s in sets for status in s.statuses)
+    return {status: sum(s.statuses.get(status, 0) for s in sets) for status in names}
+
+
+def _save(model: nn.Module, out: Path, info: dict) -> None:
+    """The weights (atomically, tensors only) and the sidecar JSON beside them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    write_sidecar(out, info)
 
 
 @torch.inference_mode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,21 +81,13 @@ def frame_only_evidence(
 
 
 def acquisition_evidence(
-    model: LoadedModel,
-    paths: Sequence[Path],
-    splits: np.ndarray,
-    preprocessing: Preprocessing,
-    head: Head,
-    epsilon: float,
-    batch_size: int,
-    device: str | None,
+    paths: Sequence[Path], splits: np.ndarray, **forward: Any
 ) -> tuple[Evidence, np.ndarray]:
     """The control of a run: evidence of the frame-only copies of its :func:`control_rows`,
-    and those run rows (the readable ones: rows of the evidence follow them)."""
+    and those run rows (the readable ones: rows of the evidence follow them). ``forward``:
+    the other arguments of :func:`frame_only_evidence`."""
     rows = control_rows(np.asarray(splits, object))
-    evidence, kept = frame_only_evidence(
-        model, [paths[i] for i in rows], preprocessing, head, epsilon, batch_size, device
-    )
+    evidence, kept = frame_only_evidence(paths=[paths[i] for i in rows], **forward)
     return evidence, rows[kept]
 
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from nero.data.folders import DataError
 from nero.detect.detector import NERO
-from nero.detect.nero_methods import NeroMethod
 from nero.detect.registry import Evidence, OODMethod, create_method
 from nero.detect.relevance import Head
 from nero.detect.space import DegenerateFitError
@@ -79,6 +78,19 @@ def score_in_chunks(method: OODMethod, evidence: Evidence, chunk: int = SCORE_CH
     return out
 
 
+def method_factory(detector: NERO, fresh: bool = False) -> Callable[[str], OODMethod]:
+    """Every method by name from the registry, ``nero`` configured as the run's detector:
+    the detector itself (it is fitted in place and saved with the run) or, with ``fresh``,
+    an unfitted one with its parameters (the recommendation's proxies refit it)."""
+
+    def make(name: str) -> OODMethod:
+        if name != "nero":
+            return create_method(name)
+        return create_method("nero", detector=NERO(**detector.get_params()) if fresh else detector)
+
+    return make
+
+
 def score_methods(
     names: list[str],
     detector: NERO,
@@ -97,9 +109,10 @@ def score_methods(
     control's copies) is scored by every feature-level method too, into ``also_scores``.
     """
     scores: dict[str, np.ndarray] = {}
+    make = method_factory(detector)
     for i, name in enumerate(names):
         say(f"fitting {name}", 0.7 + 0.25 * i / len(names))
-        method = NeroMethod(detector) if name == "nero" else create_method(name)
+        method = make(name)
         method.fit(train, head)
         release_pages(train.features, train.logits, train.relevance)  # views of a mapped run
         values = from_images(method) if method.needs_inputs else score_in_chunks(method, evidence)
@@ -120,5 +133,5 @@ def score_methods(
             if np.isfinite(extra).all():
                 also_scores[name] = extra
     if "nero" not in names:  # the run always holds the fitted detector
-        NeroMethod(detector).fit(train, head)
+        make("nero").fit(train, head)
     return scores

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from nero.explain.attribution import Heatmap
 from nero.explain.envelope import HEATMAP_DIR
+from nero.explain.kinds import CACHE_VERSION
 from nero.files import write_json
 from nero.run.directory import Run
-from nero.run.heatmaps import CACHE_VERSION, run_heatmaps
 
 SCALE_FILE = f"scale.v{CACHE_VERSION}.json"
 # Normal images whose heatmaps set the scale: enough for a stable high percentile, few
@@ -95,37 +97,40 @@ def calibration_rows(run: Run, n: int = CALIBRATION_IMAGES) -> np.ndarray:
     return rows[np.linspace(0, rows.size - 1, n).round().astype(int)]
 
 
-def calibrate(run: Run, n: int = CALIBRATION_IMAGES) -> HeatmapScale:
-    """Class and OOD heatmaps of ``n`` normal test images → the run's :class:`HeatmapScale`."""
-    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in SCALED_KINDS}
-    for index in calibration_rows(run, n):
-        for heat in run_heatmaps(run, int(index), [(kind, None) for kind in SCALED_KINDS]):
-            maps[heat.kind].append(np.asarray(heat.relevance, np.float64))
-    if not maps["class"]:
+def calibrate(maps: Sequence[Sequence[Heatmap]], run: Run) -> HeatmapScale:
+    """The heatmaps of normal images (per image, one of each :data:`SCALED_KINDS`; from
+    :func:`calibration_rows`) → the run's :class:`HeatmapScale`."""
+    by_kind: dict[str, list[np.ndarray]] = {kind: [] for kind in SCALED_KINDS}
+    for heats in maps:
+        for heat in heats:
+            by_kind[heat.kind].append(np.asarray(heat.relevance, np.float64))
+    if not by_kind["class"]:
         raise ValueError(f"{run.path} has no readable id_test images to calibrate heatmaps on")
     kinds = {}
-    for kind, found in maps.items():
+    for kind, found in by_kind.items():
         pixels = np.abs(np.stack(found))
         pixel = float(np.percentile(pixels, PIXEL_PERCENTILE)) or float(pixels.max()) or 1.0
         kinds[kind] = KindScale(pixel, [evidence(m) for m in found])
     return HeatmapScale(kinds)
 
 
-def run_heatmap_scale(run: Run, compute: bool = True) -> HeatmapScale | None:
-    """The run's stored scale; calibrated now (and stored) when missing and ``compute``."""
-    path = run.path / HEATMAP_DIR / SCALE_FILE
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            return HeatmapScale({k: KindScale(**v) for k, v in data["kinds"].items()})
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"recalibrating the unreadable heatmap scale {path}: {exc}", stacklevel=2)
-    if not compute:
+def read_scale(run_path: Path) -> HeatmapScale | None:
+    """The run's stored scale, or None (none stored, or unreadable: said in a warning)."""
+    path = run_path / HEATMAP_DIR / SCALE_FILE
+    if not path.is_file():
         return None
-    scale = calibrate(run)
+    try:
+        data = json.loads(path.read_text())
+        return HeatmapScale({k: KindScale(**v) for k, v in data["kinds"].items()})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"recalibrating the unreadable heatmap scale {path}: {exc}", stacklevel=3)
+        return None
+
+
+def store_scale(run_path: Path, scale: HeatmapScale) -> None:
+    path = run_path / HEATMAP_DIR / SCALE_FILE
     try:
         path.parent.mkdir(exist_ok=True)
         write_json(path, {"kinds": {k: asdict(v) for k, v in scale.kinds.items()}})
     except OSError as exc:  # a read-only run still gets its scale, just not stored
-        warnings.warn(f"could not store {path}: {exc}", stacklevel=2)
-    return scale
+        warnings.warn(f"could not store {path}: {exc}", stacklevel=3)

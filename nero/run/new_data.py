@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nero import DEFAULT_BATCH_SIZE
 from nero.data.images import is_image
 from nero.data.video import VideoError, check_fps, extract_frames, is_video
 from nero.detect.registry import Evidence
@@ -111,7 +112,7 @@ def score_files(
     paths: Sequence[Path],
     out: Path | None = None,
     into: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "cpu",
     progress: Progress | None = None,
     fps: float = 5.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -24,9 +25,8 @@ from nero.data.folders import (
 from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
 from nero.detect.detector import NERO
 from nero.detect.metrics import accuracy, ood_metrics
-from nero.detect.nero_methods import NeroMethod
 from nero.detect.params import PRESETS
-from nero.detect.registry import Evidence, OODMethod, create_method, method_class
+from nero.detect.registry import Evidence, OODMethod, method_class
 from nero.detect.relevance import head_relevance_chunked
 from nero.explain.envelope import (
     ENVELOPE_FILE,
@@ -49,7 +49,12 @@ from nero.run.conformal import (
     fused_statistic,
 )
 from nero.run.directory import write_samples
-from nero.run.fitting import check_training_evidence, recorded_warnings, score_methods
+from nero.run.fitting import (
+    check_training_evidence,
+    method_factory,
+    recorded_warnings,
+    score_methods,
+)
 from nero.run.manifest import build_manifest
 from nero.run.recommend import recommend_for_run
 from nero.run.settings import EvaluateConfig
@@ -98,6 +103,61 @@ def mask_for(path: Path, data_root: Path | None, masks_root: Path | None) -> str
     return str(mask) if mask.is_file() else ""
 
 
+@dataclass
+class Evaluation:
+    """What the stages of one evaluation hand on to each other, filled in stage by stage:
+    read → forward → relevance → fit → score → recommend → calibrate → write."""
+
+    collection: Collection
+    model: LoadedModel
+    config: EvaluateConfig
+    stage: Path
+    say: Progress
+    data_root: Path | None
+    detector: NERO
+    key: str = ""
+    features: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    relevance: np.ndarray | None = None
+    samples: pd.DataFrame | None = None
+    evidence: Evidence | None = None
+    train: Evidence | None = None
+    control: Evidence | None = None
+    control_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    control_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    pvals: dict[str, np.ndarray] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key_file(self) -> Path:
+        return self.stage / "extraction.json"
+
+    @functools.cached_property
+    def splits(self) -> np.ndarray:
+        return np.asarray(self.collection.split_names, object)[self.kept]
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return self.collection.labels[self.kept]
+
+    @functools.cached_property
+    def kept_paths(self) -> list[Path]:
+        return [self.collection.paths[i] for i in self.kept]
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    @property
+    def candidates(self) -> list[str]:
+        """The scored methods that need no images of their own (proxies can rescore them)."""
+        return [m for m in self.scores if not method_class(m).needs_inputs]
+
+
 def evaluate(
     collection: Collection,
     model: LoadedModel,
@@ -112,7 +172,33 @@ def evaluate(
     must not overlap the input folders or the checkpoint, and an existing run is replaced
     only with ``config.overwrite``.
     """
+    _check_request(collection, model, config)
+    detector = NERO.from_preset(config.preset, random_state=config.seed, **config.nero_params)
+    data_roots = [s.root for s in collection.splits] + ([data_root] if data_root else [])
+    keep = [Path(config.checkpoint)] if config.checkpoint else []
     say = progress or (lambda _stage, _frac: None)
+    with staged_run(out, data_roots, keep, config.overwrite) as stage:
+        ev = Evaluation(collection, model, config, stage, say, data_root, detector)
+        with recorded_warnings() as engine_warnings:
+            if config.frame_source == "no record":
+                warnings.warn(NO_RECORD_NOTE, stacklevel=2)
+            if not _read(ev):
+                _forward(ev)
+            _relevance(ev)
+            _fit(ev)
+            _score(ev)
+            if config.recommend and len(ev.candidates) > 1:
+                _recommend(ev)
+            ev.pvals = _calibrate(
+                ev.report, ev.scores, ev.candidates, ev.labels, ev.rows("id_test"), ev.splits,
+                config.seed,
+            )  # fmt: skip
+        _write(ev, engine_warnings)
+    say("done", 1.0)
+    return Path(out)
+
+
+def _check_request(collection: Collection, model: LoadedModel, config: EvaluateConfig) -> None:
     if model.num_classes != len(collection.class_names):
         raise ValueError(
             f"the model has {model.num_classes} outputs but the data has "
@@ -120,164 +206,171 @@ def evaluate(
         )
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose from {sorted(PRESETS)}")
-    detector = NERO.from_preset(config.preset, random_state=config.seed, **config.nero_params)
-    paths = collection.paths
-    data_roots = [s.root for s in collection.splits] + ([data_root] if data_root else [])
-    keep = [Path(config.checkpoint)] if config.checkpoint else []
-    with staged_run(out, data_roots, keep, config.overwrite) as stage:
-        with recorded_warnings() as engine_warnings:
-            if config.frame_source == "no record":
-                warnings.warn(NO_RECORD_NOTE, stacklevel=2)
-            key = _extraction_key(config, model, paths)
-            key_file = stage / "extraction.json"
-            if key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
-                say("reusing the forward pass of an interrupted run", 0.5)
-                saved = json.loads(key_file.read_text())
-                features = np.load(stage / "features.npy", mmap_mode="r")
-                logits = np.load(stage / "logits.npy", mmap_mode="r")
-                kept = np.asarray(saved["kept"], np.int64)
-                failures, notes = saved["failures"], saved.get("notes", {})
-            else:
-                say("forward pass", 0.0)
-                features, logits, kept, failures, notes = _forward_pass(
-                    collection, model, config, stage
-                )
-                write_json(
-                    key_file,
-                    {"key": key, "kept": kept.tolist(), "failures": failures, "notes": notes},
-                )
-            if failures:
-                warnings.warn(
-                    f"skipped {len(failures)} unreadable images (listed in manifest.json)",
-                    stacklevel=2,
-                )
-            if notes:
-                warnings.warn(
-                    f"{len(notes)} images were changed while decoding or preparing (EXIF "
-                    "rotation, first frame of an animation, transparency, grey or 16-bit, a "
-                    "field of view not found; see the notes column of samples.csv)",
-                    stacklevel=2,
-                )
-            say("relevance", 0.6)
-            relevance = _write_relevance(stage, features, model, detector.epsilon)
 
-            labels = collection.labels[kept]
-            splits = np.asarray(collection.split_names, object)[kept]
-            kept_paths = [paths[i] for i in kept]
-            preds = np.asarray(logits).argmax(axis=1)
-            samples = pd.DataFrame(
-                {
-                    "index": np.arange(kept.size),
-                    "path": [str(p.absolute()) for p in kept_paths],
-                    "split": splits,
-                    "label": labels,
-                    "pred": preds,
-                    "notes": [notes.get(str(p), "") for p in kept_paths],
-                }
-            )
-            if config.masks_root is not None:
-                samples["mask"] = [mask_for(p, data_root, config.masks_root) for p in kept_paths]
 
-            train_rows = np.flatnonzero(splits == "id_train")
-            test_rows = np.flatnonzero(splits == "id_test")
-            if train_rows.size == 0 or test_rows.size == 0:
-                raise DataError(
-                    "no readable id_train or id_test images are left to fit and test on"
-                )
-            evidence = Evidence(
-                np.asarray(features), np.asarray(logits), np.asarray(relevance), labels
-            )
-            train = evidence.rows(train_rows)
-            release_pages(features, logits, relevance)  # views or copies: the pages can go
-            check_training_evidence(train, collection.class_names)
-            head = head_arrays(model.head)
+def _read(ev: Evaluation) -> bool:
+    """Reuse the forward pass of an interrupted run of the same request; False: none."""
+    ev.key = _extraction_key(ev.config, ev.model, ev.collection.paths)
+    if not ev.key_file.is_file() or json.loads(ev.key_file.read_text()).get("key") != ev.key:
+        return False
+    ev.say("reusing the forward pass of an interrupted run", 0.5)
+    saved = json.loads(ev.key_file.read_text())
+    ev.features = np.load(ev.stage / "features.npy", mmap_mode="r")
+    ev.logits = np.load(ev.stage / "logits.npy", mmap_mode="r")
+    ev.kept = np.asarray(saved["kept"], np.int64)
+    ev.failures, ev.notes = saved["failures"], saved.get("notes", {})
+    _warn_about_inputs(ev)
+    return True
 
-            def from_images(method: OODMethod) -> np.ndarray:  # ODIN: a batched gradient pass
-                loader = make_loader(kept_paths, config.preprocessing, config.batch_size)
-                device = resolve_device(config.device)
-                return method.score_inputs(model.model, model.head, loader, device)
 
-            control, control_rows = None, np.zeros(0, np.int64)
-            if config.control:
-                say("acquisition control: frame-only copies", 0.68)
-                started = time.perf_counter()
-                control, control_rows = acquisition_evidence(
-                    model, kept_paths, splits, config.preprocessing, head, detector.epsilon,
-                    config.batch_size, config.device,
-                )  # fmt: skip
-                control_seconds = time.perf_counter() - started
-            control_scores: dict[str, np.ndarray] = {}
-            scores = score_methods(
-                config.methods, detector, train, evidence, head, from_images, say,
-                control, control_scores,
-            )  # fmt: skip
+def _forward(ev: Evaluation) -> None:
+    ev.say("forward pass", 0.0)
+    ev.features, ev.logits, ev.kept, ev.failures, ev.notes = _forward_pass(
+        ev.collection, ev.model, ev.config, ev.stage
+    )
+    record = {"key": ev.key, "kept": ev.kept.tolist(), "failures": ev.failures, "notes": ev.notes}
+    write_json(ev.key_file, record)
+    _warn_about_inputs(ev)
 
-            report = {"id_accuracy": accuracy(labels[test_rows], preds[test_rows]), "results": {}}
-            for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
-                rows = splits == split
-                report["results"][split.split(":", 1)[1]] = {
-                    m: ood_metrics(scores[m][test_rows], scores[m][rows]) for m in scores
-                }
-            if control is not None:
-                report["acquisition"] = {
-                    **control_report(control_scores, splits[control_rows]),
-                    "seconds": round(control_seconds, 2),
-                }
-            candidates = [m for m in scores if not method_class(m).needs_inputs]
-            if config.recommend and len(candidates) > 1:
-                say("estimating which method to trust, from ID data alone", 0.95)
-                del train  # the proxies copy their own capped rows: keep one copy at a time
-                report["recommended"] = recommend_for_run(
-                    candidates,
-                    lambda name: (
-                        NeroMethod(NERO(**detector.get_params()))
-                        if name == "nero"
-                        else create_method(name)
-                    ),
-                    evidence,
-                    train_rows,
-                    test_rows,
-                    model,
-                    [kept_paths[i] for i in test_rows],
-                    config.preprocessing,
-                    detector.epsilon,
-                    head,
-                    collection.class_names,
-                    config.seed,
-                )
 
-            pvals = _calibrate(report, scores, candidates, labels, test_rows, splits, config.seed)
-
-        say("writing the run", 0.97)
-        checkpoint, digest = config.checkpoint, model.checkpoint_sha256
-        if checkpoint is None:  # keep a random model's weights so heatmaps can be made later
-            from safetensors.torch import save_model
-
-            save_model(model.model, str(stage / RANDOM_WEIGHTS))
-            checkpoint, digest = RANDOM_WEIGHTS, sha256_of(stage / RANDOM_WEIGHTS)
-        else:  # absolute: the run loads it the same way from any working directory
-            checkpoint = str(Path(checkpoint).expanduser().resolve())
-        scores_df = pd.DataFrame(
-            {"index": np.arange(kept.size), **scores, **{P_PREFIX + m: p for m, p in pvals.items()}}
+def _warn_about_inputs(ev: Evaluation) -> None:
+    if ev.failures:
+        warnings.warn(
+            f"skipped {len(ev.failures)} unreadable images (listed in manifest.json)",
+            stacklevel=3,
         )
-        write_samples(stage / "samples.csv", samples)
-        scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
-        write_json(stage / "report.json", report)
-        if control_scores:
-            control_table = pd.DataFrame({"index": control_rows, **control_scores})
-            control_table.to_csv(stage / CONTROL_FILE, index=False, float_format="%.9g")
-        detector.save(stage / "detector.npz")
-        manifest = build_manifest(
-            config, model, collection, detector, splits, failures, list(scores)
+    if ev.notes:
+        warnings.warn(
+            f"{len(ev.notes)} images were changed while decoding or preparing (EXIF "
+            "rotation, first frame of an animation, transparency, grey or 16-bit, a "
+            "field of view not found; see the notes column of samples.csv)",
+            stacklevel=3,
         )
-        manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
-        manifest["warnings"] = engine_warnings
-        if FUSION in report:
-            manifest[FUSION] = report[FUSION]
-        key_file.unlink()
-        write_json(stage / "manifest.json", manifest)
-    say("done", 1.0)
-    return Path(out)
+
+
+def _relevance(ev: Evaluation) -> None:
+    ev.say("relevance", 0.6)
+    ev.relevance = _write_relevance(ev.stage, ev.features, ev.model, ev.detector.epsilon)
+
+
+def _fit(ev: Evaluation) -> None:
+    """The samples table and the training evidence the methods are fitted on."""
+    kept_paths, preds = ev.kept_paths, np.asarray(ev.logits).argmax(axis=1)
+    ev.samples = pd.DataFrame(
+        {
+            "index": np.arange(ev.kept.size),
+            "path": [str(p.absolute()) for p in kept_paths],
+            "split": ev.splits,
+            "label": ev.labels,
+            "pred": preds,
+            "notes": [ev.notes.get(str(p), "") for p in kept_paths],
+        }
+    )
+    if ev.config.masks_root is not None:
+        ev.samples["mask"] = [mask_for(p, ev.data_root, ev.config.masks_root) for p in kept_paths]
+    if ev.rows("id_train").size == 0 or ev.rows("id_test").size == 0:
+        raise DataError("no readable id_train or id_test images are left to fit and test on")
+    ev.evidence = Evidence(
+        np.asarray(ev.features), np.asarray(ev.logits), np.asarray(ev.relevance), ev.labels
+    )
+    ev.train = ev.evidence.rows(ev.rows("id_train"))
+    release_pages(ev.features, ev.logits, ev.relevance)  # views or copies: the pages can go
+    check_training_evidence(ev.train, ev.collection.class_names)
+
+
+def _score(ev: Evaluation) -> None:
+    """Every method fitted and scored (and the acquisition control with them), and the
+    per-set metrics."""
+    config, head = ev.config, head_arrays(ev.model.head)
+    kept_paths = ev.kept_paths
+
+    def from_images(method: OODMethod) -> np.ndarray:  # ODIN: a batched gradient pass
+        loader = make_loader(kept_paths, config.preprocessing, config.batch_size)
+        device = resolve_device(config.device)
+        return method.score_inputs(ev.model.model, ev.model.head, loader, device)
+
+    control_seconds = 0.0
+    if config.control:
+        ev.say("acquisition control: frame-only copies", 0.68)
+        started = time.perf_counter()
+        ev.control, ev.control_rows = acquisition_evidence(
+            kept_paths, ev.splits, model=ev.model, preprocessing=config.preprocessing,
+            head=head, epsilon=ev.detector.epsilon, batch_size=config.batch_size,
+            device=config.device,
+        )  # fmt: skip
+        control_seconds = time.perf_counter() - started
+    ev.scores = score_methods(
+        config.methods, ev.detector, ev.train, ev.evidence, head, from_images, ev.say,
+        ev.control, ev.control_scores,
+    )  # fmt: skip
+    make = method_factory(ev.detector, fresh=True)
+    ev.method_params = {m: make(m).get_params() for m in ev.scores}
+    test_rows, preds = ev.rows("id_test"), ev.samples["pred"].to_numpy()
+    ev.report = {"id_accuracy": accuracy(ev.labels[test_rows], preds[test_rows]), "results": {}}
+    for split in dict.fromkeys(s for s in ev.splits if s.startswith("ood:")):
+        rows = ev.splits == split
+        ev.report["results"][split.split(":", 1)[1]] = {
+            m: ood_metrics(ev.scores[m][test_rows], ev.scores[m][rows]) for m in ev.scores
+        }
+    if ev.control is not None:
+        ev.report["acquisition"] = {
+            **control_report(ev.control_scores, ev.splits[ev.control_rows]),
+            "seconds": round(control_seconds, 2),
+        }
+
+
+def _recommend(ev: Evaluation) -> None:
+    """Which method to trust on this model, from ID data alone (:mod:`nero.run.recommend`)."""
+    ev.say("estimating which method to trust, from ID data alone", 0.95)
+    ev.train = None  # the proxies copy their own capped rows: keep one copy at a time
+    test_rows, kept_paths = ev.rows("id_test"), ev.kept_paths
+    ev.report["recommended"] = recommend_for_run(
+        ev.candidates,
+        method_factory(ev.detector, fresh=True),
+        ev.evidence,
+        ev.rows("id_train"),
+        test_rows,
+        ev.model,
+        [kept_paths[i] for i in test_rows],
+        ev.config.preprocessing,
+        ev.detector.epsilon,
+        head_arrays(ev.model.head),
+        ev.collection.class_names,
+        ev.config.seed,
+    )
+
+
+def _write(ev: Evaluation, engine_warnings: list[str]) -> None:
+    """The run's files into the stage; the stage becomes the run when the block ends."""
+    ev.say("writing the run", 0.97)
+    stage, model = ev.stage, ev.model
+    checkpoint, digest = ev.config.checkpoint, model.checkpoint_sha256
+    if checkpoint is None:  # keep a random model's weights so heatmaps can be made later
+        from safetensors.torch import save_model
+
+        save_model(model.model, str(stage / RANDOM_WEIGHTS))
+        checkpoint, digest = RANDOM_WEIGHTS, sha256_of(stage / RANDOM_WEIGHTS)
+    else:  # absolute: the run loads it the same way from any working directory
+        checkpoint = str(Path(checkpoint).expanduser().resolve())
+    p_columns = {P_PREFIX + m: p for m, p in ev.pvals.items()}
+    scores_df = pd.DataFrame({"index": np.arange(ev.kept.size), **ev.scores, **p_columns})
+    write_samples(stage / "samples.csv", ev.samples)
+    scores_df.to_csv(stage / "scores.csv", index=False, float_format="%.9g")
+    write_json(stage / "report.json", ev.report)
+    if ev.control_scores:
+        control_table = pd.DataFrame({"index": ev.control_rows, **ev.control_scores})
+        control_table.to_csv(stage / CONTROL_FILE, index=False, float_format="%.9g")
+    ev.detector.save(stage / "detector.npz")
+    manifest = build_manifest(
+        ev.config, model, ev.collection, ev.detector, ev.splits, ev.failures, list(ev.scores)
+    )
+    manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
+    manifest["method_params"] = ev.method_params  # each method's get_params()
+    manifest["warnings"] = engine_warnings
+    if FUSION in ev.report:
+        manifest[FUSION] = ev.report[FUSION]
+    ev.key_file.unlink()
+    write_json(stage / "manifest.json", manifest)
 
 
 def _calibrate(
@@ -473,8 +566,8 @@ def evaluate_folders(
         ensure_embedding(run, method=embedding)
     if heatmap_scale:
         from nero.run.directory import read_run
-        from nero.run.heatmap_scale import run_heatmap_scale
+        from nero.run.heatmaps import heatmaps_of
 
         (progress or (lambda _m, _f: None))("calibrating the heatmaps on normal images", 1.0)
-        run_heatmap_scale(read_run(run))
+        heatmaps_of(read_run(run)).scale()
     return run

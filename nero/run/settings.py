@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nero import DEFAULT_SEED
+from nero import DEFAULT_BATCH_SIZE, DEFAULT_SEED
 from nero.data.preprocess import DEFAULT_IMG_SIZE, Preprocessing
-from nero.model.extract import DEFAULT_BATCH_SIZE
 
 
 @dataclass
