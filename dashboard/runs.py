@@ -44,7 +44,7 @@ class RunRequest:
     id_train: str = ""
     id_test: str = ""
     ood: str = ""  # lines "NAME=DIR"
-    img_size: int = 0  # 0: the checkpoint's sidecar value, else 224
+    img_size: int | None = None  # None: the checkpoint's sidecar value, else 224 (as the CLI)
     methods: list[str] = field(default_factory=lambda: ["nero"])
     preset: str = "default"
     overwrite: bool = False
@@ -105,7 +105,7 @@ def validate(request: RunRequest, runs_root: Path) -> Path:
         )
     if request.checkpoint.strip() and not Path(request.checkpoint.strip()).expanduser().is_file():
         raise FormError("checkpoint", f"the checkpoint {request.checkpoint.strip()} does not exist")
-    if request.img_size and not 16 <= int(request.img_size) <= 1024:
+    if request.img_size is not None and not 16 <= int(request.img_size) <= 1024:
         raise FormError("img_size", "the image size must be 0 (automatic) or 16 to 1024 pixels")
     if "nero" not in request.methods:
         raise FormError("methods", "keep NERO among the methods: every view explains with it")
@@ -159,7 +159,7 @@ def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path
             out,
             checkpoint=checkpoint,
             arch=request.arch,
-            img_size=request.img_size or None,
+            img_size=request.img_size,
             embedding=None,  # the page computes the map with its own spinner
             progress=progress,
             methods=sorted(dict.fromkeys(request.methods), key=lambda m: m != "nero"),

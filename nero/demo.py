@@ -315,8 +315,8 @@ def demo_code_paths(out: str | Path) -> str:
         paths = "native"
     if paths == "avx2-pinned":
         return (
-            "computed on pinned AVX2 code paths: the same figures on every x86-64 CPU with "
-            "AVX2 and FMA (bench/demo_reproducibility.py)"
+            "computed on pinned AVX2 code paths: the same figures on the CPUs "
+            "bench/demo_reproducibility.py has checked, not yet on every one (README)"
         )
     return "computed on this CPU's own code paths: another CPU may give other figures"
 

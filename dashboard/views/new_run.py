@@ -98,7 +98,7 @@ if submitted:
         id_train=id_train if mode == SEPARATE else "",
         id_test=id_test if mode == SEPARATE else "",
         ood=ood if mode == SEPARATE else "",
-        img_size=int(img_size),
+        img_size=int(img_size) or None,  # the form's 0 = automatic
         methods=list(chosen),
         overwrite=overwrite,
     )
