@@ -77,8 +77,10 @@ NATIVE = DemoRecipe(FULL.data, dataclasses.replace(FULL.train, img_size=FULL.dat
 # The demo is built in a child process whose math libraries are held to one code path that
 # every x86-64 CPU with AVX2 and FMA runs alike: numpy, ATen's vector kernels and MKL at AVX2 (MKL's
 # conditional numerical reproducibility, strict), OpenBLAS at Haswell, oneDNN off (its
-# convolution kernels block by the CPU's cache sizes), two threads everywhere. The same
-# images, weights and report on any such CPU, whatever its cores (bench/demo_reproducibility.py).
+# convolution kernels block by the CPU's cache sizes), NNPACK off (torch's CPU convolutions
+# for batches of 16 and more without oneDNN: its Winograd tiles also follow the CPU; it gave
+# other weights on another Xeon), two threads everywhere. Checked by
+# bench/demo_reproducibility.py on the machines it has run on.
 DEMO_THREADS = 2
 PINNED_CODE_PATHS = {
     # numpy's AVX-512 kernels (sin, exp, …) round differently: they changed the generated images
@@ -94,6 +96,9 @@ PINNED_CODE_PATHS = {
     "OMP_DYNAMIC": "FALSE",
 }
 PINNED_MARK = "NERO_DEMO_PINNED"
+# What a pinned build stamps on its data and model; a new pin (NNPACK off: "-2") rebuilds
+# demos made under the old one.
+PINNED = "avx2-pinned-2"
 PROGRESS_PREFIX = "NERO-PROGRESS "
 
 
@@ -107,8 +112,8 @@ def cpu_runs_pinned_paths() -> bool:
 
 
 def code_paths() -> str:
-    """How this process computes: "avx2-pinned" inside the pinned child, else "native"."""
-    return "avx2-pinned" if os.environ.get(PINNED_MARK) == "1" else "native"
+    """How this process computes: :data:`PINNED` inside the pinned child, else "native"."""
+    return PINNED if os.environ.get(PINNED_MARK) == "1" else "native"
 
 
 def _pin_this_process() -> None:
@@ -116,6 +121,7 @@ def _pin_this_process() -> None:
     import torch
 
     torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(DEMO_THREADS)
 
 
@@ -277,7 +283,7 @@ def _model_is_current(model_path: Path, data_dir: Path, recipe: DemoRecipe) -> b
 
 def _wanted_paths(recipe: DemoRecipe) -> str | None:
     """The code paths the demo's data and model must come from (None: any)."""
-    return "avx2-pinned" if recipe is FULL and cpu_runs_pinned_paths() else None
+    return PINNED if recipe is FULL and cpu_runs_pinned_paths() else None
 
 
 def _data_paths_current(data_dir: Path, recipe: DemoRecipe) -> bool:
@@ -313,7 +319,7 @@ def demo_code_paths(out: str | Path) -> str:
         paths = read_sidecar(model).get("code_paths", "native")
     except (OSError, ValueError):
         paths = "native"
-    if paths == "avx2-pinned":
+    if paths == PINNED:
         return (
             "computed on pinned AVX2 code paths: the same figures on the CPUs "
             "bench/demo_reproducibility.py has checked, not yet on every one (README)"

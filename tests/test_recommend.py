@@ -52,8 +52,8 @@ def test_the_method_that_finds_held_out_classes_is_recommended():
     assert set(results["oracle"]) == {"held-out:0", "held-out:1", "held-out:2"}
     assert min(results["oracle"].values()) > 95 and max(results["coin"].values()) < 80
     rec = recommend(results, ["a", "b", "c"])
-    assert rec["method"] == "oracle" and rec["runner_up"] == "coin" and rec["margin"] > 15
-    assert set(rec["proxies"]["oracle"]) == {
+    assert rec.method == "oracle" and rec.runner_up == "coin" and rec.margin > 15
+    assert set(rec.proxies["oracle"]) == {
         "held-out class a",
         "held-out class b",
         "held-out class c",
@@ -69,11 +69,13 @@ def test_recommendation_is_the_same_whatever_the_ood_sets(tmp_path):
     for folder, out in ((data, tmp_path / "a"), (other, tmp_path / "b")):
         with pytest.warns(UserWarning):
             assert main(evaluate_args(folder, out, "--methods", "nero,msp,energy,knn")) == 0
-        recs.append(read_run(out).report["recommended"])
-    assert recs[0]["method"] == recs[1]["method"]
-    assert recs[0]["ranking"] == recs[1]["ranking"]
-    assert any(p.startswith("held-out class") for p in recs[0]["proxies"]["nero"])
-    assert "patch-shuffle" in recs[0]["proxies"]["nero"]
+        run = read_run(out)
+        recs.append(run.recommendation)
+        assert run.recommendation.record() == run.report["recommended"]  # typed = stored
+    assert recs[0].method == recs[1].method
+    assert recs[0].ranking == recs[1].ranking
+    assert any(p.startswith("held-out class") for p in recs[0].proxies["nero"])
+    assert "patch-shuffle" in recs[0].proxies["nero"]
 
 
 def test_proxies_of_a_large_run_use_a_capped_sample_of_every_class():

@@ -32,12 +32,9 @@ if not r.ood_sets:
 methods = r.methods
 labels = {m: method_label(m) for m in methods}
 
-recommended = r.report.get("recommended", {}).get("method")
+rec = r.recommendation
 c1, c2 = st.columns([3, 2])
-method_key, method_cb = state.persistent_widget(
-    state.method_key(name),
-    recommended if recommended in methods else ("nero" if "nero" in methods else methods[0]),
-)
+method_key, method_cb = state.persistent_widget(state.method_key(name), r.default_method)
 if st.session_state[method_key] not in methods:
     st.session_state[method_key] = methods[0]
 method = c1.selectbox(
@@ -48,14 +45,13 @@ method = c1.selectbox(
     help="Every OOD detector scored in this run. Higher scores mean more out-of-distribution.",
     **method_cb,
 )
-if recommended in methods:
-    rec = r.report["recommended"]
+if rec is not None and rec.method in methods:
     c1.caption(
-        f":material/recommend: **{labels[recommended]}** is recommended for this model and "
-        f"data: mean AUROC {rec['mean_proxy_auroc']:.1f} (± {rec['spread']:.1f} across "
-        f"checks, worst {rec['worst_proxy_auroc']:.1f}) on checks made from normal images "
+        f":material/recommend: **{labels[rec.method]}** is recommended for this model and "
+        f"data: mean AUROC {rec.mean_proxy_auroc:.1f} (± {rec.spread:.1f} across "
+        f"checks, worst {rec.worst_proxy_auroc:.1f}) on checks made from normal images "
         f"alone — each class held out in turn, and corrupted normal images — "
-        f"{rec['margin']:.1f} ahead of {labels.get(rec['runner_up'], rec['runner_up'])}. "
+        f"{rec.margin:.1f} ahead of {labels.get(rec.runner_up, rec.runner_up)}. "
         "No OOD set of this run was used to choose it."
     )
 acquisition = r.report.get("acquisition", {}).get("sets", {})

@@ -147,8 +147,8 @@ if batches:
         batch_view(r, source)
         st.stop()
 methods = r.methods
-recommended = r.report.get("recommended", {}).get("method")
-default_method = recommended if recommended in methods else methods[0]
+recommended = r.recommendation.method if r.recommendation is not None else None
+default_method = r.default_method  # the same on every page
 method_key, method_cb = state.persistent_widget(state.method_key(name), default_method)
 if st.session_state[method_key] not in methods:
     st.session_state[method_key] = default_method

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from nero.detect.registry import parse_methods
     from nero.run.directory import read_run
     from nero.run.pipeline import Folders, evaluate_folders
-    from nero.run.report import format_report, recommendation_line
+    from nero.run.report import format_report
 
     if args.data and (args.id_train or args.id_test or args.ood):
         raise ValueError("use either --data or --id-train/--id-test/--ood")
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     )
     run = read_run(out)
     print(format_report(run, "table"))
-    if "recommended" in run.report:
-        print("\n" + recommendation_line(run.report["recommended"]))
+    if run.recommendation is not None:
+        print("\n" + run.recommendation.sentence())
     for warning in run.warnings:
         print(f"warning: {warning}")
     print(f"\nrun written to {out}")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from nero.detect.detector import NERO
+from nero.run.recommendation import Recommendation, default_method
 
 FORMAT_VERSION = 1
 SAMPLE_COLUMNS = ["index", "path", "split", "label", "pred"]
@@ -115,6 +116,16 @@ class Run:
         if not 0 <= index < len(self.samples):
             raise ValueError(f"sample {index} is outside 0..{len(self.samples) - 1}")
         return np.asarray(self.relevance[index : index + 1], np.float64)
+
+    @property
+    def recommendation(self) -> Recommendation | None:
+        """The method the run recommends from ID-only evidence, typed (None: none)."""
+        return Recommendation.from_record(self.report.get("recommended"))
+
+    @property
+    def default_method(self) -> str:
+        """The method every front door shows and gives verdicts with unless told otherwise."""
+        return default_method(self.methods, self.recommendation)
 
     @property
     def methods(self) -> list[str]:

@@ -43,10 +43,7 @@ SCORE_ROWS = 1024
 
 def verdict_method(run: Run) -> str:
     """The method whose verdict is reported: the run's recommendation, else NERO."""
-    recommended = run.report.get("recommended", {}).get("method")
-    if recommended in run.methods:
-        return recommended
-    return "nero" if "nero" in run.methods else run.methods[0]
+    return run.default_method
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -57,6 +57,7 @@ from nero.run.fitting import (
 )
 from nero.run.manifest import build_manifest
 from nero.run.recommend import recommend_for_run
+from nero.run.recommendation import Recommendation
 from nero.run.settings import EvaluateConfig
 from nero.run.staging import staged_run
 
@@ -132,6 +133,7 @@ class Evaluation:
     pvals: dict[str, np.ndarray] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recommendation: Recommendation | None = None
 
     @property
     def key_file(self) -> Path:
@@ -324,7 +326,7 @@ def _recommend(ev: Evaluation) -> None:
     ev.say("estimating which method to trust, from ID data alone", 0.95)
     ev.train = None  # the proxies copy their own capped rows: keep one copy at a time
     test_rows, kept_paths = ev.rows("id_test"), ev.kept_paths
-    ev.report["recommended"] = recommend_for_run(
+    ev.recommendation = recommend_for_run(
         ev.candidates,
         method_factory(ev.detector, fresh=True),
         ev.evidence,
@@ -338,6 +340,7 @@ def _recommend(ev: Evaluation) -> None:
         ev.collection.class_names,
         ev.config.seed,
     )
+    ev.report["recommended"] = ev.recommendation.record()
 
 
 def _write(ev: Evaluation, engine_warnings: list[str]) -> None:
@@ -362,15 +365,11 @@ def _write(ev: Evaluation, engine_warnings: list[str]) -> None:
         control_table.to_csv(stage / CONTROL_FILE, index=False, float_format="%.9g")
     ev.detector.save(stage / "detector.npz")
     manifest = build_manifest(
-        ev.config, model, ev.collection, ev.detector, ev.splits, ev.failures, list(ev.scores)
-    )
-    manifest["model"].update(checkpoint=checkpoint, checkpoint_sha256=digest)
-    manifest["method_params"] = ev.method_params  # each method's get_params()
-    manifest["warnings"] = engine_warnings
-    if FUSION in ev.report:
-        manifest[FUSION] = ev.report[FUSION]
+        ev.config, model, ev.collection, ev.detector, ev.splits, ev.failures, list(ev.scores),
+        ev.method_params, checkpoint, digest, engine_warnings, ev.report.get(FUSION),
+    )  # fmt: skip
     ev.key_file.unlink()
-    write_json(stage / "manifest.json", manifest)
+    write_json(stage / "manifest.json", manifest.record())
 
 
 def _calibrate(
@@ -389,7 +388,8 @@ def _calibrate(
         return {}
     calibration = Calibration.of_run(test_rows, labels, seed)
     pvals = {m: calibration.run_p_values(v) for m, v in scores.items()}
-    ranking = report.get("recommended", {}).get("ranking", [])
+    recommendation = Recommendation.from_record(report.get("recommended"))
+    ranking = list(recommendation.ranking) if recommendation is not None else []
     members, why = choose_members(ranking, {m: scores[m][test_rows] for m in candidates})
     if len(members) >= 2:
         scores[FUSION] = fused_statistic(pvals, members)

@@ -14,6 +14,7 @@ over proxies as its uncertainty, and how far ahead of the runner-up it is.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from nero.detect.registry import Evidence, OODMethod, capped_rows
 from nero.detect.relevance import Head, head_relevance
 from nero.files import release_pages
 from nero.model.classifier import LoadedModel, capture_head_input
+from nero.run.recommendation import Recommendation
 
 # ID test images corrupted per corruption kind: enough for a stable AUROC, few enough that
 # the extra forward passes cost a fraction of the evaluation.
@@ -121,7 +123,7 @@ def proxy_aurocs(
     return results
 
 
-def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) -> dict:
+def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) -> Recommendation:
     """The method with the best mean proxy AUROC, the evidence, and its uncertainty."""
 
     def label(proxy: str) -> str:
@@ -135,21 +137,21 @@ def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) 
     best = ranked[0]
     values = np.array(list(results[best].values()))
     margin = means[best] - means[ranked[1]] if len(ranked) > 1 else float("nan")
-    return {
-        "method": best,
-        "mean_proxy_auroc": round(means[best], 2),
-        "spread": round(float(values.std()), 2),  # over proxies
-        "worst_proxy_auroc": round(float(values.min()), 2),
-        "runner_up": ranked[1] if len(ranked) > 1 else None,
-        "margin": round(margin, 2),
-        "ranking": {m: round(means[m], 2) for m in ranked},
-        "proxies": {m: {label(p): round(v, 2) for p, v in results[m].items()} for m in ranked},
-        "protocol": (
+    return Recommendation(
+        method=best,
+        mean_proxy_auroc=round(means[best], 2),
+        spread=round(float(values.std()), 2),  # over proxies
+        worst_proxy_auroc=round(float(values.min()), 2),
+        runner_up=ranked[1] if len(ranked) > 1 else None,
+        margin=round(margin, 2),
+        ranking={m: round(means[m], 2) for m in ranked},
+        proxies={m: {label(p): round(v, 2) for p, v in results[m].items()} for m in ranked},
+        protocol=(
             "ID data only: each ID class held out in turn against the others' test images, "
             f"and {len(CORRUPTIONS)} corruptions of up to {PROXY_IMAGES} ID test images; "
             "no evaluation OOD set is used"
         ),
-    }
+    )
 
 
 def proxy_rows(evidence: Evidence, rows: np.ndarray, cap: int, seed: int) -> Evidence:
@@ -173,7 +175,7 @@ def recommend_for_run(
     head: Head,
     class_names: Sequence[str],
     seed: int = 0,
-) -> dict:
+) -> Recommendation:
     """The recommendation ``nero evaluate`` writes into ``report.json``.
 
     ``evidence`` holds every sample of the run, with labels; the proxies use at most
@@ -187,6 +189,5 @@ def recommend_for_run(
         warnings.simplefilter("ignore", UserWarning)  # small folds clip PCA sizes
         corrupted = corrupted_evidence(model, subset, preprocessing, epsilon, head, seed=seed)
         results = proxy_aurocs(names, make, train, test, corrupted, head)
-    recommendation = recommend(results, class_names)
-    recommendation["proxy_rows"] = {"train": len(train.labels), "test": len(test.labels)}
-    return recommendation
+    rows = {"train": len(train.labels), "test": len(test.labels)}
+    return dataclasses.replace(recommend(results, class_names), proxy_rows=rows)

@@ -93,12 +93,3 @@ def acquisition_lines(report: dict) -> str:
             + (f" — FLAG: {result['flag']}" if result["flagged"] else "")
         )
     return "\n".join(lines)
-
-
-def recommendation_line(rec: dict) -> str:
-    """The recommendation in one sentence, with the evidence it rests on."""
-    return (
-        f"recommended for this model and data: {rec['method']} (mean AUROC "
-        f"{rec['mean_proxy_auroc']:.1f} ± {rec['spread']:.1f} on ID-only proxies; "
-        f"runner-up {rec['runner_up']}, {rec['margin']:.1f} behind)"
-    )
