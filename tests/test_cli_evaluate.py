@@ -61,6 +61,9 @@ def test_evaluate_prepared_layout_writes_valid_run(folders, checkpoint, tmp_path
     assert set(run.samples["split"]) == {"id_train", "id_test", "ood:noise", "ood:gray"}
     assert (run.samples.loc[run.samples.split.str.startswith("ood"), "label"] == -1).all()
     assert run.methods == ["nero", "msp", "energy", "fusion"]  # fusion: chosen from ID data
+    # fusion is ranked by the recommendation like any method, from the same ID-only proxies
+    assert set(run.recommendation.ranking) == {"nero", "msp", "energy", "fusion"}
+    assert run.manifest["fusion"]["members"] == run.report["fusion"]["members"]
     assert set(run.report["results"]) == {"noise", "gray"}
     assert set(run.report["results"]["noise"]["nero"]) == {"auroc", "fpr95", "aupr_in", "aupr_out"}
     assert list(run.manifest["data"]["unreadable"]) == [str(folders / "ood/noise/broken.jpg")]

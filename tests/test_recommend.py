@@ -87,3 +87,25 @@ def test_proxies_of_a_large_run_use_a_capped_sample_of_every_class():
     assert np.array_equal(rows, np.unique(rows))  # sorted, no repeats
     assert np.array_equal(rows, capped_rows(labels, 1000, seed=0))  # seeded
     assert np.array_equal(capped_rows(labels[:50], 1000), np.arange(50))  # small: all rows
+
+
+def test_fusion_is_a_candidate_and_wins_where_its_members_complement_each_other():
+    from nero.run.recommend import aurocs_of, fused_proxy_scores
+
+    rng = np.random.default_rng(0)
+
+    def sees(shift: float) -> tuple[np.ndarray, np.ndarray]:
+        return rng.normal(0, 1, 200), rng.normal(shift, 1, 100)
+
+    scores = {  # each member sees one proxy and is blind to the other
+        "a": {"p1": sees(3.0), "p2": sees(0.0)},
+        "b": {"p1": sees(0.0), "p2": sees(3.0)},
+    }
+    fused = fused_proxy_scores(scores, ["a", "b"])
+    singles = aurocs_of(scores)
+    fusion = aurocs_of({"fusion": fused})["fusion"]
+    best_single = max(np.mean(list(r.values())) for r in singles.values())
+    assert np.mean(list(fusion.values())) > best_single + 10
+    assert set(fusion) == {"p1", "p2"} and all(v > 90 for v in fusion.values())
+    rec = recommend({**singles, "fusion": fusion}, [])
+    assert rec.method == "fusion" and list(rec.ranking)[0] == "fusion"

@@ -141,3 +141,26 @@ def test_score_csv_and_batches_are_safe_to_open_in_a_spreadsheet(scored_run, tmp
     assert not any(str(v).startswith(("=", "+", "-", "@", "\t", "\r")) for v in text_cells)
     batch = read_batch(read_run(run_dir), "formulae")
     assert Path(batch["path"].iat[0]).name == "@SUM(1+1).png"
+
+
+def test_a_run_that_recommends_fusion_gives_fusion_verdicts_to_new_images(
+    scored_run, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    data, run_dir = scored_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    report = json.loads((copy / "report.json").read_text())
+    assert "fusion" in report  # members were chosen from ID-only evidence
+    report["recommended"]["method"] = "fusion"
+    (copy / "report.json").write_text(json.dumps(report))
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--run", str(copy), str(data / "ood" / "noise"), "--out", str(out)]) == 0
+    assert "verdicts by fusion" in capsys.readouterr().out
+    new = pd.read_csv(out).set_index("path")
+    run = read_run(copy)
+    own = run.samples.merge(run.scores, on="index").set_index("path").loc[new.index]
+    np.testing.assert_allclose(new["fusion"], own["fusion"], rtol=1e-6)  # as the run fused them
+    assert set(new["verdict"]) <= set(VERDICTS)

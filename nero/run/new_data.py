@@ -144,7 +144,9 @@ def score_files(
 def _score_files(run, paths, out, into, stage, batch_size, device, progress, fps, engine, address):
     scorer = RunScorer(run, device=device)
     main = verdict_method(run)
-    thresholds = run_thresholds(run, main) if main in scorer.methods else None
+    fused = set(run.report.get(FUSION, {}).get("members", [])) <= set(scorer.methods)
+    scored = set(scorer.methods) | ({FUSION} if FUSION in run.report and fused else set())
+    thresholds = run_thresholds(run, main) if main in scored else None
     scratch = None
     unreadable: dict[str, str] = {}
     if any(is_video(p) for p in paths):

@@ -339,6 +339,9 @@ def _recommend(ev: Evaluation) -> None:
         head_arrays(ev.model.head),
         ev.collection.class_names,
         ev.config.seed,
+        members_for=lambda ranking: choose_members(
+            ranking, {m: ev.scores[m][test_rows] for m in ev.candidates}
+        )[0],
     )
     ev.report["recommended"] = ev.recommendation.record()
 

@@ -30,6 +30,7 @@ from nero.detect.registry import Evidence, OODMethod, capped_rows
 from nero.detect.relevance import Head, head_relevance
 from nero.files import release_pages
 from nero.model.classifier import LoadedModel, capture_head_input
+from nero.run.conformal import FUSION, fisher, p_values
 from nero.run.recommendation import Recommendation
 
 # ID test images corrupted per corruption kind: enough for a stable AUROC, few enough that
@@ -96,6 +97,41 @@ def corrupted_evidence(
     return out
 
 
+ProxyScores = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # method → proxy → (ID, OOD)
+
+
+def proxy_scores(
+    names: Sequence[str],
+    make: MethodFactory,
+    train: Evidence,
+    test: Evidence,
+    corrupted: dict[str, Evidence],
+    head: Head,
+) -> ProxyScores:
+    """Every method's scores on every proxy: ``{method: {proxy: (ID scores, OOD scores)}}``."""
+    results: ProxyScores = {name: {} for name in names}
+    for name in names:
+        if corrupted:
+            method = make(name).fit(train, head)
+            id_scores = method.score(test)
+            for kind, data in corrupted.items():
+                results[name][f"corrupt:{kind}"] = (id_scores, method.score(data))
+        for held in np.unique(train.labels):
+            keep_train = train.labels != held
+            out = test.labels == held
+            if keep_train.all() or out.sum() < MIN_HELD_OUT or out.all():
+                continue
+            method = make(name).fit(train.rows(np.flatnonzero(keep_train)), head)
+            scores = method.score(test)
+            results[name][f"held-out:{int(held)}"] = (scores[~out], scores[out])
+    return results
+
+
+def aurocs_of(scores: ProxyScores) -> dict[str, dict[str, float]]:
+    """AUROC (×100) of every method on every proxy: ``{method: {proxy: auroc}}``."""
+    return {m: {p: auroc(i, o) for p, (i, o) in by.items()} for m, by in scores.items()}
+
+
 def proxy_aurocs(
     names: Sequence[str],
     make: MethodFactory,
@@ -105,22 +141,26 @@ def proxy_aurocs(
     head: Head,
 ) -> dict[str, dict[str, float]]:
     """AUROC (×100) of every method on every proxy: ``{method: {proxy: auroc}}``."""
-    results: dict[str, dict[str, float]] = {name: {} for name in names}
-    for name in names:
-        if corrupted:
-            method = make(name).fit(train, head)
-            id_scores = method.score(test)
-            for kind, data in corrupted.items():
-                results[name][f"corrupt:{kind}"] = auroc(id_scores, method.score(data))
-        for held in np.unique(train.labels):
-            keep_train = train.labels != held
-            out = test.labels == held
-            if keep_train.all() or out.sum() < MIN_HELD_OUT or out.all():
-                continue
-            method = make(name).fit(train.rows(np.flatnonzero(keep_train)), head)
-            scores = method.score(test)
-            results[name][f"held-out:{int(held)}"] = auroc(scores[~out], scores[out])
-    return results
+    return aurocs_of(proxy_scores(names, make, train, test, corrupted, head))
+
+
+def fused_proxy_scores(
+    scores: ProxyScores, members: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``fusion``'s scores on each proxy, made as the run makes them: each member's p-values
+    against the proxy's ID images (an ID image against the others: leave-one-out), combined
+    by Fisher's method."""
+    fused = {}
+    for proxy in scores[members[0]]:
+        id_p, ood_p = [], []
+        for m in members:
+            id_scores, ood_scores = scores[m][proxy]
+            ood_p.append(p_values(id_scores, ood_scores))
+            # an ID image among the others: (#{others ≥ s} + 1) / n = #{all ≥ s} / n
+            n = id_scores.size
+            id_p.append((p_values(id_scores, id_scores) * (n + 1) - 1) / n)
+        fused[proxy] = (fisher(id_p), fisher(ood_p))
+    return fused
 
 
 def recommend(results: dict[str, dict[str, float]], class_names: Sequence[str]) -> Recommendation:
@@ -175,8 +215,13 @@ def recommend_for_run(
     head: Head,
     class_names: Sequence[str],
     seed: int = 0,
+    members_for: Callable[[list[str]], list[str]] | None = None,
 ) -> Recommendation:
     """The recommendation ``nero evaluate`` writes into ``report.json``.
+
+    ``members_for`` (the single methods ranked on the proxies → ``fusion``'s members, as
+    :func:`nero.run.conformal.choose_members` picks them) makes ``fusion`` a candidate: its
+    proxy scores are its members' p-values on each proxy, combined.
 
     ``evidence`` holds every sample of the run, with labels; the proxies use at most
     :data:`PROXY_TRAIN_ROWS` of ``train_rows`` and :data:`PROXY_TEST_ROWS` of ``test_rows``.
@@ -188,6 +233,12 @@ def recommend_for_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small folds clip PCA sizes
         corrupted = corrupted_evidence(model, subset, preprocessing, epsilon, head, seed=seed)
-        results = proxy_aurocs(names, make, train, test, corrupted, head)
+        scores = proxy_scores(names, make, train, test, corrupted, head)
+    results = aurocs_of(scores)
+    if members_for is not None:  # fusion is a candidate like any method
+        means = {m: float(np.mean(list(r.values()))) for m, r in results.items() if r}
+        members = members_for(sorted(means, key=means.get, reverse=True))
+        if len(members) >= 2:
+            results[FUSION] = aurocs_of({FUSION: fused_proxy_scores(scores, members)})[FUSION]
     rows = {"train": len(train.labels), "test": len(test.labels)}
     return dataclasses.replace(recommend(results, class_names), proxy_rows=rows)
