@@ -77,6 +77,13 @@ def method_key(run_name: str) -> str:
     return f"method::{run_name}"
 
 
+def active_method(run_name: str, run) -> str:
+    """The detector every page shows verdicts, scores and charts with: the one the user chose
+    on any page (or a link), else the run's default (its recommendation)."""
+    chosen = st.session_state.get(method_key(run_name))
+    return chosen if chosen in run.methods else run.default_method
+
+
 def ood_set_key(run_name: str) -> str:
     return f"ood-set::{run_name}"
 

@@ -55,9 +55,11 @@ def rule_in_words(thr: Thresholds) -> str:
     )
 
 
-def verdict_badge(score: float, thr: Thresholds) -> None:
-    """The verdict in its colour, how unusual the score is among normal images, and the rule."""
+def verdict_badge(score: float, thr: Thresholds, by: str | None = None) -> None:
+    """The verdict in its colour (``by``: the detector's name, said with it), how unusual the
+    score is among normal images, and the rule."""
     colour, icon, words = STYLE[verdict_of(score, thr)]
     share = float(thr.percentile(np.asarray([score]))[0])
-    st.markdown(f":{colour}-background[{icon} **{words}**]")
+    named = f" — by {by}, score {score:.4g}" if by else ""
+    st.markdown(f":{colour}-background[{icon} **{words}**]{named}")
     st.caption(f"Scores higher than {share:.0f} % of normal test images. {rule_in_words(thr)}")

@@ -245,7 +245,10 @@ def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # n
     at.toggle(key="compare").set_value(True).run()
     ok(at)
     others = at.dataframe[1].value
-    assert set(others["method"]) == {"NERO", "MSP", "Energy", "MaxLogit", "KNN"}
+    # every method the run can score new images with, and its fusion of them
+    assert set(others["method"]) == {
+        "NERO", "MSP", "Energy", "MaxLogit", "KNN", "Fusion (p-values, Fisher)"
+    }  # fmt: skip
 
 
 def test_score_page_bad_uploads_get_a_message_not_a_traceback(
@@ -519,12 +522,33 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     mark = review_history(run).iloc[0]
     assert (mark["index"], mark["review"], mark["note"]) == (sample, "disagree", "a normal fold")
     assert (mark["reviewer"], mark["identity"]) == (getpass.getuser(), "local")
-    assert mark["tags"] == "fold,mucosa" and mark["method"] == "nero"
-    assert mark["score"] == pytest.approx(float(run.scores["nero"].iat[sample]))
+    shown = run.default_method  # the detector every page shows unless the user picks one
+    assert mark["tags"] == "fold,mucosa" and mark["method"] == shown
+    assert mark["score"] == pytest.approx(float(run.scores[shown].iat[sample]))
     assert mark["verdict"] in ("in-distribution", "borderline", "OOD") and mark["cutoffs"]
     at = open_app(tmp_path / "runs", "worklist")
     rows = at.dataframe[0].value
     assert rows.loc[rows["index"] == sample, "review"].iat[0] == "disagree"
+
+
+@pytest.mark.parametrize("method", ["nero", "msp", "knn", "fusion"])
+def test_the_inspector_gives_the_worklists_verdict_for_the_same_method(
+    runs_root: Path,  # noqa: F811
+    method: str,
+) -> None:
+    from nero.detect.registry import method_label
+
+    run = read_run(runs_root / TINY_RUN)
+    assert method in run.methods
+    at = open_app(runs_root, "worklist", method=method)
+    ok(at)
+    rows = at.dataframe[0].value
+    for _, row in rows.head(3).iterrows():  # the worst three by this method
+        words = row["verdict"].split(" ", 1)[1]  # "🔴 Out-of-distribution" → the words
+        inspector = open_app(runs_root, "inspector", method=method, sample=str(row["index"]))
+        ok(inspector)
+        badge = next(m.value for m in inspector.markdown if "-background[" in m.value)
+        assert f"**{words}**" in badge and f"by {method_label(method)}" in badge
 
 
 def test_a_scored_video_batch_has_its_timeline_in_the_worklist(

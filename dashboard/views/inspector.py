@@ -35,8 +35,8 @@ components.header(
 table = loaders.table(r)
 n = len(table)
 split_col = table["split"].to_numpy()
-nero_col = "nero" if "nero" in table else r.methods[0]
-scores = table[nero_col].to_numpy(np.float64)
+method = state.active_method(name, r)  # the same detector as the worklist and overview
+scores = table[method].to_numpy(np.float64)
 ood_rows = np.flatnonzero(np.char.startswith(split_col.astype(str), "ood:"))
 test_rows = np.flatnonzero(split_col == "id_test")
 
@@ -50,7 +50,17 @@ if ood_rows.size:
     quick["Missed OOD image"] = int(ood_rows[np.argmin(scores[ood_rows])])
 if test_rows.size:
     quick["Closest false alarm"] = int(test_rows[np.argmax(scores[test_rows])])
-c0, *button_cols = st.columns([2, *([1] * max(len(quick), 1))], vertical_alignment="bottom")
+c0, cm, *button_cols = st.columns([2, 2, *([1] * max(len(quick), 1))], vertical_alignment="bottom")
+method_widget, method_cb = state.persistent_widget(state.method_key(name), method)
+cm.selectbox(
+    "Detector",
+    r.methods,
+    format_func=method_label,
+    key=method_widget,
+    help="The detector whose verdict and score this page shows; the worklist, the overview "
+    "and the map use the same one.",
+    **method_cb,
+)
 sample_key, sample_cb = state.persistent_widget(state.SAMPLE, state.picked_sample(n))
 index = int(
     c0.number_input(
@@ -74,7 +84,7 @@ expl = r.detector.explain(features, relevance)
 d = features.shape[1]
 probs = softmax(np.asarray(r.logits[i : i + 1], np.float64))[0]
 pred = int(row["pred"])
-thr = verdicts.thresholds(r, nero_col)
+thr = verdicts.thresholds(r, method)
 score = float(scores[i])
 nearest_class = r.class_names[int(expl.nearest_class[0])]
 if heatmap_jobs.heatmaps_module() is not None and row["path"]:
@@ -101,7 +111,7 @@ with mid:
         f"Predicted: **{row['predicted class']}** ({100 * probs[pred]:.1f} %)  \n"
         f"Nearest centroid: **{nearest_class}**"
     )
-    verdicts.verdict_badge(score, thr)
+    verdicts.verdict_badge(score, thr, method_label(method))
     fused = r.p_value("fusion")
     if fused is not None and "fusion" in r.report:
         members = r.report["fusion"]["members"]
@@ -122,8 +132,8 @@ with mid:
             + ". Members were chosen from normal images alone."
         )
     blanked = loaders.frame_only_scores(r)
-    if blanked is not None and i in blanked.index and nero_col in blanked.columns:
-        only = float(blanked.at[i, nero_col])
+    if blanked is not None and i in blanked.index and method in blanked.columns:
+        only = float(blanked.at[i, method])
         st.caption(
             f":material/photo_camera: With the tissue blanked (the frame alone): score "
             f"{only:.4g} against {score:.4g} — {verdicts.phrase(only, thr).lower()} on its own."
@@ -133,7 +143,7 @@ with right:
 
 with st.container(border=True):
     st.markdown(":material/rate_review: **Your review of this verdict**")
-    review.review_form(r, i, nero_col, score, verdicts.verdict_of(score, thr), thr)
+    review.review_form(r, i, method, score, verdicts.verdict_of(score, thr), thr)
 
 top = explanation.why_this_score(
     r, expl, 0, relevance[0], d, verdicts.verdict_of(score, thr), key="insp"

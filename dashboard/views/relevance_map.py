@@ -59,7 +59,8 @@ colour_by = (
     )
     or COLOUR_MODES[0]
 )
-score_method = "nero" if "nero" in r.methods else r.methods[0]
+active = state.active_method(name, r)  # the detector every page names its scores by
+score_method = active
 if colour_by == "Score":
     score_method = c3.selectbox(
         "Score of",
@@ -110,7 +111,8 @@ else:
     colours = {}
     values = table[score_method].to_numpy(np.float64)[rows]
 
-nero_scores = table["nero"].to_numpy() if "nero" in table else table[r.methods[0]].to_numpy()
+active_scores = table[active].to_numpy()
+active_label = method_label(active)
 # Whole columns at once; a WebGL-sized map sends no per-point text (see embedding_figure).
 shown = table.iloc[rows]
 hover = (
@@ -125,8 +127,8 @@ hover = (
         + shown["true class"].astype(str)
         + " · predicted: "
         + shown["predicted class"].astype(str)
-        + "<br>NERO score "
-        + pd.Series(np.char.mod("%.4g", nero_scores[rows]), index=shown.index)
+        + f"<br>{active_label} score "
+        + pd.Series(np.char.mod("%.4g", active_scores[rows]), index=shown.index)
     ).to_numpy()
 )
 centroid_classes = np.asarray(r.detector.centroid_classes_)
@@ -192,7 +194,7 @@ with right:
         st.markdown(
             f"#{picked} · {charts.split_label(row['split'])}  \n"
             f"true: **{row['true class']}** · predicted: **{row['predicted class']}**  \n"
-            f"NERO score **{nero_scores[picked]:.4g}**"
+            f"{active_label} score **{active_scores[picked]:.4g}**"
         )
         if st.button("Open in the inspector", type="primary", key="open-inspector"):
             samples.open_inspector(picked)
@@ -201,15 +203,15 @@ if len(chosen) > 1:
     st.subheader(f"{len(chosen)} images selected")
     counts = table.iloc[chosen]["split"].map(charts.split_label).value_counts()
     st.caption(" · ".join(f"{k}: {v}" for k, v in counts.items()))
-    by_score = sorted(chosen, key=lambda i: -nero_scores[i])
+    by_score = sorted(chosen, key=lambda i: -active_scores[i])
     if len(chosen) > MAX_SELECTION_THUMBS:
-        st.caption(f"Showing the {MAX_SELECTION_THUMBS} with the highest NERO score.")
+        st.caption(f"Showing the {MAX_SELECTION_THUMBS} with the highest {active_label} score.")
     samples.thumbnail_grid(
         table,
         by_score[:MAX_SELECTION_THUMBS],
         key="sel",
         captions=[
-            f"#{i} · {charts.split_label(table['split'].iat[i])} · score {nero_scores[i]:.3g}"
+            f"#{i} · {charts.split_label(table['split'].iat[i])} · score {active_scores[i]:.3g}"
             for i in by_score[:MAX_SELECTION_THUMBS]
         ],
     )

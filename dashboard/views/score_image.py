@@ -15,12 +15,13 @@ from dashboard import (
     imaging,
     loaders,
     samples,
+    state,
     uploads,
     verdicts,
 )
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
-from nero.run.scoring import feature_methods, nearest_train
+from nero.run.scoring import feature_methods, methods_for, nearest_train
 from nero.tables import safe_csv
 
 NEIGHBOURS = 6
@@ -28,10 +29,18 @@ NEIGHBOURS = 6
 name, r = components.require_run()
 components.header(
     "Score a new image",
-    "Is a new image in-distribution for this model? Upload one or more images: NERO scores "
-    "them against this run's training data and explains the verdict the same way as for the "
-    "run's own samples.",
+    "Is a new image in-distribution for this model? Upload one or more images: the run's "
+    "detector scores them against its training data, and NERO explains the verdict the same "
+    "way as for the run's own samples.",
 )
+chosen = state.active_method(name, r)  # the detector the worklist and inspector show
+needs = methods_for(r, chosen)
+method = chosen if needs is not None else "nero"
+if needs is None:
+    st.info(
+        f"{method_label(chosen)} needs more than an image's features to score it (ODIN: its "
+        "input gradients), so new images are scored with NERO here."
+    )
 files = st.file_uploader(
     f"Images (PNG, JPEG, BMP, TIFF or WebP; up to {uploads.MAX_UPLOAD_MB} MB each)",
     type=list(uploads.IMAGE_TYPES),
@@ -73,14 +82,15 @@ if not images:
 
 try:
     with st.spinner("Loading the model (once per run)…"):
-        scorer = loaders.scorer(r)
+        scorer = loaders.scorer(r, needs or ("nero",))
 except Exception as exc:  # a moved, replaced or damaged checkpoint: say what to do
     st.error(f"The run's model could not be loaded: {exc}")
     st.stop()
 result = scorer.score_images(images)
 expl = result.explanation
 table = loaders.table(r)
-thr = verdicts.thresholds(r, "nero")
+thr = verdicts.thresholds(r, method)
+shown = result.scores[method]
 probs = scorer.probabilities(result.logits)
 preds = probs.argmax(axis=1)
 
@@ -89,9 +99,9 @@ summary = pd.DataFrame(
         "image": names,
         "predicted class": [r.class_names[p] for p in preds],
         "confidence %": (100 * probs.max(axis=1)).round(1),
-        "NERO score": result.scores["nero"].to_numpy(),
-        "% of normal images scoring lower": thr.percentile(result.scores["nero"]).round(),
-        "verdict": [verdicts.phrase(s, thr) for s in result.scores["nero"]],
+        f"{method_label(method)} score": shown.to_numpy(),
+        "% of normal images scoring lower": thr.percentile(shown.to_numpy()).round(),
+        "verdict": [verdicts.phrase(s, thr) for s in shown],
     }
 )
 st.dataframe(summary, width="stretch", hide_index=True)
@@ -109,7 +119,7 @@ if len(images) > 1:
     k = st.selectbox(
         "Explain image", list(range(len(images))), format_func=lambda j: names[j], key="explain"
     )
-score = float(result.scores["nero"].iat[k])
+score = float(shown.iat[k])
 d = result.features.shape[1]
 nearest_class = r.class_names[int(expl.nearest_class[k])]
 
@@ -123,7 +133,7 @@ with mid:
         f"Predicted: **{r.class_names[preds[k]]}** ({100 * probs[k, preds[k]]:.1f} %)  \n"
         f"Nearest centroid: **{nearest_class}**"
     )
-    verdicts.verdict_badge(score, thr)
+    verdicts.verdict_badge(score, thr, method_label(method))
 with right:
     explanation.class_probabilities(r.class_names, probs[k])
 

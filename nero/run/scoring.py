@@ -23,6 +23,7 @@ from nero.detect.relevance import head_relevance, softmax
 from nero.files import release_pages
 from nero.model.classifier import capture_head_input, head_arrays
 from nero.run.checkpoint import load_run_model, run_preprocessing
+from nero.run.conformal import FUSION, new_image_p_values
 from nero.run.directory import Run
 
 # Images pushed through the model at once when scoring uploads.
@@ -45,6 +46,22 @@ def feature_methods(run: Run) -> list[str]:
     """The run's methods that can score from features/logits/relevance alone."""
     usable = set(feature_level_methods())
     return [m for m in run.methods if m in usable]
+
+
+def fusion_members(run: Run) -> list[str]:
+    """The methods the run's ``fusion`` combines (none: the run has no fusion)."""
+    return list(run.report.get(FUSION, {}).get("members", []))
+
+
+def methods_for(run: Run, method: str) -> tuple[str, ...] | None:
+    """What a :class:`RunScorer` fits to score new images with ``method`` (NERO first, it
+    explains every image); None when ``method`` cannot score new images (ODIN needs their
+    gradients)."""
+    wanted = fusion_members(run) if method == FUSION else [method]
+    usable = feature_methods(run)
+    if not wanted or any(m not in usable for m in wanted):
+        return None
+    return tuple(dict.fromkeys(["nero", *wanted])) if "nero" in usable else tuple(wanted)
 
 
 class RunScorer:
@@ -107,7 +124,13 @@ class RunScorer:
     def score_images(self, images: Sequence[Image.Image]) -> ImageScores:
         features, logits, relevance = self.evidence(images)
         data = Evidence(features, logits, relevance)
-        scores = pd.DataFrame({name: m.score(data) for name, m in self.methods.items()})
+        raw = {name: m.score(data) for name, m in self.methods.items()}
+        members = fusion_members(self.run)
+        if members and all(m in raw for m in members):  # fused as the run fuses its images
+            calibration = {m: self.run.scores[m].to_numpy()[self.run.rows("id_test")]
+                           for m in (*members, FUSION)}  # fmt: skip
+            raw[FUSION] = new_image_p_values(calibration, raw, members)[FUSION]
+        scores = pd.DataFrame(raw)
         explanation = self.detector.explain(features, relevance)
         return ImageScores(scores, features, logits, relevance, explanation)
 
