@@ -674,3 +674,23 @@ def test_the_inspector_explains_a_fused_score_by_its_members(runs_root: Path) ->
     assert "**Fusion** (calibrated on normal test frames): p =" in said
     for member in run.report["fusion"]["members"]:
         assert f"p = {float(run.p_value(member)[3]):.3g}" in said
+
+
+def test_the_overview_warns_of_sets_where_the_method_is_below_chance(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero.run.report import weak_sets
+
+    copy = own_copy(tiny_run, tmp_path / "runs", "weak", monkeypatch)
+    report = json.loads((copy / "report.json").read_text())
+    first, *_ = report["results"]
+    report["results"][first]["nero"].update(auroc=39.3, fpr95=100.0)
+    (copy / "report.json").write_text(json.dumps(report))
+    assert set(weak_sets(report, "nero")) >= {first}
+    at = open_app(tmp_path / "runs", "overview", method="nero")
+    ok(at)
+    warned = [w.value for w in at.warning if "does poorly on" in w.value]
+    assert warned and f"**{first}** (AUROC 39.3, FPR95 100 %)" in warned[0]
+    assert "**pooled**" in texts(at) and "**ID-only proxies**" in texts(at)

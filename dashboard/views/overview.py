@@ -12,7 +12,7 @@ from dashboard import charts, components, loaders, state
 from nero.detect.metrics import auroc, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.conformal import conformal_threshold
-from nero.run.report import best_mask, comparison_frame
+from nero.run.report import WEAK_AUROC, WEAK_FPR95, best_mask, comparison_frame, weak_sets
 from nero.tables import safe_csv
 
 ALL_SETS = state.ALL_SETS
@@ -48,7 +48,7 @@ method = c1.selectbox(
 if rec is not None and rec.method in methods:
     c1.caption(
         f":material/recommend: **{labels[rec.method]}** is recommended for this model and "
-        f"data: mean AUROC {rec.mean_proxy_auroc:.1f} (± {rec.spread:.1f} across "
+        f"data: mean proxy AUROC {rec.mean_proxy_auroc:.1f} (± {rec.spread:.1f} across "
         f"checks, worst {rec.worst_proxy_auroc:.1f}) on checks made from normal images "
         f"alone — each class held out in turn, and corrupted normal images — "
         f"{rec.margin:.1f} ahead of {labels.get(rec.runner_up, rec.runner_up)}. "
@@ -210,9 +210,23 @@ with right:
 
 # ---------------------------------------------------------------- comparison of methods
 st.subheader("All methods compared")
+weak = weak_sets(r.report, method)
+if weak:
+    listed = "; ".join(
+        f"**{s}** (AUROC {v['auroc']:.1f}, FPR95 {v['fpr95']:.0f} %)" for s, v in weak.items()
+    )
+    st.warning(
+        f":material/report: {labels[method]} does poorly on {listed}: below "
+        f"{WEAK_AUROC:.0f} AUROC (50 is chance) or flagging at least {WEAK_FPR95:.0f} % of "
+        "normal images to catch 95 % of the set. Its verdicts on such images are not to be "
+        "relied on; another method may do better there (table below)."
+    )
 st.caption(
-    f"AUROC (higher is better) and FPR95 (false alarms when 95 % of ID is kept; lower is "
-    f"better) per OOD set and on average. Best of each column in bold green. "
+    f"**Per-set AUROC** (higher is better) and FPR95 (false alarms when 95 % of ID is kept; "
+    f"lower is better) on each OOD set, and their **mean over sets** (the methods are ordered "
+    f"by it, here and in the README). Best of each column in bold green. The ROC legend "
+    f"below gives the AUROC **pooled** over the sets shown; the recommendation's is the mean "
+    f"over **ID-only proxies**. "
     f"ID accuracy of the classifier: **{r.report.get('id_accuracy', float('nan')):.2f} %**."
 )
 show_aupr = st.toggle("Also show AUPR-In and AUPR-Out", key="show-aupr")
@@ -240,7 +254,7 @@ st.dataframe(
     styled,
     width="stretch",
     height=min(38 + 35 * len(frame), 720),
-    column_config={"_index": st.column_config.Column("method", width="medium")},
+    column_config={"_index": st.column_config.Column("method", width="medium", pinned=True)},
 )
 
 # ---------------------------------------------------------------- ROC curves

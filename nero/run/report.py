@@ -93,3 +93,20 @@ def acquisition_lines(report: dict) -> str:
             + (f" — FLAG: {result['flag']}" if result["flagged"] else "")
         )
     return "\n".join(lines)
+
+
+# A set where the method does this badly is flagged on the overview: near or below chance,
+# or flagging nearly every normal image to catch 95 % of the set.
+WEAK_AUROC = 60.0
+WEAK_FPR95 = 95.0
+
+
+def weak_sets(report: dict, method: str) -> dict[str, dict[str, float]]:
+    """The OOD sets on which ``method`` is below :data:`WEAK_AUROC` AUROC or at or above
+    :data:`WEAK_FPR95` FPR95: ``{set: {"auroc", "fpr95"}}``."""
+    out = {}
+    for name, by_method in report.get("results", {}).items():
+        got = by_method.get(method)
+        if got and (got["auroc"] < WEAK_AUROC or got["fpr95"] >= WEAK_FPR95):
+            out[name] = {"auroc": got["auroc"], "fpr95": got["fpr95"]}
+    return out
