@@ -45,6 +45,20 @@ VARIANTS: dict[str, dict[str, str]] = {
 SHOWN = ("msp", "nero_reference", "nero", "mahalanobis", "vim", "fusion")
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extensions (what the kernels could pick)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                 if ln.startswith("model name")), "CPU unknown")  # fmt: skip
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines()
+                      if ln.startswith("flags")), []))  # fmt: skip
+    wide = [f for f in ("avx2", "avx512f", "avx512_fp16", "amx_tile") if f in flags]
+    return f"{name}; {', '.join(wide) or 'no AVX2'}"
+
+
 def digest_files(folder: Path, pattern: str) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.rglob(pattern)):
@@ -96,8 +110,8 @@ def main() -> int:
         "# Is the demo the same on every CPU?",
         "",
         "<!-- demo-reproducibility -->",
-        "Measured by `python bench/demo_reproducibility.py` on one machine, each variant a "
-        "fresh build (data, model, run).",
+        "Measured by `python bench/demo_reproducibility.py` on one machine "
+        f"({cpu_model()}), each variant a fresh build (data, model, run).",
         "",
         "| variant | images | weights | report | ID accuracy | "
         + " | ".join(f"{m} mean AUROC" for m in methods) + " |",
