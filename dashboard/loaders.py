@@ -239,6 +239,14 @@ def train_space(r: Run) -> np.ndarray:
     return r.detector.project(r.relevance[r.rows("id_train")])
 
 
+@run_cached("manifest.json", "detector.npz")
+def neighbour_scale(r: Run):
+    """How far normal test images' nearest training images are (what "close" means here)."""
+    from nero.run.scoring import neighbour_scale
+
+    return neighbour_scale(r, train_space(r))
+
+
 @st.cache_data(show_spinner=False, max_entries=2048)
 def thumbnail(path: str, px: int = THUMB_PX) -> np.ndarray | None:
     """A small RGB copy of a sample's image, or None when the file cannot be read."""

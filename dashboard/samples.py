@@ -22,8 +22,13 @@ def sample_caption(row) -> str:
     return f"#{int(row['index'])} · {cls}"
 
 
-def nearest_images(table, near: np.ndarray, dist: np.ndarray, key: str) -> None:
-    """Thumbnails of the nearest ID training images, captioned with class and distance."""
+def nearest_images(table, near: np.ndarray, dist: np.ndarray, key: str, scale=None) -> None:
+    """Thumbnails of the nearest ID training images, captioned with class and distance, and
+    (``scale``: the run's :class:`nero.run.scoring.NeighbourScale`) how close they are next to
+    normal images' nearest, or that none is close."""
+    if scale is not None:
+        words = scale.words(dist)
+        (st.warning if words.startswith("No close") else st.caption)(words)
     thumbnail_grid(
         table,
         near,

@@ -164,3 +164,21 @@ def test_a_run_that_recommends_fusion_gives_fusion_verdicts_to_new_images(
     own = run.samples.merge(run.scores, on="index").set_index("path").loc[new.index]
     np.testing.assert_allclose(new["fusion"], own["fusion"], rtol=1e-6)  # as the run fused them
     assert set(new["verdict"]) <= set(VERDICTS)
+
+
+def test_neighbours_are_called_far_or_equidistant_only_when_they_are(scored_run):
+    from nero.run.scoring import NeighbourScale, nearest_train, neighbour_scale
+
+    scale = NeighbourScale(typical=10.0, far=20.0)
+    assert scale.words(np.array([30.0, 31.0])).startswith("No close training image")
+    equal = scale.words(np.array([15.0, 15.05, 15.1]))
+    assert "effectively equidistant" in equal and "1.5× as far" in equal
+    spread = scale.words(np.array([5.0, 9.0]))
+    assert "equidistant" not in spread and "No close" not in spread and "0.5×" in spread
+    # on a run: its own test images' nearest set the scale, far OOD images are beyond it
+    run = read_run(scored_run[1])
+    found = neighbour_scale(run)
+    assert 0 < found.typical <= found.far
+    own = int(run.rows("id_test")[0])
+    _, dist = nearest_train(run, run.relevance[own], k=3)
+    assert dist.min() <= found.far

@@ -184,7 +184,7 @@ near, dist = nearest_train(
     exclude=i if row["split"] == "id_train" else None,
     space=loaders.train_space(r),
 )
-samples.nearest_images(table, near, dist, key="near")
+samples.nearest_images(table, near, dist, key="near", scale=loaders.neighbour_scale(r))
 
 st.subheader("What drives a deviating neuron")
 st.caption(

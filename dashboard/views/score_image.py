@@ -160,7 +160,7 @@ else:
 
 st.subheader("Closest training images")
 near, dist = nearest_train(r, result.relevance[k], k=NEIGHBOURS, space=loaders.train_space(r))
-samples.nearest_images(table, near, dist, key="new-near")
+samples.nearest_images(table, near, dist, key="new-near", scale=loaders.neighbour_scale(r))
 
 st.subheader("Other methods")
 others = [m for m in feature_methods(r) if m != "nero"]

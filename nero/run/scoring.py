@@ -9,6 +9,7 @@ input gradients (``needs_inputs``) are skipped: they cannot score from cached ev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -228,3 +229,56 @@ def plain_explanation(run: Run, relevance: np.ndarray, label: int, verdict: str)
         f"sets it apart from normal {cls} images — {more} carry more relevance than normal, "
         f"{less} less. The OOD heatmap shows which part of the image drives them."
     )
+
+
+# Normal test images whose nearest training image sets what "close" means in a run, and how
+# many queries are compared with the training set at once (memory: block × train × k).
+NEIGHBOUR_REFERENCE_IMAGES = 200
+NEIGHBOUR_BLOCK = 16
+EQUIDISTANT_SPREAD = 0.01  # nearest and farthest shown within 1 %: none is closer than another
+
+
+@dataclass(frozen=True)
+class NeighbourScale:
+    """How far a normal test image's nearest training image is, in NERO's space."""
+
+    typical: float  # median over normal test images
+    far: float  # 95th percentile: beyond it, "no close training image"
+
+    def words(self, distances: np.ndarray) -> str:
+        """One sentence on a sample's nearest training images, against normal images'."""
+        dist = np.asarray(distances, np.float64)
+        if dist.size == 0:
+            return "No training image to compare with."
+        nearest, farthest = float(dist.min()), float(dist.max())
+        if nearest > self.far:
+            return (
+                f"No close training image: even the nearest (d = {nearest:.4g}) is farther than "
+                f"95 % of normal test images' nearest ({self.far:.4g}; typically "
+                f"{self.typical:.4g}). They are shown, but they do not look like this image."
+            )
+        relative = nearest / self.typical if self.typical > 0 else float("inf")
+        sentence = f"The nearest is {relative:.2g}× as far as a normal test image's nearest."
+        if dist.size > 1 and (farthest - nearest) <= EQUIDISTANT_SPREAD * max(nearest, 1e-12):
+            sentence += (
+                f" All {dist.size} lie at d = {nearest:.4g}–{farthest:.4g} (within 1 %): "
+                "effectively equidistant, none closer than the others."
+            )
+        return sentence
+
+
+def neighbour_scale(run: Run, space: np.ndarray | None = None) -> NeighbourScale | None:
+    """The run's :class:`NeighbourScale` from up to :data:`NEIGHBOUR_REFERENCE_IMAGES` ID test
+    images spread over the split (None: no ID test or training image)."""
+    detector, train, test = run.detector, run.rows("id_train"), run.rows("id_test")
+    if not train.size or not test.size:
+        return None
+    if space is None:
+        space = detector.project(run.relevance[train])
+    pick = np.unique(np.linspace(0, test.size - 1, min(NEIGHBOUR_REFERENCE_IMAGES, test.size)))
+    queries = detector.project(np.asarray(run.relevance[test[pick.round().astype(int)]]))
+    nearest = np.concatenate([
+        detector.space_distance(space[None, :, :], block[:, None, :]).min(axis=1)
+        for block in np.array_split(queries, max(1, len(queries) // NEIGHBOUR_BLOCK))
+    ])  # fmt: skip
+    return NeighbourScale(float(np.median(nearest)), float(np.percentile(nearest, 95)))
