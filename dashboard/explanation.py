@@ -12,6 +12,7 @@ from dashboard.components import LOG
 from nero.explain.field_of_view import FrameShare, frame_share
 from nero.run.directory import Run
 from nero.run.heatmap_scale import display_scale
+from nero.run.heatmap_view import NEGLIGIBLE_WORDS
 
 # Neurons shown in the relevance bars by default: enough to see a pattern, few to read.
 TOP_NEURONS = 20
@@ -220,6 +221,9 @@ def heatmap_panel(
     factor = 1.0
     if scale is not None:
         scale, factor = display_scale(hm["relevance"], scale)
+    if hm.get("negligible"):  # dust, not evidence: faint, and said
+        opacity *= 0.25
+        st.info(f":material/blur_off: This map shows {NEGLIGIBLE_WORDS}; drawn faint.")
     picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity, scale))
     picture = imaging.shade_unseen(picture, hm.get("seen"))
     if mask_path:  # outlined after upscaling, so the line stays thin

@@ -428,3 +428,17 @@ def test_one_pass_z_plus_equals_zennits_two_pass_z_plus(arch):
         scale = np.abs(b.relevance).max()
         np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-4, atol=1e-5 * scale)
         assert a.conservation == pytest.approx(b.conservation, rel=1e-4)
+
+
+def test_a_map_with_negligible_evidence_says_so_and_is_flagged_for_faint_drawing():
+    from nero.run.heatmap_view import NEGLIGIBLE_WORDS, heatmap_view
+
+    def view(relevance, conservation):
+        heat = Heatmap(np.asarray(relevance, np.float32), "ood", 0, 0, "lrp", "r", "", conservation)
+        return heatmap_view(heat)
+
+    dust = view(np.full((4, 4), 1e-9), 1e-8)
+    assert dust.negligible and dust.fields()["negligible"] and NEGLIGIBLE_WORDS in dust.summary()
+    assert view(np.zeros((4, 4)), float("nan")).negligible  # a blank map
+    strong = view(np.eye(4), 0.4)
+    assert not strong.negligible and NEGLIGIBLE_WORDS not in strong.summary()

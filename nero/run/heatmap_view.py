@@ -10,6 +10,10 @@ import numpy as np
 
 from nero.explain.field_of_view import FrameShare
 
+# Below this share of the starting relevance reaching the pixels (or with no relevance at
+# all), a map's pattern is numerical dust: it is said so and drawn faint, not saturated.
+NEGLIGIBLE_CONSERVATION = 1e-3
+
 
 @dataclass(frozen=True)
 class HeatmapView:
@@ -26,6 +30,14 @@ class HeatmapView:
     unusual: bool | None  # an OOD map stronger than normal images' (None: not an OOD map)
     evidence_share: float | None  # % of normal test images with less OOD evidence
 
+    @property
+    def negligible(self) -> bool:
+        """Almost nothing of the starting relevance reached the pixels, or the map is empty."""
+        if not np.any(np.asarray(self.relevance) != 0):
+            return True
+        c = self.conservation
+        return c is not None and bool(np.isfinite(c)) and abs(c) < NEGLIGIBLE_CONSERVATION
+
     def fields(self) -> dict[str, Any]:
         """A plain dict (cacheable by Streamlit) of what the views show."""
         out = {
@@ -37,6 +49,7 @@ class HeatmapView:
             "note": self.note,
             "scale": self.scale,
             "unusual": self.unusual,
+            "negligible": self.negligible,
         }
         if self.evidence_share is not None:
             out["evidence_share"] = self.evidence_share
@@ -52,6 +65,8 @@ class HeatmapView:
         )
         subject = f" of {of}" if of else ""
         lines = [f"{self.kind} heatmap{subject}, {self.method} ({self.rule_set}){conservation}"]
+        if self.negligible:
+            lines.append(NEGLIGIBLE_WORDS)
         if frame is not None and frame.on_frame:
             lines.append(frame.sentence())
         if factor > 1.0:
@@ -67,6 +82,12 @@ class HeatmapView:
         if self.method == "gradient×input" and self.note:
             lines.append(f"note: {self.note}")
         return lines
+
+
+NEGLIGIBLE_WORDS = (
+    "negligible evidence: less than 0.1 % of the starting relevance reaches the pixels; the "
+    "pattern is not to be read"
+)
 
 
 def heatmap_view(result: Any, scale: Any = None) -> HeatmapView:
