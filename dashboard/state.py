@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from dashboard import pages
@@ -236,6 +237,30 @@ def apply_pending_run(runs: dict[str, Path]) -> None:
 def pick_sample(index: int) -> None:
     """Make ``index`` the sample every view shows (inspector, map ring, links)."""
     st.session_state[SAMPLE] = int(index)
+
+
+def worklist_key(run_name: str) -> str:
+    """The session key of the worklist's current order (what next / previous walk through)."""
+    return f"worklist-order::{run_name}"
+
+
+def worklist_order(run_name: str, run, scores) -> list[int]:
+    """The samples in the worklist's order: as the worklist last showed them (its filters),
+    else every image but the training ones, most unusual first by the active detector."""
+    order = st.session_state.get(worklist_key(run_name))
+    if order:
+        return list(order)
+    rows = np.flatnonzero(run.samples["split"].to_numpy() != "id_train")
+    return rows[np.argsort(-np.asarray(scores)[rows], kind="stable")].tolist()
+
+
+def step_sample(order: list[int], current: int, step: int) -> None:
+    """Move to the sample ``step`` places from ``current`` in ``order`` (it wraps around;
+    a sample not in the order starts from its first)."""
+    if not order:
+        return
+    at = order.index(current) if current in order else -1 if step > 0 else 0
+    pick_sample(order[(at + step) % len(order)])
 
 
 def picked_sample(n_samples: int) -> int | None:

@@ -322,11 +322,40 @@ def test_worklist_filters_and_opens_a_row_and_links_fail_visibly(server, page):
     settle(page)
     no_exception(page)
     assert "/inspector" in page.url and "sample=" in page.url
+    # keyboard: K goes to the next sample of the worklist, J back (the worklist's order)
+    order = worklist_order(_root, run_name)
+    first = int(query_of(page.url)["sample"])
+    assert first == order[0]
+    page.locator("h1").first.click()  # focus off any input
+    page.keyboard.press("k")
+    page.wait_for_function(
+        f"() => new URLSearchParams(location.search).get('sample') === '{order[1]}'",
+        timeout=RENDER_MS,
+    )
+    settle(page)
+    page.keyboard.press("j")
+    page.wait_for_function(
+        f"() => new URLSearchParams(location.search).get('sample') === '{order[0]}'",
+        timeout=RENDER_MS,
+    )
     # a link to a run that is not here says so
     page.goto(f"{base}/inspector?run=nope&sample=3")
     page.wait_for_selector("h1:has-text('Sample inspector')")
     settle(page)
     assert "names the run “nope”, which is not here" in page.inner_text("body")
+
+
+def worklist_order(root: Path, run_name: str) -> list[int]:
+    """The worklist's default order: every image but the training ones, most unusual first
+    by the run's default detector."""
+    import numpy as np
+
+    from nero.run.directory import read_run
+
+    run = read_run(root / run_name)
+    scores = run.scores[run.default_method].to_numpy()
+    rows = np.flatnonzero(run.samples["split"].to_numpy() != "id_train")
+    return rows[np.argsort(-scores[rows], kind="stable")].tolist()
 
 
 def query_of(url: str) -> dict[str, str]:

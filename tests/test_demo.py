@@ -1,14 +1,16 @@
 """`nero demo --quick` end to end: data, model, run with masks; a second call reuses it."""
 
 import dataclasses
+from pathlib import Path
 
 from nero.cli import main
 from nero.demo import QUICK, build_demo
 from nero.run.directory import read_run
 
 
-def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys):
-    out = tmp_path / "runs" / "demo"
+def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "demo"  # relative, as `nero demo` is mostly run
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     run = read_run(out)
     assert run.class_names == ["cecum", "pylorus", "z-line"]
@@ -16,6 +18,8 @@ def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys):
     masks = run.samples["mask"]
     near = run.samples["split"].isin([f"ood:{k}" for k in ("polyp", "blue-dye", "bleeding")])
     assert (masks[near] != "").all()
+    # mask paths are absolute, like image paths: the run reads the same from any directory
+    assert all(Path(m).is_absolute() and Path(m).is_file() for m in masks[near])
     assert (masks[run.samples["split"] == "ood:non-endoscopy"] == "").all()
     assert {"nero", "msp", "energy"} <= set(run.methods)
     assert (tmp_path / "runs" / ".demo-model" / "resnet18.pt").is_file()

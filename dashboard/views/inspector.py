@@ -75,6 +75,21 @@ index = int(
 )
 for col, (label, target) in zip(button_cols, quick.items(), strict=False):
     col.button(label, key=f"quick-{label}", on_click=state.pick_sample, args=(target,))
+order = state.worklist_order(name, r, scores)
+back, place, forward = st.columns([1, 3, 1], vertical_alignment="center")
+back.button(
+    "Previous", key="worklist-prev", icon=":material/arrow_back:", shortcut="J",
+    on_click=state.step_sample, args=(order, index, -1), width="stretch",
+)  # fmt: skip
+forward.button(
+    "Next", key="worklist-next", icon=":material/arrow_forward:", shortcut="K",
+    on_click=state.step_sample, args=(order, index, 1), width="stretch",
+)  # fmt: skip
+place.caption(
+    (f"Worklist: {order.index(index) + 1} of {len(order)}" if index in order
+     else f"Not in the worklist's current filter ({len(order)} images)")
+    + " · keys J / K: previous / next"
+)  # fmt: skip
 
 row = table.iloc[index]
 i = index

@@ -20,7 +20,8 @@ from nero.run.verdicts import VERDICTS, Thresholds
 from nero.tables import safe_csv
 
 PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
-THUMB_PX = 72
+THUMB_PX = 96  # each row shows its image at this size (a reviewer must see the frame)
+ROW_PX = THUMB_PX + 8
 
 
 def batch_view(r, batch: str) -> None:
@@ -202,6 +203,7 @@ shown = work[
     & (work["file"].str.contains(search, case=False, regex=False) if search else True)
 ].sort_values(["score"], ascending=False, kind="stable")
 
+st.session_state[state.worklist_key(name)] = shown["index"].tolist()  # next / previous
 counts = shown["verdict"].value_counts()
 st.caption(
     f"**{len(shown)}** of {len(work)} images · "
@@ -236,9 +238,10 @@ picked = st.dataframe(
     width="stretch",
     on_select="rerun",
     selection_mode="single-row",
+    row_height=ROW_PX,
     key=f"worklist::{name}::{method}::{page}",
     column_config={
-        "image": st.column_config.ImageColumn("image", width="small"),
+        "image": st.column_config.ImageColumn("image", width=THUMB_PX + 8, pinned=True),
         "percentile": st.column_config.ProgressColumn(
             "higher than % of normal", min_value=0, max_value=100, format="%.0f %%"
         ),

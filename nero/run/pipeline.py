@@ -101,7 +101,7 @@ def mask_for(path: Path, data_root: Path | None, masks_root: Path | None) -> str
     except ValueError:
         return ""
     mask = (masks_root / rel).with_suffix(".png")
-    return str(mask) if mask.is_file() else ""
+    return str(mask.absolute()) if mask.is_file() else ""  # as the image paths: any cwd
 
 
 @dataclass
