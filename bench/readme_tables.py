@@ -17,7 +17,8 @@ README and is replaced whole, so the README never holds a typed-in figure:
 - ``frame-invariance``: ``bench/results/frame_invariance.md`` (``bench/frame_invariance.py``);
 - ``conformal``: ``bench/results/conformal.md`` (``bench/conformal.py``);
 - ``demo-reproducibility``: ``bench/results/demo_reproducibility.md``
-  (``bench/demo_reproducibility.py``).
+  (``bench/demo_reproducibility.py``);
+- ``dashboard-speed``: ``bench/results/dashboard.md`` (``bench/dashboard.py --browser``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def main() -> None:
         ("frame-invariance", RESULTS / "frame_invariance.md"),
         ("conformal", RESULTS / "conformal.md"),
         ("demo-reproducibility", RESULTS / "demo_reproducibility.md"),
+        ("dashboard-speed", RESULTS / "dashboard.md"),
     ):
         body = section(source, name)
         if body is None:

@@ -94,7 +94,8 @@ def streamlit_command(
 ) -> list[str]:
     """The ``streamlit run`` command line: bound to ``address`` (a set address also skips
     Streamlit's outside IP lookup), serving only loopback names plus ``allowed_hosts``."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)]
+    # dashboard.launch: Streamlit's own command line, after the pages' heavy imports
+    cmd = [sys.executable, "-m", "dashboard.launch", "run", str(APP), "--server.port", str(port)]
     cmd += ["--server.address", address, "--browser.serverAddress", address]
     for host in dict.fromkeys([*LOOPBACK_HOSTS, *allowed_hosts]):
         cmd += ["--server.allowedHosts", host]

@@ -1,0 +1,55 @@
+"""``python -m dashboard.launch run APP ...``: the Streamlit server with the dashboard's heavy
+imports done before it listens.
+
+Streamlit imports a page's modules on the first visit, so the first user waited for numpy,
+pandas, scikit-learn, plotly, torch and zennit (seconds) before the first chart, and a
+background import of torch starved the server loop. Imported here, before the server answers,
+every visit finds them loaded. Only modules without Streamlit are imported: the dashboard's own
+ones create their caches once the server runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+WARM_MODULES = (
+    "numpy",
+    "pandas",
+    "scipy.stats",
+    "sklearn.metrics",
+    "plotly.graph_objects",
+    "PIL.Image",
+    "nero.run.directory",
+    "nero.run.report",
+    "nero.run.conformal",
+    "nero.run.verdicts",
+    "nero.run.reviews",
+    "nero.run.embedding",
+    "nero.run.scoring",  # torch, torchvision
+    "nero.run.heatmaps",  # zennit
+)
+
+
+def warm_imports() -> list[str]:
+    """Import :data:`WARM_MODULES`; the names that could not be imported (their pages say
+    what failed when they need them)."""
+    failed = []
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            failed.append(name)
+    return failed
+
+
+def main() -> int:
+    warm_imports()
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", *sys.argv[1:]]
+    return cli.main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
