@@ -1,6 +1,6 @@
 """Creating a run from the "New run" form: validation with actionable messages, then the engine.
 
-The same entry point as ``nero evaluate`` (:func:`nero.run.pipeline.evaluate_folders`), with every
+The same entry point as ``nero evaluate`` (:func:`nero.run.pipeline.evaluate_request`), with every
 input checked first so the page can say exactly which field is wrong.
 """
 
@@ -127,7 +127,7 @@ def validate(request: RunRequest, runs_root: Path) -> Path:
 def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path:
     """Validate, then the engine's one evaluation entry point; engine errors pass through."""
     from nero.model.sidecar import read_sidecar
-    from nero.run.pipeline import Folders, evaluate_folders
+    from nero.run.pipeline import EvaluationRequest, Folders, evaluate_request
     from nero.run.staging import OutputError
 
     out = validate(request, runs_root)
@@ -154,18 +154,22 @@ def create_run(request: RunRequest, runs_root: Path, progress: Progress) -> Path
         )
     progress("reading the image folders and the model", 0.0)
     try:
-        return evaluate_folders(
-            folders,
-            out,
-            checkpoint=checkpoint,
-            arch=request.arch,
-            img_size=request.img_size,
-            embedding=None,  # the page computes the map with its own spinner
-            progress=progress,
-            methods=sorted(dict.fromkeys(request.methods), key=lambda m: m != "nero"),
-            preset=request.preset,
-            progress_bar=False,
-            overwrite=request.overwrite,
+        return evaluate_request(
+            EvaluationRequest(
+                folders,
+                out,
+                checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
+                arch=request.arch,
+                img_size=request.img_size,
+                embedding=None,  # the page computes the map with its own spinner
+                settings=dict(
+                    methods=sorted(dict.fromkeys(request.methods), key=lambda m: m != "nero"),
+                    preset=request.preset,
+                    progress_bar=False,
+                    overwrite=request.overwrite,
+                ),
+            ),
+            progress,
         )
     except OutputError as exc:  # e.g. the run name's folder is not a run, or holds the data
         raise FormError("name", str(exc)) from exc

@@ -62,7 +62,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from nero.detect.registry import parse_methods
     from nero.run.directory import read_run
-    from nero.run.pipeline import Folders, evaluate_folders
+    from nero.run.pipeline import EvaluationRequest, Folders, evaluate_request
     from nero.run.report import format_report
 
     if args.data and (args.id_train or args.id_test or args.ood):
@@ -73,27 +73,32 @@ def run(args: argparse.Namespace) -> int:
         )
     check_engine_flags(args)
     folders = Folders(args.data, args.id_train, args.id_test, {k: Path(v) for k, v in args.ood})
-    out = evaluate_folders(
+    request = EvaluationRequest(
         folders,
         args.out,
-        checkpoint=args.model,
+        checkpoint=Path(args.model).expanduser() if args.model else None,
         arch=args.arch,
         img_size=args.img_size,
         frame=args.frame,
         trust_pickle=args.trust_pickle,
         embedding=None if args.no_embedding else "umap",
         heatmap_scale=not args.no_heatmap_scale,
+        settings=dict(
+            methods=parse_methods(args.methods),
+            preset=args.preset,
+            nero_params=dict(args.nero_param),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            overwrite=args.overwrite,
+            recommend=not args.no_recommend,
+            engine=args.engine,
+            address=args.address,
+        ),
+    )
+    out = evaluate_request(
+        request,
         progress=lambda msg, _f: print(msg, flush=True) if msg.startswith("computing") else None,
-        methods=parse_methods(args.methods),
-        preset=args.preset,
-        nero_params=dict(args.nero_param),
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        overwrite=args.overwrite,
-        recommend=not args.no_recommend,
-        engine=args.engine,
-        address=args.address,
     )
     run = read_run(out)
     print(format_report(run, "table"))

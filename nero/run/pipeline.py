@@ -504,6 +504,23 @@ def _trained_frame(checkpoint: Path | None, sidecar: dict, frame: str | None) ->
     return "none", "no record"
 
 
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """One evaluation as every front door asks for it (``nero evaluate``, the dashboard's
+    New-run page, the demo, the benches): the images, the model, and the settings."""
+
+    folders: Folders
+    out: Path
+    checkpoint: Path | None = None
+    arch: str | None = None  # None: the checkpoint's sidecar
+    img_size: int | None = None  # None: the sidecar's, else DEFAULT_IMG_SIZE
+    frame: str | None = None  # None: as the sidecar says the model was trained
+    trust_pickle: bool = False
+    embedding: str | None = "umap"  # the relevance map's method, None: none
+    heatmap_scale: bool = True  # calibrate the heatmaps' colour scale on normal images
+    settings: dict[str, Any] = field(default_factory=dict)  # other EvaluateConfig fields
+
+
 def evaluate_folders(
     folders: Folders,
     out: str | Path,
@@ -517,41 +534,47 @@ def evaluate_folders(
     progress: Progress | None = None,
     **settings: Any,
 ) -> Path:
+    """:func:`evaluate_request` with the request's fields as arguments."""
+    request = EvaluationRequest(
+        folders, Path(out), Path(checkpoint).expanduser() if checkpoint else None, arch,
+        img_size, frame, trust_pickle, embedding, heatmap_scale, settings,
+    )  # fmt: skip
+    return evaluate_request(request, progress)
+
+
+def evaluate_request(request: EvaluationRequest, progress: Progress | None = None) -> Path:
     """Image folders and a checkpoint → a complete run: what every front door calls.
 
-    ``nero evaluate``, the dashboard's New-run page, the demo and the benches all come
-    here, so defaults (architecture and image size from the checkpoint's sidecar, else
-    :data:`nero.data.folders.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the same
-    random weights for the same ``seed``) and model loading are the same everywhere.
+    Defaults (architecture and image size from the checkpoint's sidecar, else
+    :data:`nero.data.folders.DEFAULT_IMG_SIZE`), seeding (a model without a checkpoint gets the
+    same random weights for the same ``seed``) and model loading are the same everywhere.
     The model is fed as it was trained: ``frame`` (:data:`nero.data.preprocess.FRAME_MODES`)
     comes from the sidecar's preprocessing record, and a different ``frame`` is refused; a
     checkpoint without the record gets the plain resize (``"none"``) and the run says so; a
     model without a checkpoint gets ``frame`` or ``"auto"``.
-    ``settings`` are the remaining :class:`EvaluateConfig` fields (methods, preset, seed, …);
-    ``embedding`` is the relevance map's method (``"umap"``, ``"pca"`` or None for none);
-    ``heatmap_scale`` calibrates the heatmaps' colour scale on normal test images
-    (:mod:`nero.run.heatmap_scale`) so the dashboard draws them on one scale from the start.
     """
     import torch
 
     from nero.model.classifier import load_classifier
     from nero.model.sidecar import read_sidecar
 
-    checkpoint = Path(checkpoint).expanduser() if checkpoint else None
+    folders, settings, checkpoint = request.folders, request.settings, request.checkpoint
     sidecar = read_sidecar(checkpoint) if checkpoint else {}
-    arch = arch or sidecar.get("arch")
+    arch = request.arch or sidecar.get("arch")
     if not arch:
         raise ValueError("the architecture is needed (no sidecar JSON next to the checkpoint)")
     if sidecar.get("arch") and sidecar["arch"] != arch:
         raise ValueError(
             f"the checkpoint's sidecar JSON says it is a {sidecar['arch']}, not a {arch}"
         )
-    img_size = int(img_size or sidecar.get("img_size") or DEFAULT_IMG_SIZE)
-    frame, frame_source = _trained_frame(checkpoint, sidecar, frame)
+    img_size = int(request.img_size or sidecar.get("img_size") or DEFAULT_IMG_SIZE)
+    frame, frame_source = _trained_frame(checkpoint, sidecar, request.frame)
     collection = folders.collection(sidecar.get("class_names"))
     seed = int(settings.get("seed", EvaluateConfig.seed))
     torch.manual_seed(seed)  # a model without a checkpoint is random: make it repeatable
-    model = load_classifier(arch, checkpoint, len(collection.class_names), img_size, trust_pickle)
+    model = load_classifier(
+        arch, checkpoint, len(collection.class_names), img_size, request.trust_pickle
+    )
     config = EvaluateConfig(
         arch=arch,
         img_size=img_size,
@@ -561,16 +584,19 @@ def evaluate_folders(
         masks_root=folders.masks,
         **settings,
     )
-    run = evaluate(collection, model, config, out, progress=progress, data_root=folders.data)
-    if embedding is not None:
+    say = progress or (lambda _m, _f: None)
+    run = evaluate(
+        collection, model, config, request.out, progress=progress, data_root=folders.data
+    )
+    if request.embedding is not None:
         from nero.run.embedding import ensure_embedding
 
-        (progress or (lambda _m, _f: None))("computing the relevance map", 1.0)
-        ensure_embedding(run, method=embedding)
-    if heatmap_scale:
+        say("computing the relevance map", 1.0)
+        ensure_embedding(run, method=request.embedding)
+    if request.heatmap_scale:
         from nero.run.directory import read_run
         from nero.run.heatmaps import heatmaps_of
 
-        (progress or (lambda _m, _f: None))("calibrating the heatmaps on normal images", 1.0)
+        say("calibrating the heatmaps on normal images", 1.0)
         heatmaps_of(read_run(run)).scale()
     return run
