@@ -182,3 +182,22 @@ def test_neighbours_are_called_far_or_equidistant_only_when_they_are(scored_run)
     own = int(run.rows("id_test")[0])
     _, dist = nearest_train(run, run.relevance[own], k=3)
     assert dist.min() <= found.far
+
+
+def test_verdict_table_and_telling_samples_use_each_methods_own_scores(scored_run):
+    from nero.run.verdicts import run_thresholds, telling_samples, verdict_table
+
+    run = read_run(scored_run[1])
+    high = {m: float(run.scores[m].max()) + 1e6 for m in ("nero", "msp")}
+    rows = verdict_table(run, high)
+    assert [r["method"] for r in rows] == ["nero", "msp"]
+    assert {r["verdict"] for r in rows} == {"OOD"} and {r["percentile"] for r in rows} == {100}
+    for method in ("nero", "knn"):
+        picks = telling_samples(run, method)
+        scores = run.scores[method].to_numpy()
+        ood = run.samples["split"].str.startswith("ood:").to_numpy()
+        assert scores[picks["Most OOD-like image"]] == scores[ood].max()
+        assert scores[picks["Missed OOD image"]] == scores[ood].min()
+        test = run.rows("id_test")
+        assert picks["Closest false alarm"] in test
+        assert run_thresholds(run, method).verdict(scores[test]).size == test.size

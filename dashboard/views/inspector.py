@@ -21,6 +21,7 @@ from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
 from nero.run.conformal import p_value_words
 from nero.run.scoring import nearest_train, neuron_prototypes
+from nero.run.verdicts import telling_samples
 
 NEIGHBOURS = 6
 PROTOTYPES = 6
@@ -34,22 +35,13 @@ components.header(
 )
 table = loaders.table(r)
 n = len(table)
-split_col = table["split"].to_numpy()
 method = state.active_method(name, r)  # the same detector as the worklist and overview
 scores = table[method].to_numpy(np.float64)
-ood_rows = np.flatnonzero(np.char.startswith(split_col.astype(str), "ood:"))
-test_rows = np.flatnonzero(split_col == "id_test")
-
+quick = telling_samples(r, method)
 if state.picked_sample(n) is None:  # a sensible first sample: the clearest OOD image
-    state.pick_sample(int(ood_rows[np.argmax(scores[ood_rows])]) if ood_rows.size else 0)
+    state.pick_sample(quick.get("Most OOD-like image", 0))
 
 # ---------------------------------------------------------------- choosing the sample
-quick = {}
-if ood_rows.size:
-    quick["Most OOD-like image"] = int(ood_rows[np.argmax(scores[ood_rows])])
-    quick["Missed OOD image"] = int(ood_rows[np.argmin(scores[ood_rows])])
-if test_rows.size:
-    quick["Closest false alarm"] = int(test_rows[np.argmax(scores[test_rows])])
 c0, cm, *button_cols = st.columns([2, 2, *([1] * max(len(quick), 1))], vertical_alignment="bottom")
 method_widget, method_cb = state.persistent_widget(state.method_key(name), method)
 cm.selectbox(

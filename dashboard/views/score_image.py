@@ -22,6 +22,7 @@ from dashboard import (
 from nero.detect.registry import method_label
 from nero.run.checkpoint import run_img_size
 from nero.run.scoring import feature_methods, methods_for, nearest_train
+from nero.run.verdicts import verdict_table
 from nero.tables import safe_csv
 
 NEIGHBOURS = 6
@@ -174,20 +175,15 @@ elif st.toggle(
     with st.spinner("Fitting the other methods on the run's training features…"):
         full = loaders.scorer(r, None)
     all_scores = full.score_images([images[k]]).scores.iloc[0]
-    rows = []
-    for m in all_scores.index:
-        method_thr = verdicts.thresholds(r, m)
-        value = float(all_scores[m])
-        rows.append(
-            {
-                "method": method_label(m),
-                "score": value,
-                "% of normal images scoring lower": round(
-                    float(method_thr.percentile(np.asarray([value]))[0])
-                ),
-                "verdict": verdicts.phrase(value, method_thr),
-            }
-        )
+    rows = [
+        {
+            "method": method_label(row["method"]),
+            "score": row["score"],
+            "% of normal images scoring lower": row["percentile"],
+            "verdict": verdicts.STYLE[row["verdict"]][2],
+        }
+        for row in verdict_table(r, all_scores.to_dict())
+    ]
     st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
 
 if fill_heatmaps is not None:  # last: the rest of the page shows while they compute

@@ -75,3 +75,37 @@ def run_thresholds(run: Run, method: str) -> Thresholds:
     if method not in run.methods:
         raise ValueError(f"the run has no scores of {method!r}; it has {run.methods}")
     return Thresholds.from_normal(run.scores[method].to_numpy()[run.rows("id_test")])
+
+
+def verdict_table(run: Run, scores: dict[str, float]) -> list[dict]:
+    """One image's score by each method, with the method's verdict and how many normal test
+    images score lower, every method at its own cut-offs: ``[{method, score, percentile,
+    verdict}]`` in the order given."""
+    rows = []
+    for method, value in scores.items():
+        thr = run_thresholds(run, method)
+        array = np.asarray([value], np.float64)
+        rows.append(
+            {
+                "method": method,
+                "score": float(value),
+                "percentile": round(float(thr.percentile(array)[0])),
+                "verdict": str(thr.verdict(array)[0]),
+            }
+        )
+    return rows
+
+
+def telling_samples(run: Run, method: str) -> dict[str, int]:
+    """The run's samples worth a first look by ``method``: its most OOD-like OOD image, the
+    OOD image it misses most, and the normal test image it finds most unusual."""
+    scores = run.scores[method].to_numpy(np.float64)
+    splits = run.samples["split"].to_numpy().astype(str)
+    ood, test = np.flatnonzero(np.char.startswith(splits, "ood:")), run.rows("id_test")
+    picks = {}
+    if ood.size:
+        picks["Most OOD-like image"] = int(ood[np.argmax(scores[ood])])
+        picks["Missed OOD image"] = int(ood[np.argmin(scores[ood])])
+    if test.size:
+        picks["Closest false alarm"] = int(test[np.argmax(scores[test])])
+    return picks
