@@ -18,6 +18,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,16 +133,10 @@ def aurocs_of(scores: ProxyScores) -> dict[str, dict[str, float]]:
     return {m: {p: auroc(i, o) for p, (i, o) in by.items()} for m, by in scores.items()}
 
 
-def proxy_aurocs(
-    names: Sequence[str],
-    make: MethodFactory,
-    train: Evidence,
-    test: Evidence,
-    corrupted: dict[str, Evidence],
-    head: Head,
-) -> dict[str, dict[str, float]]:
-    """AUROC (×100) of every method on every proxy: ``{method: {proxy: auroc}}``."""
-    return aurocs_of(proxy_scores(names, make, train, test, corrupted, head))
+def proxy_aurocs(*args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
+    """AUROC (×100) of every method on every proxy, ``{method: {proxy: auroc}}``, from
+    :func:`proxy_scores` (same arguments)."""
+    return aurocs_of(proxy_scores(*args, **kwargs))
 
 
 def fused_proxy_scores(
