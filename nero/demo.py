@@ -171,8 +171,11 @@ def build_demo(
     progress: Progress | None = None,
     verbose: bool = True,
     recipe: DemoRecipe | None = None,
+    embed: bool = True,
 ) -> Path:
     """Generate data, train, evaluate every feature-level method, embed; reuse what exists.
+
+    ``embed=False`` leaves the relevance map out (the dashboard computes it on first use).
 
     ``recipe`` overrides the one ``quick`` picks (e.g. :data:`NATIVE`). The full demo is
     built in a child process with pinned code paths (:data:`PINNED_CODE_PATHS`) when the CPU
@@ -196,7 +199,8 @@ def build_demo(
 
     if _run_is_valid(out) and _model_is_current(model_path, data_dir, recipe):
         say("demo run already built", 1.0)
-        _ensure_embedding(out, say)
+        if embed:
+            _ensure_embedding(out, say)
         return out
 
     _ensure_data(data_dir, recipe, say)
@@ -218,7 +222,8 @@ def build_demo(
             seed=recipe.train.seed,
             overwrite=True,  # the demo's own folder: an invalid old run is rebuilt
         )
-    _ensure_embedding(out, say)
+    if embed:
+        _ensure_embedding(out, say)
     say("demo run ready", 1.0)
     return out
 
@@ -332,12 +337,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nero.demo")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--quick", action="store_true", help="the tests' tiny recipe")
+    parser.add_argument("--no-map", action="store_true", help="leave the relevance map out")
     args = parser.parse_args(argv)
 
     def report(message: str, fraction: float) -> None:
         print(f"{PROGRESS_PREFIX}{fraction:.4f} {message}", flush=True)
 
-    build_demo(args.out, args.data_dir, progress=report, verbose=False)
+    build_demo(
+        args.out, args.data_dir, quick=args.quick, progress=report, verbose=False,
+        embed=not args.no_map,
+    )  # fmt: skip
     return 0
 
 

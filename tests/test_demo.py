@@ -38,3 +38,36 @@ def test_quick_demo_builds_a_valid_run_and_reuses_it(tmp_path, capsys, monkeypat
     assert (tmp_path / "native" / ".run-model" / "resnet18.pt").is_file()
     assert (data / "manifest.json").stat().st_mtime_ns == data_stamp
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_the_pinned_build_gives_the_same_model_and_report_whatever_the_cpu_settings(tmp_path):
+    """The demo's pinned child (``python -m nero.demo``, as ``nero demo`` starts it) under a
+    user's environment that asks for AVX-512 kernels and under one core: the same weights
+    and the same report, bit for bit."""
+    import hashlib
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    from nero.demo import PINNED_CODE_PATHS, PINNED_MARK, cpu_runs_pinned_paths
+
+    if not cpu_runs_pinned_paths():
+        pytest.skip("this CPU has no AVX2/FMA: the demo is built on its own code paths")
+    asks_avx512 = {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+                   "NPY_DISABLE_CPU_FEATURES": ""}  # fmt: skip
+    one_core = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    built = []
+    for name, user_env, prefix in (("avx512", asks_avx512, []), ("one-core", {}, one_core)):
+        out = tmp_path / name / "demo"
+        env = {**os.environ, **user_env, **PINNED_CODE_PATHS, PINNED_MARK: "1"}
+        child = ["-m", "nero.demo", "--out", str(out), "--quick", "--no-map"]
+        command = [*prefix, sys.executable, *child]
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        weights = (out.parent / ".demo-model" / "resnet18.pt").read_bytes()
+        report = json.loads((out / "report.json").read_text())
+        built.append((hashlib.sha256(weights).hexdigest(), json.dumps(report["results"])))
+    assert built[0] == built[1]
