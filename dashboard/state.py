@@ -208,6 +208,17 @@ def url_params() -> dict[str, str]:
     return {k: str(v) for k, v in wanted.items() if v is not None}
 
 
+def share_link() -> str:
+    """The address of this view (page, run, sample, method, threshold, set), to copy."""
+    from urllib.parse import urlencode
+
+    try:
+        page = (st.context.url or "").split("?", 1)[0]
+    except Exception:  # noqa: BLE001 — no browser context (tests, scripts): a relative link
+        page = ""
+    return f"{page}?{urlencode(url_params())}"
+
+
 def write_url() -> None:
     """Mirror the view's state into the query string so the address can be shared."""
     wanted = url_params()

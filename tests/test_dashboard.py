@@ -694,3 +694,10 @@ def test_the_overview_warns_of_sets_where_the_method_is_below_chance(
     warned = [w.value for w in at.warning if "does poorly on" in w.value]
     assert warned and f"**{first}** (AUROC 39.3, FPR95 100 %)" in warned[0]
     assert "**pooled**" in texts(at) and "**ID-only proxies**" in texts(at)
+
+
+def test_the_inspector_offers_the_link_to_this_view(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "inspector", method="msp", sample="4")
+    ok(at)
+    link = at.code[0].value
+    assert "sample=4" in link and "method=msp" in link and f"run={TINY_RUN}" in link

@@ -149,6 +149,8 @@ with right:
     explanation.class_probabilities(r.class_names, probs)
 
 with st.container(border=True):
+    st.markdown(":material/link: **Link to this view** (copy with the button at its right)")
+    st.code(state.share_link(), language=None, wrap_lines=True)
     st.markdown(":material/rate_review: **Your review of this verdict**")
     review.review_form(r, i, method, score, verdicts.verdict_of(score, thr), thr)
 
