@@ -358,6 +358,21 @@ def worklist_order(root: Path, run_name: str) -> list[int]:
     return rows[np.argsort(-scores[rows], kind="stable")].tolist()
 
 
+def download_of(page, button: str, tries: int = 3) -> Path:
+    """Click a download button and return the file. A click that lands while Streamlit is
+    still rerunning the page (its data is made on click) is lost; it is clicked again."""
+    for attempt in range(tries):
+        try:
+            with page.expect_download(timeout=30_000) as download:
+                page.get_by_role("button", name=button).click()
+            return Path(download.value.path())
+        except Exception:  # playwright's TimeoutError: the click was lost, try again
+            if attempt == tries - 1:
+                raise
+            settle(page)
+    raise AssertionError("unreachable")
+
+
 def query_of(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query))
 
@@ -437,9 +452,7 @@ def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(s
         page.goto(f"{base}/?run={run_name}")
         page.wait_for_selector('[data-testid="stDataFrame"]')
         settle(page)
-        with page.expect_download() as download:
-            page.get_by_role("button", name="Export these").click()
-        exported = pd.read_csv(download.value.path(), keep_default_na=False)
+        exported = pd.read_csv(download_of(page, "Export these"), keep_default_na=False)
         row = exported[exported["index"] == sample]
         assert row["review"].tolist() == ["disagree"]
     finally:  # the run is shared with other tests: leave its reviews as they were
