@@ -31,7 +31,7 @@ from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.conformal import FUSION, new_image_p_values
 from nero.run.directory import Run
-from nero.run.scoring import RunScorer
+from nero.run.scoring import RunScorer, fusion_members, id_test_scores
 from nero.run.staging import WRITER_FILE, RunLockedError, writer_lock
 from nero.run.verdicts import run_thresholds
 from nero.tables import neutralise_cells
@@ -144,7 +144,7 @@ def score_files(
 def _score_files(run, paths, out, into, stage, batch_size, device, progress, fps, engine, address):
     scorer = RunScorer(run, device=device)
     main = verdict_method(run)
-    fused = set(run.report.get(FUSION, {}).get("members", [])) <= set(scorer.methods)
+    fused = set(fusion_members(run)) <= set(scorer.methods)
     scored = set(scorer.methods) | ({FUSION} if FUSION in run.report and fused else set())
     thresholds = run_thresholds(run, main) if main in scored else None
     scratch = None
@@ -185,9 +185,8 @@ def _score(
     arrays: dict[str, np.ndarray] = {}
     failures: dict[str, str] = dict(unreadable)
     # Conformal p-values against the run's ID test scores; fusion when the run has members.
-    test_rows = run.rows("id_test")
-    calibration = {m: run.scores[m].to_numpy()[test_rows] for m in run.methods}
-    members = run.report.get(FUSION, {}).get("members", [])
+    calibration = id_test_scores(run, run.methods)
+    members = fusion_members(run)
     written = 0
     done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)

@@ -54,6 +54,13 @@ def fusion_members(run: Run) -> list[str]:
     return list(run.report.get(FUSION, {}).get("members", []))
 
 
+def id_test_scores(run: Run, methods: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each method's scores on the run's ID test images: what new images' p-values (and
+    their fusion) are calibrated against."""
+    test = run.rows("id_test")
+    return {m: run.scores[m].to_numpy()[test] for m in methods}
+
+
 def methods_for(run: Run, method: str) -> tuple[str, ...] | None:
     """What a :class:`RunScorer` fits to score new images with ``method`` (NERO first, it
     explains every image); None when ``method`` cannot score new images (ODIN needs their
@@ -94,6 +101,9 @@ class RunScorer:
                 f"are {usable}"
             )
         self.methods: dict[str, OODMethod] = {}
+        members = fusion_members(run)
+        fusable = bool(members) and all(m in wanted for m in members)
+        self.fused_calibration = id_test_scores(run, [*members, FUSION]) if fusable else {}
         self.skipped = [m for m in run.methods if m not in usable]
         for name in wanted:
             if name == "nero":
@@ -126,11 +136,9 @@ class RunScorer:
         features, logits, relevance = self.evidence(images)
         data = Evidence(features, logits, relevance)
         raw = {name: m.score(data) for name, m in self.methods.items()}
-        members = fusion_members(self.run)
-        if members and all(m in raw for m in members):  # fused as the run fuses its images
-            calibration = {m: self.run.scores[m].to_numpy()[self.run.rows("id_test")]
-                           for m in (*members, FUSION)}  # fmt: skip
-            raw[FUSION] = new_image_p_values(calibration, raw, members)[FUSION]
+        if self.fused_calibration:  # fused as the run fuses its images
+            members = fusion_members(self.run)
+            raw[FUSION] = new_image_p_values(self.fused_calibration, raw, members)[FUSION]
         scores = pd.DataFrame(raw)
         explanation = self.detector.explain(features, relevance)
         return ImageScores(scores, features, logits, relevance, explanation)
