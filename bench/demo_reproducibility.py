@@ -21,8 +21,10 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,21 @@ def cpu_model() -> str:
                       if ln.startswith("flags")), []))  # fmt: skip
     wide = [f for f in ("avx2", "avx512f", "avx512_fp16", "amx_tile") if f in flags]
     return f"{name}; {', '.join(wide) or 'no AVX2'}"
+
+
+def mkl_branch() -> str:
+    """The code branch MKL reports it runs under the demo's pin on this CPU (``MKL_VERBOSE``):
+    a branch MKL cannot take here falls back to dispatching by the CPU ("AUTO")."""
+    from nero.demo import PINNED_CODE_PATHS
+
+    probe = "import torch; torch.ones(8, 8) @ torch.ones(8, 8)"
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", probe],
+        env={**os.environ, **PINNED_CODE_PATHS, "MKL_VERBOSE": "1"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = re.search(r"CNR:(\S+)", done.stdout + done.stderr)
+    return found.group(1) if found else "not reported"
 
 
 def digest_files(folder: Path, pattern: str) -> str:
@@ -111,7 +128,8 @@ def main() -> int:
         "",
         "<!-- demo-reproducibility -->",
         "Measured by `python bench/demo_reproducibility.py` on one machine "
-        f"({cpu_model()}), each variant a fresh build (data, model, run).",
+        f"({cpu_model()}; MKL's branch under the pin: {mkl_branch()}), each variant a fresh "
+        "build (data, model, run).",
         "",
         "| variant | images | weights | report | ID accuracy | "
         + " | ".join(f"{m} mean AUROC" for m in methods) + " |",

@@ -240,6 +240,14 @@ def train_space(r: Run) -> np.ndarray:
 
 
 @run_cached("manifest.json", "detector.npz")
+def review_space(r: Run) -> np.ndarray:
+    """NERO's PCA projection of every image but the training ones ("more like this")."""
+    from nero.run.scoring import review_rows
+
+    return r.detector.project(r.relevance[review_rows(r)])
+
+
+@run_cached("manifest.json", "detector.npz")
 def neighbour_scale(r: Run):
     """How far normal test images' nearest training images are (what "close" means here)."""
     from nero.run.scoring import neighbour_scale

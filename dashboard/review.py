@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from dashboard import identity
@@ -21,6 +22,19 @@ REVIEW_WORDS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
 
 def cutoffs_in_words(thr: Thresholds) -> str:
     return f"borderline > {thr.borderline:.6g}, OOD > {thr.ood:.6g}"
+
+
+def in_a_line(reviews: pd.DataFrame) -> pd.Series:
+    """Each reviewed sample's latest mark in a worklist cell: the mark, the verdict it was
+    given on (and by which method), its tags and note."""
+    on = np.where(
+        reviews["method"].fillna("").astype(str) != "",
+        " (on " + reviews["verdict"].astype(str) + " by " + reviews["method"].astype(str) + ")",
+        "",
+    )
+    tags = np.where(reviews["tags"].fillna("") != "", " · " + reviews["tags"].astype(str), "")
+    notes = np.where(reviews["note"].fillna("") != "", " — " + reviews["note"].astype(str), "")
+    return reviews["review"].map(REVIEW_WORDS) + on + tags + notes
 
 
 def last_review_caption(r: Run, index: int, where=st) -> None:
@@ -95,3 +109,33 @@ def review_form(r: Run, index: int, method: str, score: float, verdict: str, thr
             )
             if saved:
                 st.toast("Review saved in the run.", icon=":material/check:")
+
+
+def bulk_review_form(
+    r: Run, indices: Sequence[int], method: str, scores: np.ndarray, thr: Thresholds, key: str
+) -> None:
+    """One review for every sample of a selection (worklist rows, a lasso on the map): each
+    gets its own mark, with its own score and the verdict shown for it."""
+    indices = [int(i) for i in indices]
+    chosen = np.asarray(scores, np.float64)[indices]
+    shown = [str(v) for v in thr.verdict(chosen)]
+    with st.form(f"bulk-review-{key}", clear_on_submit=True, border=True):
+        st.markdown(f":material/rate_review: **Review the {len(indices)} selected images**")
+        choice = st.radio(
+            f"Their verdicts ({method}) are…",
+            REVIEWS,
+            horizontal=True,
+            format_func=REVIEW_WORDS.get,
+            key=f"bulk-choice-{key}",
+        )
+        tags = st.text_input(
+            "Tags (comma-separated, optional)", placeholder="frame, bubbles", key=f"bulk-tags-{key}"
+        )
+        note = st.text_input("Note (optional)", max_chars=500, key=f"bulk-note-{key}")
+        identity.name_input()
+        if st.form_submit_button(
+            f"Save for all {len(indices)}", icon=":material/done_all:", disabled=not indices
+        ):
+            saved = save_marks(r, indices, choice, method, chosen, shown, thr, note, tags)
+            if saved:
+                st.toast(f"{saved} reviews saved in the run.", icon=":material/check:")

@@ -75,8 +75,10 @@ NATIVE = DemoRecipe(FULL.data, dataclasses.replace(FULL.train, img_size=FULL.dat
 
 
 # The demo is built in a child process whose math libraries are held to one code path that
-# every x86-64 CPU with AVX2 and FMA runs alike: numpy, ATen's vector kernels and MKL at AVX2 (MKL's
-# conditional numerical reproducibility, strict), OpenBLAS at Haswell, oneDNN off (its
+# every x86-64 CPU with AVX2 and FMA runs alike: numpy and ATen's vector kernels at AVX2, MKL on
+# its COMPATIBLE branch (conditional numerical reproducibility, strict: the one branch Intel and
+# other vendors' CPUs both run; MKL ignores "AVX2" on an AMD CPU and dispatches by the CPU, which
+# gave other weights on an EPYC than on a Xeon), OpenBLAS at Haswell, oneDNN off (its
 # convolution kernels block by the CPU's cache sizes), NNPACK off (torch's CPU convolutions
 # for batches of 16 and more without oneDNN: its Winograd tiles also follow the CPU; it gave
 # other weights on another Xeon), two threads everywhere. Checked by
@@ -86,7 +88,7 @@ PINNED_CODE_PATHS = {
     # numpy's AVX-512 kernels (sin, exp, …) round differently: they changed the generated images
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_CBWR": "COMPATIBLE,STRICT",
     "OPENBLAS_CORETYPE": "Haswell",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OMP_NUM_THREADS": str(DEMO_THREADS),
@@ -96,9 +98,9 @@ PINNED_CODE_PATHS = {
     "OMP_DYNAMIC": "FALSE",
 }
 PINNED_MARK = "NERO_DEMO_PINNED"
-# What a pinned build stamps on its data and model; a new pin (NNPACK off: "-2") rebuilds
-# demos made under the old one.
-PINNED = "avx2-pinned-2"
+# What a pinned build stamps on its data and model; a new pin (NNPACK off: "-2", MKL's
+# vendor-independent branch: "-3") rebuilds demos made under the old one.
+PINNED = "avx2-pinned-3"
 PROGRESS_PREFIX = "NERO-PROGRESS "
 
 

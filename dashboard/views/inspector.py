@@ -20,10 +20,11 @@ from dashboard import (
 from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
 from nero.run.conformal import p_value_words
-from nero.run.scoring import nearest_train, neuron_prototypes
+from nero.run.scoring import more_like_this, nearest_train, neuron_prototypes
 from nero.run.verdicts import telling_samples
 
 NEIGHBOURS = 6
+LIKE_THIS = 6
 PROTOTYPES = 6
 
 name, r = components.require_run()
@@ -194,6 +195,24 @@ near, dist = nearest_train(
     space=loaders.train_space(r),
 )
 samples.nearest_images(table, near, dist, key="near", scale=loaders.neighbour_scale(r))
+
+st.subheader("More like this")
+like, like_dist = more_like_this(r, i, k=LIKE_THIS, space=loaders.review_space(r))
+like_verdicts = thr.verdict(scores[like]) if like.size else np.array([], str)
+st.caption(
+    f"The {like.size} images of this run (normal test and OOD sets, not training) whose neuron "
+    f"relevance is nearest to this one's: {int((like_verdicts != 'in-distribution').sum())} of "
+    f"them flagged by {method_label(method)}. Similar failures often share a cause."
+)
+samples.thumbnail_grid(
+    table,
+    like,
+    key="like",
+    captions=[
+        f"#{j} · {charts.split_label(table['split'].iat[j])} · d={dd:.4g} · {verdicts.STYLE[v][2]}"
+        for j, dd, v in zip(like, like_dist, like_verdicts, strict=True)
+    ],
+)
 
 st.subheader("What drives a deviating neuron")
 st.caption(

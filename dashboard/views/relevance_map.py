@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, components, loaders, samples, state
+from dashboard import charts, components, loaders, review, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.tables import safe_csv
 
@@ -214,6 +214,9 @@ if len(chosen) > 1:
             f"#{i} · {charts.split_label(table['split'].iat[i])} · score {active_scores[i]:.3g}"
             for i in by_score[:MAX_SELECTION_THUMBS]
         ],
+    )
+    review.bulk_review_form(
+        r, chosen, active, active_scores, verdicts.thresholds(r, active), key=f"map-{name}"
     )
     st.download_button(
         "Selection (CSV)",

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from dashboard import components, loaders, samples, state, verdicts
+from dashboard import components, loaders, review, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.run.batches import batch_info, read_batch, run_batches
 from nero.run.conformal import p_value_words
@@ -175,7 +175,7 @@ work = pd.DataFrame(
         "p-value": pvals if (pvals := r.p_value(method)) is not None else np.nan,
         "predicted": table["predicted class"],
         "set": table["set"],
-        "review": table["index"].map(reviews["review"]).fillna("") if len(reviews) else "",
+        "review": table["index"].map(review.in_a_line(reviews)).fillna("") if len(reviews) else "",
     }
 )
 chosen_verdicts = top[1].multiselect(
@@ -232,14 +232,19 @@ view = rows.assign(
     unusual=[p_value_words(p) for p in rows["p-value"]],
 )[["image", "verdict", "unusual", "percentile", "score", "predicted", "set", "file", "review",
    "index"]]  # fmt: skip
+several = st.toggle(
+    "Select several",
+    key=f"worklist-several::{name}",
+    help="Tick rows to review them together or export them; off: a click opens the row.",
+)
 picked = st.dataframe(
     view,
     hide_index=True,
     width="stretch",
     on_select="rerun",
-    selection_mode="single-row",
+    selection_mode="multi-row" if several else "single-row",
     row_height=ROW_PX,
-    key=f"worklist::{name}::{method}::{page}",
+    key=f"worklist::{name}::{method}::{page}::{several}",
     column_config={
         "image": st.column_config.ImageColumn("image", width=THUMB_PX + 8, pinned=True),
         "percentile": st.column_config.ProgressColumn(
@@ -256,8 +261,25 @@ picked = st.dataframe(
     },
 )
 selection = picked.selection.rows if picked is not None else []
-if selection:
-    samples.open_inspector(int(rows["index"].iat[selection[0]]))
+selected = [int(rows["index"].iat[k]) for k in selection]
+if selected and not several:
+    samples.open_inspector(selected[0])
+if several:
+    if not selected:
+        st.caption("Tick rows at their left (or the header box for the whole page) to select.")
+    else:
+        review.bulk_review_form(r, selected, method, scores, thr, key=f"worklist-{name}")
+        st.download_button(
+            f"Export the {len(selected)} selected rows (CSV)",
+            safe_csv(
+                work.set_index("index").loc[selected].reset_index()
+                .assign(path=table["path"].to_numpy()[selected])
+            ),
+            file_name=f"{name}-worklist-selection.csv",
+            mime="text/csv",
+            icon=":material/download:",
+            key="export-selection",
+        )  # fmt: skip
 
 
 def export_csv() -> str:

@@ -148,6 +148,33 @@ class RunScorer:
 
 
 # ------------------------------------------------------------------ neighbours and prototypes
+def nearest_rows(
+    run: Run,
+    relevance: np.ndarray,
+    rows: np.ndarray,
+    k: int = DEFAULT_K,
+    exclude: int | None = None,
+    space: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` of ``rows`` closest to one relevance vector in NERO's PCA space.
+
+    Distance is the detector's own (L1 or L2). ``space`` is the precomputed projection of
+    ``rows`` (in that order) to avoid recomputing it; ``exclude`` drops a row index (the sample
+    itself). Returns (row indices into the run, distances), nearest first.
+    """
+    detector = run.detector
+    rows = np.asarray(rows, np.int64)
+    if space is None:
+        space = detector.project(run.relevance[rows])
+    query = detector.project(np.asarray(relevance, np.float64).reshape(1, -1))[0]
+    dist = detector.space_distance(space, query)
+    if exclude is not None:
+        dist = np.where(rows == exclude, np.inf, dist)
+    k = max(0, min(k, int(np.isfinite(dist).sum())))
+    order = np.argsort(dist, kind="stable")[:k]
+    return rows[order], dist[order]
+
+
 def nearest_train(
     run: Run,
     relevance: np.ndarray,
@@ -155,24 +182,24 @@ def nearest_train(
     exclude: int | None = None,
     space: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` id_train rows closest to one relevance vector in NERO's PCA space.
+    """The ``k`` id_train rows closest to one relevance vector (:func:`nearest_rows`);
+    ``space``: the projection of the id_train rows in ``run.rows("id_train")`` order."""
+    return nearest_rows(run, relevance, run.rows("id_train"), k, exclude, space)
 
-    Distance is the detector's own (L1 or L2). ``space`` is the precomputed projection of the
-    id_train rows (in ``run.rows("id_train")`` order) to avoid recomputing it; ``exclude``
-    drops a row index (the sample itself when it is a training sample).
-    Returns (row indices into the run, distances), nearest first.
-    """
-    detector = run.detector
-    train = run.rows("id_train")
-    if space is None:
-        space = detector.project(run.relevance[train])
-    query = detector.project(np.asarray(relevance, np.float64).reshape(1, -1))[0]
-    dist = detector.space_distance(space, query)
-    if exclude is not None:
-        dist = np.where(train == exclude, np.inf, dist)
-    k = max(0, min(k, int(np.isfinite(dist).sum())))
-    order = np.argsort(dist, kind="stable")[:k]
-    return train[order], dist[order]
+
+def review_rows(run: Run) -> np.ndarray:
+    """The rows a reviewer works through: every image but the training ones (ID test, OOD)."""
+    return np.flatnonzero(run.samples["split"].to_numpy() != "id_train")
+
+
+def more_like_this(
+    run: Run, index: int, k: int = DEFAULT_K, space: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` images of the run (ID test and OOD, not training) whose relevance is nearest
+    to sample ``index``'s, itself left out: (row indices, distances), nearest first.
+    ``space``: the projection of :func:`review_rows` (in that order)."""
+    relevance = np.asarray(run.relevance[int(index)], np.float64)
+    return nearest_rows(run, relevance, review_rows(run), k, int(index), space)
 
 
 def neuron_prototypes(
