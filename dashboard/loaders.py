@@ -247,6 +247,22 @@ def review_space(r: Run) -> np.ndarray:
     return r.detector.project(r.relevance[review_rows(r)])
 
 
+@run_cached("manifest.json")
+def colour_reference(r: Run):
+    """The run's colours of training and normal test images (kept in the run once fitted)."""
+    from nero.run.colour_check import colour_reference
+
+    return colour_reference(r)
+
+
+@run_cached("manifest.json", max_entries=256)
+def not_endoscopy_like(r: Run, index: int) -> bool | None:
+    """Sample ``index``'s colours are unlike every training image's (None: cannot tell)."""
+    from nero.run.colour_check import not_endoscopy_like
+
+    return not_endoscopy_like(r, index, colour_reference(r))
+
+
 @run_cached("manifest.json", "detector.npz")
 def neighbour_scale(r: Run):
     """How far normal test images' nearest training images are (what "close" means here)."""

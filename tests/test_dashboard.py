@@ -528,7 +528,9 @@ def test_a_review_is_kept_in_the_run_and_shown_in_the_worklist(
     assert mark["verdict"] in ("in-distribution", "borderline", "OOD") and mark["cutoffs"]
     at = open_app(tmp_path / "runs", "worklist")
     rows = at.dataframe[0].value
-    assert rows.loc[rows["index"] == sample, "review"].iat[0] == "disagree"
+    line = rows.loc[rows["index"] == sample, "review"].iat[0]
+    assert line.startswith(f"Disagree (on {mark['verdict']} by {shown})")
+    assert line.endswith("· fold,mucosa — a normal fold")
 
 
 @pytest.mark.parametrize("method", ["nero", "msp", "knn", "fusion"])
@@ -701,3 +703,74 @@ def test_the_inspector_offers_the_link_to_this_view(runs_root: Path) -> None:  #
     ok(at)
     link = at.code[0].value
     assert "sample=4" in link and "method=msp" in link and f"run={TINY_RUN}" in link
+
+
+def test_the_inspector_offers_more_like_this_and_says_when_colours_are_unlike_training(
+    runs_root: Path,  # noqa: F811
+) -> None:
+    from nero.run.colour_check import colour_reference, not_endoscopy_like
+
+    run = read_run(runs_root / TINY_RUN)
+    blue = int(run.rows("ood:blue")[0])
+    at = open_app(runs_root, "inspector", sample=str(blue))
+    ok(at)
+    assert "More like this" in [h.value for h in at.subheader]
+    assert any("images of this run (normal test and OOD sets" in c.value for c in at.caption)
+    assert any("Not an endoscopy-like frame?" in w.value for w in at.warning)
+    reference = colour_reference(run)
+    normal = next(
+        int(i) for i in run.rows("id_test") if not not_endoscopy_like(run, int(i), reference)
+    )
+    at = open_app(runs_root, "inspector", sample=str(normal))
+    ok(at)
+    assert not any("Not an endoscopy-like frame?" in w.value for w in at.warning)
+
+
+def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nero.explain.attribution import Heatmap
+    from nero.run.heatmaps import cache_path
+    from nero.run.verdicts import run_thresholds
+
+    copy = own_copy(tiny_run, tmp_path / "runs", "framed", monkeypatch)
+    run = read_run(copy)
+    method = run.default_method
+    verdicts = run_thresholds(run, method).verdict(run.scores[method].to_numpy())
+    flagged = [
+        int(i) for i in np.flatnonzero(verdicts == "OOD") if run.samples["split"][i] != "id_train"
+    ]
+    assert flagged, "the tiny run flags some images"
+    index = flagged[0]
+    yy, xx = np.mgrid[:64, :64]
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[(yy - 32) ** 2 + (xx - 32) ** 2 < 26**2] = (200, 90, 80)
+    Image.fromarray(img).save(run.sample_path(index))
+    relevance = np.zeros((64, 64), np.float32)
+    relevance[:6, :6] = 1.0  # all of the map's evidence in an unlit corner
+    path = cache_path(run, index, "ood", None)
+    path.parent.mkdir(exist_ok=True)
+    for other in path.parent.glob("*_ood_*.npz"):  # maps other tests made on the shared run
+        other.unlink()
+    Heatmap(relevance, "ood", None, 0, "lrp", "test", "", 1.0).save(path)
+
+    at = open_app(tmp_path / "runs", "worklist")
+    ok(at)
+    banner = [w.value for w in at.warning if "put most of its evidence on the frame" in w.value]
+    assert (
+        banner
+        and f"1 of the 1 flagged images whose OOD heatmap has been computed (of {len(flagged)}"
+        in banner[0]
+    )
+    at.button(key="frame-flags-only").click().run()
+    ok(at)
+    assert at.dataframe[0].value["index"].tolist() == [index]
+    assert any("Showing only the 1 flags" in i.value for i in at.info)
+    # several at once: the toggle turns a click into a selection (rows are ticked in the
+    # browser test); without a selection the page says how to select
+    at = open_app(tmp_path / "runs", "worklist")
+    at.toggle(key="worklist-several::framed").set_value(True).run()
+    ok(at)
+    assert any("Tick rows at their left" in c.value for c in at.caption)

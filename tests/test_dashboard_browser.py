@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
 import pytest
 
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data  # noqa: F401
@@ -455,6 +456,55 @@ def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(s
         exported = pd.read_csv(download_of(page, "Export these"), keep_default_na=False)
         row = exported[exported["index"] == sample]
         assert row["review"].tolist() == ["disagree"]
+    finally:  # the run is shared with other tests: leave its reviews as they were
+        for p in store.parent.glob(REVIEWS_FILE + "*"):
+            p.unlink()
+        for p, data in kept.items():
+            p.write_bytes(data)
+
+
+def test_rows_ticked_in_the_worklist_are_reviewed_together(server, page):
+    """Bulk review: two rows ticked, one mark each with its own score and verdict."""
+    if os.environ.get("NERO_SCREENSHOT_ROOT"):
+        pytest.skip("writes reviews into the run; only on the test's own run")
+    from nero.run.directory import read_run
+    from nero.run.reviews import REVIEWS_FILE, review_history
+    from nero.run.verdicts import run_thresholds
+
+    base, run_name, root = server
+    run = read_run(root / run_name)
+    store = root / run_name / REVIEWS_FILE
+    kept = {p: p.read_bytes() for p in store.parent.glob(REVIEWS_FILE + "*")}
+    before = len(review_history(run))
+    row_px = 96 + 8  # dashboard/views/worklist.py ROW_PX (importing the page would run it)
+    try:
+        page.goto(f"{base}/?run={run_name}")
+        page.wait_for_selector('[data-testid="stDataFrame"]')
+        settle(page)
+        page.get_by_text("Select several", exact=True).click()
+        page.wait_for_selector("text=Tick rows at their left", timeout=RENDER_MS)
+        settle(page)
+        box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        for row in (0, 1):  # the row-marker column at the left holds each row's tick box
+            page.mouse.click(box["x"] + 12, box["y"] + 36 + row * row_px + row_px // 2)
+            settle(page)
+        page.wait_for_selector("text=Review the 2 selected images", timeout=RENDER_MS)
+        form = page.locator('[data-testid="stForm"]').filter(has_text="Review the 2 selected")
+        form.get_by_text("Unsure", exact=True).click()
+        form.get_by_label("Tags (comma-separated, optional)").fill("bulk")
+        form.get_by_role("button", name="Save for all 2").click()
+        settle(page)
+        no_exception(page)
+        marks = review_history(run).iloc[before:]
+        order = worklist_order(root, run_name)
+        assert sorted(marks["index"].astype(int)) == sorted(order[:2])
+        method = run.default_method
+        thr = run_thresholds(run, method)
+        for _, mark in marks.iterrows():
+            score = float(run.scores[method].iat[int(mark["index"])])
+            assert (mark["review"], mark["tags"], mark["method"]) == ("unsure", "bulk", method)
+            assert float(mark["score"]) == pytest.approx(score)
+            assert mark["verdict"] == thr.verdict(np.array([score]))[0]
     finally:  # the run is shared with other tests: leave its reviews as they were
         for p in store.parent.glob(REVIEWS_FILE + "*"):
             p.unlink()

@@ -139,6 +139,13 @@ with mid:
             )
             + ". Members were chosen from normal images alone."
         )
+    if loaders.not_endoscopy_like(r, i):
+        st.warning(
+            ":material/palette: **Not an endoscopy-like frame?** Its colours are farther from "
+            "every training image's than 99 % of normal test images' are: a rendering, a "
+            "screenshot or another kind of image — or a strong colour change such as dye or "
+            "blood. A score means little for an image unlike anything the model has seen."
+        )
     blanked = loaders.frame_only_scores(r)
     if blanked is not None and i in blanked.index and method in blanked.columns:
         only = float(blanked.at[i, method])

@@ -129,6 +129,27 @@ def _batch_frame(picked: pd.Series, method: str, thr: Thresholds) -> None:
         )
 
 
+def frame_banner(r, work: pd.DataFrame, only_key: str) -> None:
+    """How many flags rest mostly on the frame (of those whose OOD heatmap exists), with a
+    button that lists just them."""
+    from nero.run.frame_flags import frame_flags
+
+    flagged = work.loc[(work["verdict"] == "OOD") & (work["set"] != "id_train"), "index"]
+    if flagged.empty:
+        return
+    count = frame_flags(r, flagged.tolist())
+    if not count.on_frame:
+        st.caption(f":material/crop_free: {count.sentence()}")
+        return
+    st.warning(f":material/crop_free: {count.sentence()}")
+    st.button(
+        f"List only these {len(count.on_frame)}",
+        on_click=st.session_state.__setitem__,
+        args=(only_key, count.on_frame),
+        key="frame-flags-only",
+    )
+
+
 name, r = components.require_run()
 components.header(
     "Worklist",
@@ -175,7 +196,7 @@ work = pd.DataFrame(
         "p-value": pvals if (pvals := r.p_value(method)) is not None else np.nan,
         "predicted": table["predicted class"],
         "set": table["set"],
-        "review": table["index"].map(review.in_a_line(reviews)).fillna("") if len(reviews) else "",
+        "review": table["index"].map(reviews["review"]).fillna("") if len(reviews) else "",
     }
 )
 chosen_verdicts = top[1].multiselect(
@@ -202,6 +223,15 @@ shown = work[
     & (work["predicted"].isin(chosen_classes) if chosen_classes else True)
     & (work["file"].str.contains(search, case=False, regex=False) if search else True)
 ].sort_values(["score"], ascending=False, kind="stable")
+
+only_key = f"worklist-only::{name}"
+only = st.session_state.get(only_key)
+if only:
+    shown = shown[shown["index"].isin(only)]
+    st.info(f"Showing only the {len(only)} flags whose OOD heatmap lies mostly on the frame.")
+    st.button("Show every image again", on_click=st.session_state.pop, args=(only_key, None))
+else:
+    frame_banner(r, work, only_key)
 
 st.session_state[state.worklist_key(name)] = shown["index"].tolist()  # next / previous
 counts = shown["verdict"].value_counts()
@@ -230,6 +260,7 @@ view = rows.assign(
     image=[thumbnail_uri(str(table["path"].iat[i])) for i in rows["index"]],
     verdict=[f"{verdicts.DOTS[v]} {verdicts.STYLE[v][2]}" for v in rows["verdict"]],
     unusual=[p_value_words(p) for p in rows["p-value"]],
+    review=rows["index"].map(review.in_a_line(reviews)).fillna("") if len(reviews) else "",
 )[["image", "verdict", "unusual", "percentile", "score", "predicted", "set", "file", "review",
    "index"]]  # fmt: skip
 several = st.toggle(
