@@ -109,3 +109,67 @@ def test_fusion_is_a_candidate_and_wins_where_its_members_complement_each_other(
     assert set(fusion) == {"p1", "p2"} and all(v > 90 for v in fusion.values())
     rec = recommend({**singles, "fusion": fusion}, [])
     assert rec.method == "fusion" and list(rec.ranking)[0] == "fusion"
+
+
+def _proxy(rng, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    return rng.normal(0, 1, 200), rng.normal(shift, 1, 100)
+
+
+def test_fusion_pairs_the_best_method_with_the_partner_that_sees_what_it_misses():
+    """a sees two proxies, b the two others, c nothing, d is a near-copy of a: the pair is a
+    (or its copy) with b; no third member adds enough; each proxy's cross-validated AUROC comes from members
+    chosen on the other three."""
+    from nero.run.recommend import MIN_THIRD_GAIN, choose_fusion, cross_validated_fusion
+
+    rng = np.random.default_rng(1)
+    a = {
+        "p1": _proxy(rng, 3.0),
+        "p2": _proxy(rng, 3.0),
+        "p3": _proxy(rng, 0.5),
+        "p4": _proxy(rng, 0.0),
+    }
+    scores = {
+        "a": a,
+        "b": {
+            "p1": _proxy(rng, 0.0),
+            "p2": _proxy(rng, 0.0),
+            "p3": _proxy(rng, 3.0),
+            "p4": _proxy(rng, 3.0),
+        },
+        "c": {p: _proxy(rng, 0.0) for p in a},
+        "d": {
+            p: (i + rng.normal(0, 0.01, i.size), o + rng.normal(0, 0.01, o.size))
+            for p, (i, o) in a.items()
+        },
+    }
+    ranking = ["a", "d", "b", "c"]
+    choice = choose_fusion(scores, ranking)
+    assert choice.members[0] in ("a", "d") and choice.members[1:] == ["b"]  # d ≈ a
+    assert choice.pair > choice.single + 10
+    assert choice.third_gain is not None and choice.third_gain < MIN_THIRD_GAIN
+    assert "no third member" in choice.why() and "cross-validated" in choice.why()
+    cv = cross_validated_fusion(scores, ranking)
+    assert set(cv) == {"p1", "p2", "p3", "p4"} and all(v > 90 for v in cv.values())
+    # held out p1, the choice made on p2–p4 alone is the same pair: nothing of p1 went into it
+    held_out = choose_fusion(scores, ranking, ["p2", "p3", "p4"]).members
+    assert "b" in held_out and len(set(held_out) & {"a", "d"}) == 1 and len(held_out) == 2
+
+
+def test_a_fusion_that_adds_nothing_is_not_recommended_over_its_best_member():
+    """Two near-copies: the pair is no better than one alone, and the cross-validated fusion
+    does not outrank the best single method."""
+    from nero.run.recommend import aurocs_of, cross_validated_fusion
+
+    rng = np.random.default_rng(2)
+    base = {p: _proxy(rng, 1.5) for p in ("p1", "p2", "p3")}
+    scores = {
+        "a": base,
+        "b": {
+            p: (i + rng.normal(0, 0.3, i.size), o + rng.normal(0, 0.3, o.size))
+            for p, (i, o) in base.items()
+        },
+    }
+    singles = aurocs_of(scores)
+    cv = cross_validated_fusion(scores, ["a", "b"])
+    rec = recommend({**singles, "fusion": cv}, [])
+    assert rec.method == "a"

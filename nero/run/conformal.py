@@ -18,9 +18,11 @@ examination, which is all a conformal p-value needs.
 
 **Fusion** combines members' p-values with Fisher's method, ``−2 Σ log p`` (large = unusual),
 and that statistic is calibrated the same way. The members are chosen from ID-only evidence
-(:func:`choose_members`): the recommendation's ranking on ID-only proxies, skipping methods
-whose ID scores are near-copies (Spearman |ρ| above :data:`MAX_MEMBER_CORRELATION`) of one
-already chosen. No OOD image is read.
+by the recommendation (:func:`nero.run.recommend.choose_fusion`): the best single method on
+the ID-only proxies, the partner that raises the fused proxy AUROC most, and a third only if
+it adds half a point; fusion competes with the single methods on proxy AUROCs cross-validated
+over the proxies. A run without proxies falls back to :func:`choose_members` (the ranking's
+best, near-copies on ID images skipped). No OOD image is read.
 """
 
 from __future__ import annotations

@@ -339,9 +339,6 @@ def _recommend(ev: Evaluation) -> None:
         head_arrays(ev.model.head),
         ev.collection.class_names,
         ev.config.seed,
-        members_for=lambda ranking: choose_members(
-            ranking, {m: ev.scores[m][test_rows] for m in ev.candidates}
-        )[0],
     )
     ev.report["recommended"] = ev.recommendation.record()
 
@@ -393,7 +390,10 @@ def _calibrate(
     pvals = {m: calibration.run_p_values(v) for m, v in scores.items()}
     recommendation = Recommendation.from_record(report.get("recommended"))
     ranking = list(recommendation.ranking) if recommendation is not None else []
-    members, why = choose_members(ranking, {m: scores[m][test_rows] for m in candidates})
+    if recommendation is not None and len(recommendation.fusion_members) >= 2:
+        members, why = list(recommendation.fusion_members), recommendation.fusion_why
+    else:  # no proxies to choose on: the ranking's best, near-copies skipped
+        members, why = choose_members(ranking, {m: scores[m][test_rows] for m in candidates})
     if len(members) >= 2:
         scores[FUSION] = fused_statistic(pvals, members)
         pvals[FUSION] = calibration.run_p_values(scores[FUSION])

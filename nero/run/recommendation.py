@@ -21,6 +21,8 @@ class Recommendation:
     proxies: dict[str, dict[str, float]]  # method → proxy (in words) → AUROC
     protocol: str
     proxy_rows: dict[str, int] = field(default_factory=dict)  # rows the proxies used
+    fusion_members: list[str] = field(default_factory=list)  # chosen on the proxies
+    fusion_why: str = ""
 
     def record(self) -> dict[str, Any]:
         """As ``report.json`` holds it."""
