@@ -715,6 +715,9 @@ def test_the_inspector_offers_more_like_this_and_says_when_colours_are_unlike_tr
     at = open_app(runs_root, "inspector", sample=str(blue))
     ok(at)
     assert "More like this" in [h.value for h in at.subheader]
+    assert not any("images of this run (normal test and OOD sets" in c.value for c in at.caption)
+    at.toggle(key="more-like-this").set_value(True).run()  # on demand: a switch stays quick
+    ok(at)
     assert any("images of this run (normal test and OOD sets" in c.value for c in at.caption)
     assert any("Not an endoscopy-like frame?" in w.value for w in at.warning)
     reference = colour_reference(run)

@@ -117,8 +117,8 @@ def _proxy(rng, shift: float) -> tuple[np.ndarray, np.ndarray]:
 
 def test_fusion_pairs_the_best_method_with_the_partner_that_sees_what_it_misses():
     """a sees two proxies, b the two others, c nothing, d is a near-copy of a: the pair is a
-    (or its copy) with b; no third member adds enough; each proxy's cross-validated AUROC comes from members
-    chosen on the other three."""
+    (or its copy) with b; no third member adds enough; each proxy's cross-validated AUROC
+    comes from members chosen on the other three."""
     from nero.run.recommend import MIN_THIRD_GAIN, choose_fusion, cross_validated_fusion
 
     rng = np.random.default_rng(1)

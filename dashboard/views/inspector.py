@@ -204,22 +204,30 @@ near, dist = nearest_train(
 samples.nearest_images(table, near, dist, key="near", scale=loaders.neighbour_scale(r))
 
 st.subheader("More like this")
-like, like_dist = more_like_this(r, i, k=LIKE_THIS, space=loaders.review_space(r))
-like_verdicts = thr.verdict(scores[like]) if like.size else np.array([], str)
-st.caption(
-    f"The {like.size} images of this run (normal test and OOD sets, not training) whose neuron "
-    f"relevance is nearest to this one's: {int((like_verdicts != 'in-distribution').sum())} of "
-    f"them flagged by {method_label(method)}. Similar failures often share a cause."
-)
-samples.thumbnail_grid(
-    table,
-    like,
-    key="like",
-    captions=[
-        f"#{j} · {charts.split_label(table['split'].iat[j])} · d={dd:.4g} · {verdicts.STYLE[v][2]}"
-        for j, dd, v in zip(like, like_dist, like_verdicts, strict=True)
-    ],
-)
+if st.toggle(
+    "Show the images of this run most like this one",
+    key="more-like-this",
+    help="Nearest images across the normal test and OOD sets in NERO's relevance space: "
+    "similar failures often share a cause. Stays on for the next samples.",
+):
+    like, like_dist = more_like_this(r, i, k=LIKE_THIS, space=loaders.review_space(r))
+    like_verdicts = thr.verdict(scores[like]) if like.size else np.array([], str)
+    st.caption(
+        f"The {like.size} images of this run (normal test and OOD sets, not training) whose neuron "
+        f"relevance is nearest to this one's: {int((like_verdicts != 'in-distribution').sum())} of "
+        f"them flagged by {method_label(method)}. Similar failures often share a cause."
+    )
+    samples.thumbnail_grid(
+        table,
+        like,
+        key="like",
+        captions=[
+            f"#{j} · {charts.split_label(table['split'].iat[j])} · d={dd:.4g} · {words}"
+            for j, dd, words in zip(
+                like, like_dist, [verdicts.STYLE[v][2] for v in like_verdicts], strict=True
+            )
+        ],
+    )
 
 st.subheader("What drives a deviating neuron")
 st.caption(
