@@ -4,8 +4,9 @@ imports done before it listens.
 Streamlit imports a page's modules on the first visit, so the first user waited for numpy,
 pandas, scikit-learn, plotly, torch and zennit (seconds) before the first chart, and a
 background import of torch starved the server loop. Imported here, before the server answers,
-every visit finds them loaded. Only modules without Streamlit are imported: the dashboard's own
-ones create their caches once the server runs.
+every visit finds them loaded. Then the run the first page opens is prepared
+(:mod:`dashboard.warm`): Streamlit's caches are process-wide, so what is computed here is what
+the first visit finds.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def warm_imports() -> list[str]:
 
 def main() -> int:
     warm_imports()
+    from dashboard.warm import warm_from_argv
+
+    warm_from_argv(sys.argv)  # the first page's cache fills (caches are process-wide)
     from streamlit.web import cli
 
     sys.argv = ["streamlit", *sys.argv[1:]]

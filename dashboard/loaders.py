@@ -29,6 +29,8 @@ from nero.run.directory import Run, read_run
 from nero.run.embedding import INFO_FILE, load_embedding
 
 THUMB_PX = 160  # thumbnails in grids: enough to recognise the image, small to send
+WORKLIST_PAGE_ROWS = 50  # worklist rows with thumbnails per page: quick to draw, enough to work
+WORKLIST_THUMB_PX = 96  # each worklist row shows its image at this size (the frame must show)
 
 
 def interactive_threads(cpus: int | None = None) -> int:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from dashboard import charts, imaging, runs, state, uploads
+from tests.dashboard_fixtures import runs_root, tiny_data, tiny_run  # noqa: F401
 
 
 # ---------------------------------------------------------------- overlays
@@ -197,3 +198,30 @@ def test_a_heavy_tailed_score_gets_an_axis_that_shows_its_distributions():
     heavy = rng.lognormal(8, 2, 300)  # Mahalanobis-like: OOD up to ~1e5, ID piled at the left
     assert default_axis(rng.lognormal(2, 0.3, 300), heavy) == "log"
     assert default_axis(normal - 20, np.r_[heavy, -5.0]) == "percentile"  # not all positive
+
+
+def test_the_launcher_prepares_the_first_pages_run_and_never_stops_the_server(
+    tmp_path,
+    tiny_run,  # noqa: F811
+    capsys,
+):
+    """The run is read and its first heatmaps computed before the server listens (the
+    inspector's first sample's maps land in the run's cache); a broken run is one line."""
+    import shutil
+
+    from dashboard.warm import warm_from_argv
+    from nero.run.directory import read_run
+    from nero.run.heatmaps import cache_path
+    from nero.run.verdicts import telling_samples
+
+    root = tmp_path / "runs"
+    copy = shutil.copytree(tiny_run, root / "warmed")
+    shutil.rmtree(copy / "heatmaps", ignore_errors=True)
+    run = read_run(copy)
+    first = telling_samples(run, run.default_method)["Most OOD-like image"]
+    warm_from_argv(["run", "app.py", "--", "--runs-root", str(root), "--run", str(copy)])
+    assert cache_path(run, first, "ood", None).is_file()
+    assert "run warmed prepared for the first page in" in capsys.readouterr().err
+    (copy / "scores.csv").write_text("broken")
+    warm_from_argv(["run", "app.py", "--", "--runs-root", str(root), "--run", str(copy)])
+    assert "[nero] could not prepare run warmed ahead" in capsys.readouterr().err

@@ -19,8 +19,8 @@ from nero.run.reviews import current_reviews, reviews_csv
 from nero.run.verdicts import VERDICTS, Thresholds
 from nero.tables import safe_csv
 
-PAGE_ROWS = 50  # rows with thumbnails per page: quick to draw, enough to work through
-THUMB_PX = 96  # each row shows its image at this size (a reviewer must see the frame)
+PAGE_ROWS = loaders.WORKLIST_PAGE_ROWS
+THUMB_PX = loaders.WORKLIST_THUMB_PX
 ROW_PX = THUMB_PX + 8
 
 
