@@ -175,7 +175,7 @@ def framed_folders(root, ood_frame: str, ood_tint: tuple[int, int, int] = (0, 0,
     return root
 
 
-def evaluated(data, out, frame: str):
+def evaluated(data, out, frame: str, recommend: bool = False):
     from nero.run.directory import read_run
     from nero.run.pipeline import Folders, evaluate_folders
 
@@ -184,7 +184,7 @@ def evaluated(data, out, frame: str):
         evaluate_folders(
             Folders(data), out, arch="resnet18", img_size=32, frame=frame, embedding=None,
             heatmap_scale=False, methods=["nero", "msp", "energy", "knn"], progress_bar=False,
-            device="cpu", recommend=False,
+            device="cpu", recommend=recommend,
         )  # fmt: skip
     return read_run(out)
 
@@ -204,6 +204,25 @@ def test_the_control_flags_a_set_that_differs_only_in_its_frame(tmp_path, frame)
     assert run.manifest["preprocessing"]["frame"] == frame
     table = (run.path / "frame_only_scores.csv").read_text().splitlines()
     assert table[0].startswith("index,") and len(table) == 1 + 16 + 8  # ID test + OOD rows
+
+
+def test_the_control_scores_fusion_as_the_run_fuses_it(tmp_path):
+    """Frame-only copies get a fused score from the members' p-values against the run's ID
+    test scores: the control says whether fusion, too, can be had from the frame alone."""
+    import pandas as pd
+
+    from nero.run.conformal import fisher, p_values
+
+    run = evaluated(framed_folders(tmp_path / "data", "circle"), tmp_path / "run", "none", True)
+    members = run.report["fusion"]["members"]
+    control = run.report["acquisition"]["sets"]["other"]
+    assert "fusion" in control["methods"] and control["flagged"]
+    table = pd.read_csv(run.path / "frame_only_scores.csv")
+    test = run.rows("id_test")
+    expected = fisher(
+        [p_values(run.scores[m].to_numpy()[test], table[m].to_numpy()) for m in members]
+    )
+    np.testing.assert_allclose(table["fusion"].to_numpy(), expected, rtol=1e-6)
 
 
 def test_the_control_does_not_flag_a_set_that_differs_only_in_content(tmp_path):

@@ -46,7 +46,9 @@ from nero.run.conformal import (
     P_PREFIX,
     Calibration,
     choose_members,
+    fisher,
     fused_statistic,
+    p_values,
 )
 from nero.run.directory import write_samples
 from nero.run.fitting import (
@@ -195,6 +197,7 @@ def evaluate(
                 ev.report, ev.scores, ev.candidates, ev.labels, ev.rows("id_test"), ev.splits,
                 config.seed,
             )  # fmt: skip
+            _control_fusion(ev)
         _write(ev, engine_warnings)
     say("done", 1.0)
     return Path(out)
@@ -341,6 +344,26 @@ def _recommend(ev: Evaluation) -> None:
         ev.config.seed,
     )
     ev.report["recommended"] = ev.recommendation.record()
+
+
+def _control_fusion(ev: Evaluation) -> None:
+    """``fusion`` on the acquisition control too: its members' frame-only scores as p-values
+    against the run's ID test scores, combined as the run combines them (so the control says
+    whether the fused score, too, can be had from the frame alone)."""
+    if FUSION not in ev.scores or not ev.control_scores or "acquisition" not in ev.report:
+        return
+    members = ev.report[FUSION]["members"]
+    if not all(m in ev.control_scores for m in members):
+        return
+    test_rows = ev.rows("id_test")
+    ev.control_scores[FUSION] = fisher(
+        [p_values(ev.scores[m][test_rows], ev.control_scores[m]) for m in members]
+    )
+    seconds = ev.report["acquisition"].get("seconds")
+    ev.report["acquisition"] = {
+        **control_report(ev.control_scores, ev.splits[ev.control_rows]),
+        "seconds": seconds,
+    }
 
 
 def _write(ev: Evaluation, engine_warnings: list[str]) -> None:
