@@ -777,3 +777,23 @@ def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
     at.toggle(key="worklist-several::framed").set_value(True).run()
     ok(at)
     assert any("Tick rows at their left" in c.value for c in at.caption)
+
+
+def test_the_overview_gives_precision_at_the_prevalence_the_user_sets(runs_root: Path) -> None:  # noqa: F811
+    at = open_app(runs_root, "overview")
+    ok(at)
+    box = next(n for n in at.number_input if n.label.startswith("OOD prevalence"))
+    own = box.value
+    assert any(
+        f"Precision at {own:.1f} % OOD images (this run's share)" in c.value for c in at.caption
+    )
+    before = metric(at, "Precision")
+    box.set_value(1.0).run()
+    ok(at)
+    after = metric(at, "Precision")
+    assert any(
+        f"Precision at 1.0 % OOD images; the run's own is {own:.1f} %" in c.value
+        for c in at.caption
+    )
+    if before != "—" and after != "—":
+        assert float(after.rstrip(" %")) <= float(before.rstrip(" %"))

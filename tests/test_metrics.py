@@ -46,3 +46,18 @@ def test_bad_inputs():
         ood_metrics(np.ones(3), np.array([]))
     with pytest.raises(ValueError, match="NaN"):
         ood_metrics(np.array([np.nan, 1.0]), np.ones(2))
+
+
+def test_precision_at_the_sets_own_prevalence_is_the_counted_precision_and_falls_with_it():
+    from nero.detect.metrics import precision_at, rates_at_threshold
+
+    rng = np.random.default_rng(3)
+    id_scores, ood_scores = rng.normal(0, 1, 300), rng.normal(1.5, 1, 900)
+    rates = rates_at_threshold(id_scores, ood_scores, 1.0)
+    own = ood_scores.size / (ood_scores.size + id_scores.size)
+    counted = rates["tp"] / (rates["tp"] + rates["fp"])
+    assert precision_at(rates["tpr"], rates["fpr"], own) == pytest.approx(counted)
+    assert precision_at(rates["tpr"], rates["fpr"], 0.05) < counted  # rarer OOD: more false alarms
+    assert precision_at(0.0, 0.0, 0.5) != precision_at(0.0, 0.0, 0.5)  # nothing flagged: NaN
+    with pytest.raises(ValueError, match="prevalence"):
+        precision_at(0.5, 0.1, 1.5)

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, components, loaders, state
-from nero.detect.metrics import auroc, rates_at_threshold
+from nero.detect.metrics import auroc, precision_at, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.conformal import conformal_threshold
 from nero.run.report import WEAK_AUROC, WEAK_FPR95, best_mask, comparison_frame, weak_sets
@@ -184,11 +184,28 @@ with right:
         help="False positive rate (FPR): share of in-distribution test images wrongly flagged "
         "(false alarms).",
     )
-    precision = rates["precision"]
+    run_prevalence = 100.0 * ood_scores.size / max(ood_scores.size + view.id_test.size, 1)
+    prevalence = st.number_input(
+        "OOD prevalence for precision (%)",
+        min_value=0.0,
+        max_value=100.0,
+        value=round(run_prevalence, 1),
+        step=0.5,
+        key=f"prevalence::{name}",
+        help="The share of unusual images where the model will be used. It defaults to this "
+        "run's share, which is set by how the test sets were assembled, not by a ward.",
+    )
+    precision = precision_at(rates["tpr"], rates["fpr"], prevalence / 100.0)
     m3.metric(
         "Precision",
         "—" if np.isnan(precision) else f"{100 * precision:.1f} %",
-        help="Of all flagged images, the share that really is out-of-distribution.",
+        help="Of all flagged images, the share that really is out-of-distribution, at the "
+        "prevalence below.",
+    )
+    st.caption(
+        f"Precision at {prevalence:.1f} % OOD images"
+        + (" (this run's share)" if abs(prevalence - round(run_prevalence, 1)) < 1e-9 else "")
+        + f"; the run's own is {run_prevalence:.1f} %."
     )
     st.markdown("**Confusion matrix** at this threshold")
     confusion = pd.DataFrame(
@@ -199,8 +216,8 @@ with right:
     st.dataframe(confusion, width="stretch")
     st.caption(
         "Rows: what the images truly are (normal test images, OOD images); columns: what "
-        f"this threshold does with them. OOD images outnumber normal ones "
-        f"{ood_scores.size} : {view.id_test.size} here, which flatters precision."
+        f"this threshold does with them: {ood_scores.size} OOD and {view.id_test.size} "
+        "normal images here."
     )
     if st.button("Reset to the 95 % ID operating point", key="reset-threshold"):
         st.session_state[state.threshold_key(name, method)] = float(

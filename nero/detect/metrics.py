@@ -96,3 +96,12 @@ def rates_at_threshold(
         "tn": tn,
         "fn": fn,
     }
+
+
+def precision_at(tpr: float, fpr: float, prevalence: float) -> float:
+    """Precision at an OOD prevalence other than the test set's: of the images flagged, the
+    share truly OOD when a share ``prevalence`` of all images is OOD (NaN: nothing flagged)."""
+    if not 0.0 <= prevalence <= 1.0:
+        raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
+    flagged = prevalence * tpr + (1.0 - prevalence) * fpr
+    return float("nan") if flagged <= 0 else prevalence * tpr / flagged
