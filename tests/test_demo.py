@@ -3,6 +3,8 @@
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from nero.cli import main
 from nero.demo import QUICK, build_demo
 from nero.run.directory import read_run
@@ -71,3 +73,25 @@ def test_the_pinned_build_gives_the_same_model_and_report_whatever_the_cpu_setti
         report = json.loads((out / "report.json").read_text())
         built.append((hashlib.sha256(weights).hexdigest(), json.dumps(report["results"])))
     assert built[0] == built[1]
+
+
+def test_the_pin_holds_mkl_to_the_branch_every_vendors_cpu_runs():
+    """MKL ignores an ISA branch on another vendor's CPU and dispatches by the CPU; the
+    COMPATIBLE branch is the one Intel and AMD CPUs both run (MKL's own report says which)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from nero.demo import PINNED_CODE_PATHS
+
+    if not torch.backends.mkl.is_available():
+        pytest.skip("this torch has no MKL")
+    probe = "import torch; torch.ones(8, 8) @ torch.ones(8, 8)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, **PINNED_CODE_PATHS, "MKL_VERBOSE": "1"},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "CNR:COMPATIBLE,STRICT" in done.stdout + done.stderr
