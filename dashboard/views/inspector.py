@@ -244,19 +244,27 @@ neuron = int(
     )
 )
 here, refs = st.columns([1, 3], gap="large")
-with here:
-    if img is not None and heatmap_jobs.heatmaps_module() is not None:
-        try:
-            fired = heatmap_jobs.neuron_heatmap(r, i, neuron)
-            here.image(
-                imaging.shade_unseen(
-                    imaging.upscale(imaging.overlay(img, fired["relevance"], 0.7)), fired["seen"]
-                ),
-                caption=f"where n{neuron} fires in #{i}",
-                width="stretch",
-            )
-        except Exception as exc:  # any engine failure: say so, keep the page
-            here.warning(f"The neuron's heatmap could not be computed: {exc}")
+neuron_slot = here.empty()  # filled last: the class and OOD maps come first
+
+
+def fill_neuron_map() -> None:
+    """Where the picked neuron fires in this image (its conditional heatmap)."""
+    if img is None or heatmap_jobs.heatmaps_module() is None:
+        return
+    try:
+        fired = heatmap_jobs.neuron_heatmap(r, i, neuron)
+    except Exception as exc:  # any engine failure: say so, keep the page
+        neuron_slot.warning(f"The neuron's heatmap could not be computed: {exc}")
+        return
+    neuron_slot.image(
+        imaging.shade_unseen(
+            imaging.upscale(imaging.overlay(img, fired["relevance"], 0.7)), fired["seen"]
+        ),
+        caption=f"where n{neuron} fires in #{i}",
+        width="stretch",
+    )
+
+
 with refs:
     proto, values = neuron_prototypes(r, neuron, k=PROTOTYPES, label=int(expl.nearest_class[0]))
     if values.size and float(np.abs(values).max()) <= 0:
@@ -275,3 +283,4 @@ with refs:
 
 if fill_heatmaps is not None:  # last: the rest of the page shows while they compute
     fill_heatmaps()
+fill_neuron_map()
