@@ -6,9 +6,10 @@ With ``--browser`` it measures what a user meets: ``nero dashboard`` started as 
 it, headless Chromium (Playwright) opening every page cold (the first visit after the server
 started) and warm (the second visit), and switching the inspector to new samples by typing
 their number, timed until the sample and both its heatmaps are shown (the target) and until
-the whole page is complete. A page counts as shown when its main content is drawn (the worklist's table,
-the overview's chart, the map's points, the inspector's images), nothing on the page is stale
-from a previous run of the script and Streamlit's "Running" indicator is gone.
+the whole page is complete. A page counts as shown when its main content is drawn (the
+worklist's table, the overview's chart, the map's points, the inspector's images), nothing on
+the page is stale from a previous run of the script and Streamlit's "Running" indicator is
+gone.
 
 Without ``--browser`` it runs every page through Streamlit's AppTest in one process (the
 server's caches are process-wide, as in ``nero dashboard``): the first open of each page

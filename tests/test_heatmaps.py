@@ -16,11 +16,11 @@ from nero.detect.relevance import head_relevance
 from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmap, compute_heatmaps
 from nero.explain.drawing import overlay_png
 from nero.explain.envelope import Envelope, EnvelopeRecorder, fit_envelope
+from nero.explain.kinds import CACHE_VERSION
 from nero.explain.rules import CP_LRP, GRADIENT_X_INPUT, LRP, rule_set_for
 from nero.model.classifier import build_model, find_head, head_arrays
 from nero.run.directory import read_run
 from nero.run.heatmaps import (
-    CACHE_VERSION,
     cache_path,
     distance_contributions,
     ood_deviation,

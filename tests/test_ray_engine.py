@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from nero.cli import main
-from nero.explain.envelope import ENVELOPE_FILE, HEATMAP_DIR, Envelope
+from nero.explain.envelope import ENVELOPE_FILE, Envelope
+from nero.explain.kinds import HEATMAP_DIR
 from nero.run.batches import read_batch
 from nero.run.directory import read_run
 from tests.helpers import evaluate_args, make_folders, tiny_checkpoint

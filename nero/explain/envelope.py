@@ -38,7 +38,6 @@ from nero.data.preprocess import Preprocessing
 from nero.files import save_npz
 from nero.model.device import resolve_device
 
-HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps and the envelope
 ENVELOPE_FILE = "envelope.npz"
 # A gate point whose map is smaller than this on either side is left out: there every
 # position sees (nearly) the whole image, so exceeding the envelope cannot say where.

@@ -62,3 +62,11 @@ FEATURE_KINDS: tuple[str, ...] = tuple(k for k, v in HEATMAP_KINDS.items() if v.
 def kinds_help() -> str:
     """``kind: what it explains; …`` for a command-line help text."""
     return "; ".join(f"{k.name}: {k.explains}" for k in HEATMAP_KINDS.values())
+
+
+HEATMAP_DIR = "heatmaps"  # in a run: cached heatmaps, the envelope, the colour scale
+
+
+def cache_name(index: int, kind: str, target: int | None) -> str:
+    """The file name of sample ``index``'s cached ``kind`` map (``RUN/heatmaps/``)."""
+    return f"{index}_{kind}_{'auto' if target is None else target}.v{CACHE_VERSION}.npz"

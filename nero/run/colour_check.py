@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from nero.data.colour import ColourReference, read_summaries, read_summary
-from nero.explain.envelope import HEATMAP_DIR
+from nero.explain.kinds import HEATMAP_DIR
 from nero.run.directory import Run
 
 REFERENCE_FILE = "colour_reference.v1.npz"

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from nero.data.images import ImageReadError, read_image
-from nero.explain.attribution import Heatmap
 from nero.explain.field_of_view import frame_share
+from nero.explain.kinds import HEATMAP_DIR, cache_name
 from nero.files import write_json
 from nero.run.directory import Run
-from nero.run.heatmaps import cache_path
 
 SHARES_FILE = "frame_shares.json"
 MOSTLY = 0.5  # "mostly on the frame": more than half of the map's positive evidence
@@ -53,7 +52,9 @@ class FrameFlags:
 
 def _share(run: Run, index: int) -> float | None:
     """The frame share of sample ``index``'s cached OOD map (None: no map, or unreadable)."""
-    path = cache_path(run, index, "ood", None)
+    from nero.explain.attribution import Heatmap  # torch: only when a new map is read
+
+    path = run.path / HEATMAP_DIR / cache_name(index, "ood", None)
     try:
         heat = Heatmap.load(path)
         image = np.asarray(read_image(run.sample_path(index)))
@@ -65,7 +66,7 @@ def _share(run: Run, index: int) -> float | None:
 
 def frame_flags(run: Run, flagged: Sequence[int]) -> FrameFlags:
     """Count the flags (rows of ``flagged``) whose cached OOD map lies mostly on the frame."""
-    folder = cache_path(run, 0, "ood", None).parent
+    folder = run.path / HEATMAP_DIR
     store = folder / SHARES_FILE
     try:
         known = json.loads(store.read_text()) if store.is_file() else {}
@@ -74,7 +75,7 @@ def frame_flags(run: Run, flagged: Sequence[int]) -> FrameFlags:
     cached = {p.name for p in folder.glob("*_ood_*.npz")} if folder.is_dir() else set()
     changed, with_map, on_frame = False, 0, []
     for index in (int(i) for i in flagged):
-        key = cache_path(run, index, "ood", None).name
+        key = cache_name(index, "ood", None)
         if key not in cached:
             continue
         if key not in known:

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nero.explain.attribution import Heatmap
-from nero.explain.envelope import HEATMAP_DIR
-from nero.explain.kinds import CACHE_VERSION
+from nero.explain.kinds import CACHE_VERSION, HEATMAP_DIR
 from nero.files import write_json
 from nero.run.directory import Run
 

@@ -19,13 +19,12 @@ from nero.data.preprocess import Preprocessing
 from nero.explain.attribution import Heatmap, HeatmapRequest, compute_heatmaps
 from nero.explain.envelope import (
     ENVELOPE_FILE,
-    HEATMAP_DIR,
     Envelope,
     EnvelopeError,
     fit_envelope,
     gate_points,
 )
-from nero.explain.kinds import CACHE_VERSION, HEATMAP_KINDS, KINDS
+from nero.explain.kinds import HEATMAP_DIR, HEATMAP_KINDS, KINDS, cache_name
 from nero.model.classifier import LoadedModel
 from nero.run import checkpoint as run_model
 from nero.run import heatmap_scale
@@ -154,8 +153,7 @@ def heatmaps_of(run: Run) -> RunHeatmaps:
 
 
 def cache_path(run: Run, index: int, kind: str, target: int | None) -> Path:
-    name = f"{index}_{kind}_{'auto' if target is None else target}.v{CACHE_VERSION}.npz"
-    return run.path / HEATMAP_DIR / name
+    return run.path / HEATMAP_DIR / cache_name(index, kind, target)
 
 
 def _save_quietly(save: Callable[[Path], None], path: Path) -> None:

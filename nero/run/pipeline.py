@@ -30,11 +30,11 @@ from nero.detect.registry import Evidence, OODMethod, method_class
 from nero.detect.relevance import head_relevance_chunked
 from nero.explain.envelope import (
     ENVELOPE_FILE,
-    HEATMAP_DIR,
     EnvelopeError,
     EnvelopeRecorder,
     gate_points,
 )
+from nero.explain.kinds import HEATMAP_DIR
 from nero.files import allocate_npy, release_pages, write_json
 from nero.model.classifier import LoadedModel, head_arrays, sha256_of
 from nero.model.device import resolve_device
