@@ -71,3 +71,29 @@ def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.save(build_model("resnet18", 2, 32).state_dict(), path)
     return path
+
+
+def framed(path: Path) -> None:
+    """A 64-px frame: a lit disc of tissue on an unlit surround."""
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 26**2
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[disc] = (200, 90, 80)
+    Image.fromarray(img).save(path)
+
+
+def ood_map(run, index: int, where: str) -> None:
+    """A cached 64-px OOD map of sample ``index`` with its evidence on the frame's corners or
+    in the middle of the tissue."""
+    from nero.explain.attribution import Heatmap
+    from nero.run.heatmaps import cache_path
+
+    relevance = np.zeros((64, 64), np.float32)
+    if where == "frame":
+        relevance[:6, :6] = relevance[-6:, -6:] = 1.0  # the unlit corners
+    else:
+        relevance[26:38, 26:38] = 1.0  # the middle of the tissue
+    heat = Heatmap(relevance, "ood", None, 0, "lrp", "test", "", 1.0)
+    path = cache_path(run, index, "ood", None)
+    path.parent.mkdir(exist_ok=True)
+    heat.save(path)

@@ -734,9 +734,8 @@ def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
     tiny_run: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nero.explain.attribution import Heatmap
-    from nero.run.heatmaps import cache_path
     from nero.run.verdicts import run_thresholds
+    from tests.helpers import framed, ood_map
 
     copy = own_copy(tiny_run, tmp_path / "runs", "framed", monkeypatch)
     run = read_run(copy)
@@ -747,17 +746,10 @@ def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
     ]
     assert flagged, "the tiny run flags some images"
     index = flagged[0]
-    yy, xx = np.mgrid[:64, :64]
-    img = np.zeros((64, 64, 3), np.uint8)
-    img[(yy - 32) ** 2 + (xx - 32) ** 2 < 26**2] = (200, 90, 80)
-    Image.fromarray(img).save(run.sample_path(index))
-    relevance = np.zeros((64, 64), np.float32)
-    relevance[:6, :6] = 1.0  # all of the map's evidence in an unlit corner
-    path = cache_path(run, index, "ood", None)
-    path.parent.mkdir(exist_ok=True)
-    for other in path.parent.glob("*_ood_*.npz"):  # maps other tests made on the shared run
+    framed(Path(run.sample_path(index)))
+    for other in (copy / "heatmaps").glob("*_ood_*.npz"):  # maps other tests made on this run
         other.unlink()
-    Heatmap(relevance, "ood", None, 0, "lrp", "test", "", 1.0).save(path)
+    ood_map(run, index, "frame")  # all of its evidence in the unlit corners
 
     at = open_app(tmp_path / "runs", "worklist")
     ok(at)

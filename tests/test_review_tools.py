@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from nero.data.colour import ColourReference, colour_summary, read_summaries
-from nero.explain.attribution import Heatmap
 from nero.run.colour_check import REFERENCE_FILE, colour_reference, not_endoscopy_like
 from nero.run.directory import read_run
 from nero.run.frame_flags import SHARES_FILE, frame_flags
 from nero.run.heatmaps import cache_path
 from nero.run.scoring import more_like_this, review_rows
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
+from tests.helpers import framed, ood_map
 
 
 @pytest.fixture()
@@ -45,27 +44,6 @@ def test_more_like_this_is_the_nearest_reviewable_images_in_neros_space(tiny_run
         run, index, k=4, space=run.detector.project(run.relevance[review_rows(run)])
     )
     assert again[0].tolist() == near.tolist()
-
-
-def framed(path: Path) -> None:
-    """A 64-px frame: a lit disc of tissue on an unlit surround."""
-    yy, xx = np.mgrid[:64, :64]
-    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 26**2
-    img = np.zeros((64, 64, 3), np.uint8)
-    img[disc] = (200, 90, 80)
-    Image.fromarray(img).save(path)
-
-
-def ood_map(run, index: int, where: str) -> None:
-    relevance = np.zeros((64, 64), np.float32)
-    if where == "frame":
-        relevance[:6, :6] = relevance[-6:, -6:] = 1.0  # the unlit corners
-    else:
-        relevance[26:38, 26:38] = 1.0  # the middle of the tissue
-    heat = Heatmap(relevance, "ood", None, 0, "lrp", "test", "", 1.0)
-    path = cache_path(run, index, "ood", None)
-    path.parent.mkdir(exist_ok=True)
-    heat.save(path)
 
 
 def test_flags_resting_on_the_frame_are_counted_from_their_cached_maps(run_copy) -> None:
