@@ -83,15 +83,15 @@ def framed(path: Path) -> None:
 
 
 def ood_map(run, index: int, where: str) -> None:
-    """A cached 64-px OOD map of sample ``index`` with its evidence on the frame's corners or
-    in the middle of the tissue."""
+    """A cached 64-px OOD map of sample ``index`` with its evidence on the frame's corners
+    (``frame``), in the middle of the tissue (``tissue``) or nowhere (``none``)."""
     from nero.explain.attribution import Heatmap
     from nero.run.heatmaps import cache_path
 
-    relevance = np.zeros((64, 64), np.float32)
+    relevance = np.zeros((64, 64), np.float32)  # where == "none": no evidence at all
     if where == "frame":
         relevance[:6, :6] = relevance[-6:, -6:] = 1.0  # the unlit corners
-    else:
+    elif where == "tissue":
         relevance[26:38, 26:38] = 1.0  # the middle of the tissue
     heat = Heatmap(relevance, "ood", None, 0, "lrp", "test", "", 1.0)
     path = cache_path(run, index, "ood", None)

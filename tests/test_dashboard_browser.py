@@ -463,6 +463,80 @@ def test_a_review_saved_in_the_inspector_is_in_the_run_and_the_worklist_export(s
             p.write_bytes(data)
 
 
+def grid_rows(page, count: int) -> list[list[str]]:
+    """The first ``count`` rows of the page's first table, as the grid's accessible table
+    gives them (the columns in view)."""
+    rows = page.locator('[data-testid="stDataFrame"] table').first.locator("tr")
+    out = []
+    for k in range(1, count + 1):  # row 0: the header
+        cells = rows.nth(k).locator("td, th")
+        out.append([cells.nth(j).inner_text() for j in range(cells.count())])
+    return out
+
+
+def test_one_story_per_image_in_the_browser(server, page):
+    """The worklist's and the inspector's verdicts agree for several methods; a set where the
+    method is weak is flagged on the overview; a map without evidence and neighbours that are
+    not close say so."""
+    from nero.detect.registry import method_label
+    from nero.explain.attribution import Heatmap
+    from nero.run.directory import read_run
+    from nero.run.heatmap_view import NEGLIGIBLE_WORDS
+    from nero.run.heatmaps import cache_path
+    from nero.run.report import weak_sets
+    from nero.run.scoring import nearest_train, neighbour_scale
+    from nero.run.verdicts import telling_samples
+
+    base, run_name, root = server
+    run = read_run(root / run_name)
+    opened = set()
+    for method in ("nero", "msp", "knn"):
+        page.goto(f"{base}/?run={run_name}&method={method}")
+        page.wait_for_selector('[data-testid="stDataFrame"] table', state="attached")
+        settle(page)
+        for cells in grid_rows(page, 2):
+            index, words = int(cells[1]), cells[2].split(" ", 1)[1]  # "🔴 Out-of-distribution"
+            opened.add(index)
+            page.goto(f"{base}/inspector?run={run_name}&method={method}&sample={index}")
+            page.wait_for_selector("h1:has-text('Sample inspector')")
+            settle(page)
+            badge = page.locator(f"text=by {method_label(method)}").first.inner_text()
+            assert words in badge, (method, index, badge)
+
+    weak = next((m for m in run.methods if weak_sets(run.report, m)), None)
+    assert weak is not None, "the tiny random-weight run has a method below 60 AUROC somewhere"
+    page.goto(f"{base}/overview?run={run_name}&method={weak}")
+    page.wait_for_selector("h1:has-text('Overview')")
+    settle(page)
+    assert "does poorly on" in page.inner_text("body")
+
+    # a constructed empty class map (the OOD map of no evidence says "no unusual evidence"),
+    # and the neighbour sentence the engine gives that sample
+    # a sample whose maps this server has not computed yet (warmed, or opened above)
+    seen = opened | set(telling_samples(run, run.default_method).values())
+    sample = next(int(i) for i in run.rows("ood:noise")[::-1] if int(i) not in seen)
+    pred = int(run.samples["pred"].iat[sample])
+    path = cache_path(run, sample, "class", pred)
+    kept = path.read_bytes() if path.is_file() else None
+    try:
+        path.parent.mkdir(exist_ok=True)
+        Heatmap(np.zeros((32, 32), np.float32), "class", pred, pred, "lrp", "test", "", 0.0).save(
+            path
+        )
+        page.goto(f"{base}/inspector?run={run_name}&sample={sample}")
+        page.wait_for_selector("h1:has-text('Sample inspector')")
+        settle(page)
+        body = page.inner_text("body")
+        assert NEGLIGIBLE_WORDS in body
+        near, dist = nearest_train(run, run.relevance[sample], k=6)
+        sentence = neighbour_scale(run).words(dist)
+        assert sentence.split(":")[0] in body
+    finally:
+        path.unlink(missing_ok=True)
+        if kept is not None:
+            path.write_bytes(kept)
+
+
 def test_rows_ticked_in_the_worklist_are_reviewed_together(server, page):
     """Bulk review: two rows ticked, one mark each with its own score and verdict."""
     if os.environ.get("NERO_SCREENSHOT_ROOT"):

@@ -261,8 +261,8 @@ view = rows.assign(
     verdict=[f"{verdicts.DOTS[v]} {verdicts.STYLE[v][2]}" for v in rows["verdict"]],
     unusual=[p_value_words(p) for p in rows["p-value"]],
     review=rows["index"].map(review.in_a_line(reviews)).fillna("") if len(reviews) else "",
-)[["image", "verdict", "unusual", "percentile", "score", "predicted", "set", "file", "review",
-   "index"]]  # fmt: skip
+)[["image", "index", "verdict", "unusual", "percentile", "score", "predicted", "set", "file",
+   "review"]]  # fmt: skip
 several = st.toggle(
     "Select several",
     key=f"worklist-several::{name}",
