@@ -18,7 +18,8 @@ README and is replaced whole, so the README never holds a typed-in figure:
 - ``conformal``: ``bench/results/conformal.md`` (``bench/conformal.py``);
 - ``demo-reproducibility``: ``bench/results/demo_reproducibility.md``
   (``bench/demo_reproducibility.py``);
-- ``dashboard-speed``: ``bench/results/dashboard.md`` (``bench/dashboard.py --browser``).
+- ``dashboard-speed``: ``bench/results/dashboard.md`` (``bench/dashboard.py --browser``);
+- ``clinician-walk``: ``bench/results/clinician_walk.md`` (``bench/clinician_walk.py``).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def main() -> None:
         ("conformal", RESULTS / "conformal.md"),
         ("demo-reproducibility", RESULTS / "demo_reproducibility.md"),
         ("dashboard-speed", RESULTS / "dashboard.md"),
+        ("clinician-walk", RESULTS / "clinician_walk.md"),
     ):
         body = section(source, name)
         if body is None:

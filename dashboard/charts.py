@@ -361,11 +361,12 @@ def _map_layout(fig: go.Figure, shown: np.ndarray, centroids: np.ndarray) -> go.
         showticklabels=False, title_text="", zeroline=False, range=[y0 - pad_y, y1 + pad_y]
     )
     # No dragmode: Streamlit then pans on drag and selects on click; the toolbar's box and
-    # lasso tools switch to area selection. The legend above the map, in view.
-    fig = _layout(fig, 600)
+    # lasso tools switch to area selection. The legend below the map: above it, the toolbar
+    # (top right) covered its last entries.
+    fig = _layout(fig, 640)
     fig.update_layout(
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
-        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+        margin=dict(l=10, r=10, t=40, b=10),
     )
     return fig
 
