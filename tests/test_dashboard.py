@@ -485,7 +485,7 @@ def test_worklist_is_the_landing_page_worst_first_and_filters(runs_root: Path) -
     run = read_run(runs_root / TINY_RUN)
     to_review = int((run.samples["split"] != "id_train").sum())  # training images are not
     assert len(rows) == min(50, to_review) and "id_train" not in set(rows["set"])
-    scores = rows.iloc[:, 3].to_numpy()  # the score column, worst first
+    scores = rows["score"].to_numpy()  # worst first
     assert (np.diff(scores) <= 0).all()
     words = {"🟢 Looks in-distribution", "🟠 Borderline", "🔴 Out-of-distribution"}
     assert set(rows["verdict"]) <= words
