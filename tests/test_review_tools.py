@@ -12,7 +12,7 @@ import pytest
 from nero.data.colour import ColourReference, colour_summary, read_summaries
 from nero.run.colour_check import REFERENCE_FILE, colour_reference, not_endoscopy_like
 from nero.run.directory import read_run
-from nero.run.frame_flags import SHARES_FILE, frame_flags
+from nero.run.frame_flags import SHARES_FILE, frame_flags, measure_cached
 from nero.run.heatmaps import cache_path
 from nero.run.scoring import more_like_this, review_rows
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
@@ -53,18 +53,36 @@ def test_flags_resting_on_the_frame_are_counted_from_their_cached_maps(run_copy)
         framed(Path(run.sample_path(index)))
     ood_map(run, flagged[0], "frame")
     ood_map(run, flagged[1], "tissue")  # flagged[2]: no map computed yet
+    assert frame_flags(run, flagged).with_map == 0  # maps not measured yet: not counted
+    measured = measure_cached(run, flagged)
+    assert set(measured) == set(flagged[:2]) and measured[flagged[0]] > 0.5 > measured[flagged[1]]
     count = frame_flags(run, flagged)
     assert (count.flagged, count.with_map, count.on_frame) == (3, 2, [flagged[0]])
     assert "1 of the 2 flagged images whose OOD heatmap has been computed (of 3" in count.sentence()
-    # the shares are kept: a second count reads them, not the maps
-    store = cache_path(run, 0, "ood", None).parent / SHARES_FILE
+    # the shares are kept beside the maps: the count reads them, not the maps
+    store = run.path / "heatmaps" / SHARES_FILE
     kept = json.loads(store.read_text())
     assert set(kept) == {cache_path(run, i, "ood", None).name for i in flagged[:2]}
     kept[cache_path(run, flagged[1], "ood", None).name] = 0.9  # as if it lay on the frame
     store.write_text(json.dumps(kept))
     assert frame_flags(run, flagged).on_frame == flagged[:2]
-    store.write_text("{not json")  # a damaged record is rebuilt from the maps
+    assert measure_cached(run, flagged) == {}  # nothing left to measure
+    store.write_text("{not json")  # a damaged record: measured again from the maps
+    assert frame_flags(run, flagged).with_map == 0
+    measure_cached(run, flagged)
     assert frame_flags(run, flagged).on_frame == [flagged[0]]
+
+
+def test_the_heatmap_owner_measures_the_frame_share_of_every_ood_map_it_gives(run_copy) -> None:
+    from nero.run.heatmaps import heatmaps_of
+
+    run = run_copy
+    index = int(run.rows("ood:blue")[0])
+    pred = int(run.samples["pred"].iat[index])
+    heatmaps_of(run).sample(index, [("class", pred), ("ood", None)])
+    kept = json.loads((run.path / "heatmaps" / SHARES_FILE).read_text())
+    assert 0.0 <= kept[cache_path(run, index, "ood", None).name] <= 1.0
+    assert frame_flags(run, [index]).with_map == 1
 
 
 def test_no_map_yet_is_said_not_counted_as_tissue(run_copy) -> None:

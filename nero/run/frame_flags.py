@@ -4,9 +4,10 @@ A flag whose OOD heatmap puts most of its evidence on the frame (the unlit surro
 text, markers; :mod:`nero.explain.field_of_view`) says more about how the frame was recorded
 than about the patient. Heatmaps cost a backward pass each, so only the flags whose OOD map
 has already been computed (``RUN/heatmaps/``, by the inspector or ``nero heatmap``) are
-counted, and the count says how many that is. Each map's frame share is kept in
-``RUN/heatmaps/frame_shares.json`` (keyed by the cached map's file name, which carries the
-heatmap cache's version), so a page reads a map and its image once, ever.
+counted, and the count says how many that is. Each map's frame share is measured by the
+heatmap owner as it makes or loads the map (:func:`measure_cached`, :func:`record_shares`) and
+kept in ``RUN/heatmaps/frame_shares.json`` (keyed by the cached map's file name, which carries
+the heatmap cache's version); the worklist only reads that file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,45 +52,73 @@ class FrameFlags:
         )
 
 
-def _share(run: Run, index: int) -> float | None:
-    """The frame share of sample ``index``'s cached OOD map (None: no map, or unreadable)."""
-    from nero.explain.attribution import Heatmap  # torch: only when a new map is read
+def _shares_file(run: Run) -> Path:
+    return run.path / HEATMAP_DIR / SHARES_FILE
 
-    path = run.path / HEATMAP_DIR / cache_name(index, "ood", None)
+
+def _read_shares(run: Run) -> dict[str, float]:
     try:
-        heat = Heatmap.load(path)
-        image = np.asarray(read_image(run.sample_path(index)))
-    except (OSError, ValueError, KeyError, TypeError, ImageReadError):
-        return None
-    share = frame_share(heat.original(), image)
+        return json.loads(_shares_file(run).read_text()) if _shares_file(run).is_file() else {}
+    except (OSError, ValueError):
+        return {}  # a damaged record: the maps' shares are measured again when next drawn
+
+
+def has_share(run: Run, index: int) -> bool:
+    return cache_name(index, "ood", None) in _read_shares(run)
+
+
+def record_shares(run: Run, shares: dict[int, float]) -> None:
+    """Keep the frame shares of samples' OOD maps (sample → share), beside the maps."""
+    if not shares:
+        return
+    known = _read_shares(run)
+    known.update({cache_name(int(i), "ood", None): round(float(v), 4) for i, v in shares.items()})
+    try:
+        write_json(_shares_file(run), known)
+    except OSError as exc:  # a read-only run still gets its maps
+        warnings.warn(
+            f"could not keep the frame shares in {_shares_file(run)}: {exc}", stacklevel=2
+        )
+
+
+def share_of(relevance: np.ndarray, image: np.ndarray) -> float:
+    """A map's share of positive evidence on the frame (0 for an image without one)."""
+    share = frame_share(relevance, np.asarray(image))
     return share.frame if share.has_frame else 0.0
 
 
+def measure_cached(run: Run, indices: Sequence[int]) -> dict[int, float]:
+    """Measure and keep the shares of cached OOD maps that have none yet (reads the maps:
+    imports torch; the heatmap owner does this as it makes or loads a map)."""
+    from nero.explain.attribution import Heatmap
+
+    folder, known, out = run.path / HEATMAP_DIR, _read_shares(run), {}
+    for index in (int(i) for i in indices):
+        name = cache_name(index, "ood", None)
+        if name in known or not (folder / name).is_file():
+            continue
+        try:
+            heat = Heatmap.load(folder / name)
+            image = np.asarray(read_image(run.sample_path(index)))
+        except (OSError, ValueError, KeyError, TypeError, ImageReadError):
+            continue
+        out[index] = share_of(heat.original(), image)
+    record_shares(run, out)
+    return out
+
+
 def frame_flags(run: Run, flagged: Sequence[int]) -> FrameFlags:
-    """Count the flags (rows of ``flagged``) whose cached OOD map lies mostly on the frame."""
+    """Count the flags (rows of ``flagged``) whose OOD map lies mostly on the frame, from the
+    shares kept beside the maps (reads no map: no torch on the page that asks)."""
     folder = run.path / HEATMAP_DIR
-    store = folder / SHARES_FILE
-    try:
-        known = json.loads(store.read_text()) if store.is_file() else {}
-    except (OSError, ValueError):
-        known = {}  # a damaged record is rebuilt from the maps themselves
+    known = _read_shares(run)
     cached = {p.name for p in folder.glob("*_ood_*.npz")} if folder.is_dir() else set()
-    changed, with_map, on_frame = False, 0, []
+    with_map, on_frame = 0, []
     for index in (int(i) for i in flagged):
         key = cache_name(index, "ood", None)
-        if key not in cached:
+        if key not in cached or key not in known:
             continue
-        if key not in known:
-            share = _share(run, index)
-            if share is None:
-                continue
-            known[key], changed = round(share, 4), True
         with_map += 1
         if known[key] > MOSTLY:
             on_frame.append(index)
-    if changed:
-        try:
-            write_json(store, known)
-        except OSError as exc:  # a read-only run still gets its count
-            warnings.warn(f"could not keep the frame shares in {store}: {exc}", stacklevel=2)
     return FrameFlags(len(flagged), with_map, on_frame)

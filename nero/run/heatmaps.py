@@ -27,7 +27,7 @@ from nero.explain.envelope import (
 from nero.explain.kinds import HEATMAP_DIR, HEATMAP_KINDS, KINDS, cache_name
 from nero.model.classifier import LoadedModel
 from nero.run import checkpoint as run_model
-from nero.run import heatmap_scale
+from nero.run import frame_flags, heatmap_scale
 from nero.run.directory import Run, read_run
 from nero.run.heatmap_scale import SCALED_KINDS, HeatmapScale
 from nero.run.heatmap_view import HeatmapView, heatmap_view
@@ -104,6 +104,7 @@ class RunHeatmaps:
         check_wanted(wanted)
         found = {k: heat for k, pair in enumerate(wanted) if (heat := self._cached(index, *pair))}
         missing = [k for k in range(len(wanted)) if k not in found]
+        image = None
         if missing:
             image = read_image(self.run.sample_path(index))
             relevance = self.run.sample_relevance(index)
@@ -111,6 +112,11 @@ class RunHeatmaps:
             for k, heat in zip(missing, computed, strict=True):
                 found[k] = heat
                 _save_quietly(heat.save, cache_path(self.run, index, *wanted[k]))
+        ood = next((found[k] for k, (kind, _) in enumerate(wanted) if kind == "ood"), None)
+        if ood is not None and not frame_flags.has_share(self.run, index):
+            image = image if image is not None else read_image(self.run.sample_path(index))
+            share = frame_flags.share_of(ood.original(), np.asarray(image))
+            frame_flags.record_shares(self.run, {index: share})  # the worklist's frame count
         return [found[k] for k in range(len(wanted))]
 
     def _cached(self, index: int, kind: str, target: int | None) -> Heatmap | None:
