@@ -734,7 +734,7 @@ def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
     tiny_run: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nero.run.frame_flags import measure_cached
+    from nero.run.heatmaps import heatmaps_of
     from nero.run.verdicts import run_thresholds
     from tests.helpers import framed, ood_map
 
@@ -752,7 +752,7 @@ def test_the_worklist_counts_the_flags_resting_on_the_frame_and_selects_several(
         other.unlink()
     (copy / "heatmaps" / "frame_shares.json").unlink(missing_ok=True)  # and their shares
     ood_map(run, index, "frame")  # all of its evidence in the unlit corners
-    measure_cached(run, [index])  # as the heatmap owner does when it makes a map
+    heatmaps_of(run).sample(index, [("ood", None)])  # the owner measures the map it gives
 
     at = open_app(tmp_path / "runs", "worklist")
     ok(at)

@@ -12,7 +12,7 @@ import pytest
 from nero.data.colour import ColourReference, colour_summary, read_summaries
 from nero.run.colour_check import REFERENCE_FILE, colour_reference, not_endoscopy_like
 from nero.run.directory import read_run
-from nero.run.frame_flags import SHARES_FILE, frame_flags, measure_cached
+from nero.run.frame_flags import SHARES_FILE, frame_flags
 from nero.run.heatmaps import cache_path
 from nero.run.scoring import more_like_this, review_rows
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
@@ -46,6 +46,13 @@ def test_more_like_this_is_the_nearest_reviewable_images_in_neros_space(tiny_run
     assert again[0].tolist() == near.tolist()
 
 
+def load_ood_maps(run, indices) -> None:
+    from nero.run.heatmaps import heatmaps_of
+
+    for index in indices:
+        heatmaps_of(run).sample(int(index), [("ood", None)])
+
+
 def test_flags_resting_on_the_frame_are_counted_from_their_cached_maps(run_copy) -> None:
     run = run_copy
     flagged = [int(i) for i in run.rows("ood:noise")[:3]]
@@ -54,8 +61,7 @@ def test_flags_resting_on_the_frame_are_counted_from_their_cached_maps(run_copy)
     ood_map(run, flagged[0], "frame")
     ood_map(run, flagged[1], "tissue")  # flagged[2]: no map computed yet
     assert frame_flags(run, flagged).with_map == 0  # maps not measured yet: not counted
-    measured = measure_cached(run, flagged)
-    assert set(measured) == set(flagged[:2]) and measured[flagged[0]] > 0.5 > measured[flagged[1]]
+    load_ood_maps(run, flagged[:2])  # the heatmap owner measures each map it gives
     count = frame_flags(run, flagged)
     assert (count.flagged, count.with_map, count.on_frame) == (3, 2, [flagged[0]])
     assert "1 of the 2 flagged images whose OOD heatmap has been computed (of 3" in count.sentence()
@@ -66,10 +72,11 @@ def test_flags_resting_on_the_frame_are_counted_from_their_cached_maps(run_copy)
     kept[cache_path(run, flagged[1], "ood", None).name] = 0.9  # as if it lay on the frame
     store.write_text(json.dumps(kept))
     assert frame_flags(run, flagged).on_frame == flagged[:2]
-    assert measure_cached(run, flagged) == {}  # nothing left to measure
-    store.write_text("{not json")  # a damaged record: measured again from the maps
+    load_ood_maps(run, flagged[:2])  # a share already kept is not measured again
+    assert frame_flags(run, flagged).on_frame == flagged[:2]
+    store.write_text("{not json")  # a damaged record: measured again as the maps are given
     assert frame_flags(run, flagged).with_map == 0
-    measure_cached(run, flagged)
+    load_ood_maps(run, flagged[:2])
     assert frame_flags(run, flagged).on_frame == [flagged[0]]
 
 

@@ -5,7 +5,7 @@ text, markers; :mod:`nero.explain.field_of_view`) says more about how the frame 
 than about the patient. Heatmaps cost a backward pass each, so only the flags whose OOD map
 has already been computed (``RUN/heatmaps/``, by the inspector or ``nero heatmap``) are
 counted, and the count says how many that is. Each map's frame share is measured by the
-heatmap owner as it makes or loads the map (:func:`measure_cached`, :func:`record_shares`) and
+heatmap owner as it makes or loads the map (:func:`share_of`, :func:`record_shares`) and
 kept in ``RUN/heatmaps/frame_shares.json`` (keyed by the cached map's file name, which carries
 the heatmap cache's version); the worklist only reads that file.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nero.data.images import ImageReadError, read_image
 from nero.explain.field_of_view import frame_share
 from nero.explain.kinds import HEATMAP_DIR, cache_name
 from nero.files import write_json
@@ -85,26 +84,6 @@ def share_of(relevance: np.ndarray, image: np.ndarray) -> float:
     """A map's share of positive evidence on the frame (0 for an image without one)."""
     share = frame_share(relevance, np.asarray(image))
     return share.frame if share.has_frame else 0.0
-
-
-def measure_cached(run: Run, indices: Sequence[int]) -> dict[int, float]:
-    """Measure and keep the shares of cached OOD maps that have none yet (reads the maps:
-    imports torch; the heatmap owner does this as it makes or loads a map)."""
-    from nero.explain.attribution import Heatmap
-
-    folder, known, out = run.path / HEATMAP_DIR, _read_shares(run), {}
-    for index in (int(i) for i in indices):
-        name = cache_name(index, "ood", None)
-        if name in known or not (folder / name).is_file():
-            continue
-        try:
-            heat = Heatmap.load(folder / name)
-            image = np.asarray(read_image(run.sample_path(index)))
-        except (OSError, ValueError, KeyError, TypeError, ImageReadError):
-            continue
-        out[index] = share_of(heat.original(), image)
-    record_shares(run, out)
-    return out
 
 
 def frame_flags(run: Run, flagged: Sequence[int]) -> FrameFlags:

@@ -176,14 +176,15 @@ class FusionChoice:
 
     def why(self) -> str:
         first, partner = self.members[:2]
-        third = (
-            f"; {self.members[2]} added as it raises that by {self.third_gain:.1f}"
-            if len(self.members) > 2
-            else ""
-            if self.third_gain is None
-            else f"; no third member (the best would add {self.third_gain:+.1f}, less than "
-            f"{MIN_THIRD_GAIN})"
-        )
+        if len(self.members) > 2:
+            third = f"; {self.members[2]} added as it raises that by {self.third_gain:.1f}"
+        elif self.third_gain is not None:
+            third = (
+                f"; no third member (the best would add {self.third_gain:+.1f}, less than "
+                f"{MIN_THIRD_GAIN})"
+            )
+        else:
+            third = ""
         return (
             f"{first} (the best single method on the ID-only proxies, mean AUROC "
             f"{self.single:.1f}) with {partner}, the partner that raises fusion's mean proxy "
