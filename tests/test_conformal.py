@@ -12,8 +12,11 @@ from PIL import Image
 
 from nero.cli import main
 from nero.run.conformal import (
+    COMBINATIONS,
     Calibration,
     choose_members,
+    combine,
+    contributions,
     fisher,
     new_image_p_values,
     p_value_words,
@@ -82,6 +85,37 @@ def test_members_skip_near_copies_and_fisher_grows_with_evidence():
         fisher([np.array([0.5]), np.array([0.5])])[0]
         < fisher([np.array([0.01]), np.array([0.5])])[0]
     )
+
+
+@pytest.mark.parametrize("combination", sorted(COMBINATIONS))
+def test_every_combination_calibrated_on_normal_images_keeps_its_promise(combination):
+    """Three dependent members on a known distribution: each fused statistic, calibrated like
+    a method, flags about α of new normal images, and more of shifted ones."""
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal((3000, 1))
+    members = shared + 0.7 * rng.standard_normal((3000, 3))  # correlated, as detectors are
+    cal, new = members[:1000], members[1000:]
+    shifted = new + np.array([2.0, 0.0, 0.0])  # one member sees it
+    p_of = lambda x: [p_values(cal[:, k], x[:, k]) for k in range(3)]  # noqa: E731
+    fused_cal = combine([p_values(cal[:500, k], cal[500:, k]) for k in range(3)], combination)
+
+    fused_new = combine([p_values(cal[:500, k], new[:, k]) for k in range(3)], combination)
+    fpr = np.mean(p_values(fused_cal, fused_new) <= 0.05)
+    assert 0.035 <= fpr <= 0.065
+    assert np.median(combine(p_of(shifted), combination)) > np.median(
+        combine(p_of(new), combination)
+    )
+    with pytest.raises(ValueError, match="unknown combination"):
+        combine(p_of(new), "mean")
+
+
+def test_a_fused_scores_contributions_share_its_evidence():
+    fisher_share = contributions({"a": 0.001, "b": 0.5}, "fisher")
+    assert np.isclose(sum(fisher_share.values()), 1.0) and fisher_share["a"] > 0.9
+    assert contributions({"a": 0.001, "b": 0.5}, "min-p") == {"a": 1.0, "b": 0.0}
+    stouffer_share = contributions({"a": 0.01, "b": 0.9}, "stouffer")  # b's z < 0 adds nothing
+    assert stouffer_share == {"a": 1.0, "b": 0.0}
+    assert contributions({"a": 1.0, "b": 1.0}, "fisher") == {"a": 0.5, "b": 0.5}
 
 
 def test_p_values_in_words():

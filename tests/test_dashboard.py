@@ -247,7 +247,7 @@ def test_score_page_scores_and_explains_an_upload(runs_root: Path) -> None:  # n
     others = at.dataframe[1].value
     # every method the run can score new images with, and its fusion of them
     assert set(others["method"]) == {
-        "NERO", "MSP", "Energy", "MaxLogit", "KNN", "Fusion (p-values, Fisher)"
+        "NERO", "MSP", "Energy", "MaxLogit", "KNN", "Fusion (calibrated p-values)"
     }  # fmt: skip
 
 

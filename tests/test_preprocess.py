@@ -211,7 +211,7 @@ def test_the_control_scores_fusion_as_the_run_fuses_it(tmp_path):
     test scores: the control says whether fusion, too, can be had from the frame alone."""
     import pandas as pd
 
-    from nero.run.conformal import fisher, p_values
+    from nero.run.conformal import combine, p_values
 
     run = evaluated(framed_folders(tmp_path / "data", "circle"), tmp_path / "run", "none", True)
     members = run.report["fusion"]["members"]
@@ -219,8 +219,9 @@ def test_the_control_scores_fusion_as_the_run_fuses_it(tmp_path):
     assert "fusion" in control["methods"] and control["flagged"]
     table = pd.read_csv(run.path / "frame_only_scores.csv")
     test = run.rows("id_test")
-    expected = fisher(
-        [p_values(run.scores[m].to_numpy()[test], table[m].to_numpy()) for m in members]
+    expected = combine(
+        [p_values(run.scores[m].to_numpy()[test], table[m].to_numpy()) for m in members],
+        run.report["fusion"]["combination"],
     )
     np.testing.assert_allclose(table["fusion"].to_numpy(), expected, rtol=1e-6)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nero.cli import main
+from nero.detect.metrics import auroc
 from nero.detect.registry import Evidence, OODMethod
 from nero.detect.relevance import Head
 from nero.run.directory import read_run
@@ -173,3 +174,43 @@ def test_a_fusion_that_adds_nothing_is_not_recommended_over_its_best_member():
     cv = cross_validated_fusion(scores, ["a", "b"])
     rec = recommend({**singles, "fusion": cv}, [])
     assert rec.method == "a"
+
+
+def test_fusion_combination_is_the_one_that_does_best_on_the_proxies():
+    """Every combination gets its own members; the winner is the best fused mean proxy AUROC,
+    and the others' figures are in the reason."""
+    from nero.run.conformal import COMBINATION_NAMES, COMBINATIONS
+    from nero.run.recommend import choose_fusion, fused_proxy_scores
+
+    rng = np.random.default_rng(3)
+    scores = {name: {f"p{k}": _proxy(rng, shift) for k in range(4)}
+              for name, shift in (("a", 1.0), ("b", 0.8), ("c", 0.6))}  # fmt: skip
+    choice = choose_fusion(scores, ["a", "b", "c"])
+    assert choice.combination in COMBINATIONS and set(choice.others) == set(COMBINATIONS) - {
+        choice.combination
+    }
+    fused = fused_proxy_scores(scores, choice.members, None, choice.combination)
+    assert np.isclose(np.mean([auroc(i, o) for i, o in fused.values()]), choice.fused)
+    assert all(choice.fused >= v for v in choice.others.values())
+    assert COMBINATION_NAMES[choice.combination] in choice.why()
+
+
+def test_a_choice_made_on_some_proxies_never_looks_at_the_held_out_one():
+    """Cross-validation without a leak: whatever the held-out proxy holds — here it makes the
+    worst method perfect — and whatever ranking the caller made, the members, pool and
+    combination chosen on the other proxies stay."""
+    from nero.run.recommend import choose_fusion
+
+    rng = np.random.default_rng(4)
+    names = [f"m{k}" for k in range(10)]
+    scores = {n: {f"p{k}": _proxy(rng, 0.2 * j) for k in range(4)} for j, n in enumerate(names)}
+    before = choose_fusion(scores, names[::-1], ["p1", "p2", "p3"])
+    worst = names[0]
+    scores[worst]["p0"] = (rng.normal(0, 1, 200), rng.normal(50, 1, 100))
+    after = choose_fusion(scores, names[::-1], ["p1", "p2", "p3"])
+    assert (after.members, after.combination, after.fused) == (
+        before.members, before.combination, before.fused
+    )  # fmt: skip
+    # the caller's ranking (made on all proxies, the held-out one too) only breaks ties
+    shuffled = choose_fusion(scores, names, ["p1", "p2", "p3"])
+    assert (shuffled.members, shuffled.combination) == (before.members, before.combination)

@@ -19,7 +19,7 @@ from dashboard import (
 )
 from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
-from nero.run.conformal import p_value_words
+from nero.run.conformal import COMBINATION_NAMES, contributions, p_value_words
 from nero.run.scoring import more_like_this, nearest_train, neuron_prototypes
 from nero.run.verdicts import telling_samples
 
@@ -122,10 +122,10 @@ with mid:
     verdicts.verdict_badge(score, thr, method_label(method))
     fused = r.p_value("fusion")
     if fused is not None and "fusion" in r.report:
-        members = r.report["fusion"]["members"]
-        member_p = {m: float(r.p_value(m)[i]) for m in members}
-        weight = {m: -2.0 * np.log(p) for m, p in member_p.items()}
-        total = sum(weight.values()) or 1.0
+        fusion = r.report["fusion"]
+        combination = fusion.get("combination", "fisher")
+        member_p = {m: float(r.p_value(m)[i]) for m in fusion["members"]}
+        share = contributions(member_p, combination)
         st.markdown(
             f"**Fusion** (calibrated on normal test frames): p = {fused[i]:.3g} — "
             f"{p_value_words(float(fused[i]))}."
@@ -133,11 +133,11 @@ with mid:
         st.caption(
             "Made of: "
             + "; ".join(
-                f"{method_label(m)} p = {p:.3g} ({100 * weight[m] / total:.0f} % of the fused "
-                "evidence)"
+                f"{method_label(m)} p = {p:.3g} ({100 * share[m]:.0f} % of the fused evidence)"
                 for m, p in member_p.items()
             )
-            + ". Members were chosen from normal images alone."
+            + f", combined by {COMBINATION_NAMES.get(combination, combination)}. Members and "
+            "combination were chosen from normal images alone."
         )
     if loaders.not_endoscopy_like(r, i):
         st.warning(

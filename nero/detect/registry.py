@@ -149,7 +149,7 @@ def feature_level_methods() -> list[str]:
 
 
 # Scores a run derives from its methods' scores (nero.run.conformal), not registered methods.
-DERIVED_LABELS = {"fusion": "Fusion (p-values, Fisher)"}
+DERIVED_LABELS = {"fusion": "Fusion (calibrated p-values)"}
 
 
 def method_label(name: str) -> str:

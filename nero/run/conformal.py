@@ -16,13 +16,21 @@ examination, which is all a conformal p-value needs.
   p-values come from the other half. The share of ID test images with ``p ≤ α`` is then an
   honest estimate of the false-alarm rate on new normal frames (``realised_fpr``).
 
-**Fusion** combines members' p-values with Fisher's method, ``−2 Σ log p`` (large = unusual),
-and that statistic is calibrated the same way. The members are chosen from ID-only evidence
-by the recommendation (:func:`nero.run.recommend.choose_fusion`): the best single method on
+**Fusion** combines members' p-values by one of :data:`COMBINATIONS` (large = unusual), and
+that statistic is calibrated the same way:
+
+- ``fisher``: ``−2 Σ log p`` — every member's evidence adds up; one very small p is enough;
+- ``stouffer``: ``Σ Φ⁻¹(1 − p)`` — members vote on a common scale; one member alone moves it
+  less, agreement moves it more;
+- ``min-p`` (Tippett): ``−log min p`` — the most alarmed member decides.
+
+The members *and* the combination are chosen from ID-only evidence by the recommendation
+(:func:`nero.run.recommend.choose_fusion`): for each combination, the best single method on
 the ID-only proxies, the partner that raises the fused proxy AUROC most, and a third only if
-it adds half a point; fusion competes with the single methods on proxy AUROCs cross-validated
-over the proxies. A run without proxies falls back to :func:`choose_members` (the ranking's
-best, near-copies on ID images skipped). No OOD image is read.
+it adds half a point; the combination whose fusion does best on the proxies wins. fusion
+competes with the single methods on proxy AUROCs cross-validated over the proxies. A run
+without proxies falls back to :func:`choose_members` (the ranking's best, near-copies on ID
+images skipped) and Fisher's method. No OOD image is read.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import norm, spearmanr
 
 ALPHA = 0.05  # the default share of normal frames a threshold may flag
 FUSION = "fusion"
@@ -92,9 +100,55 @@ class Calibration:
         return float(100.0 * np.mean(np.asarray(p)[self.test_rows] <= alpha))
 
 
+def _stacked(p_by_member: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack([np.asarray(p, np.float64) for p in p_by_member])
+
+
 def fisher(p_by_member: Sequence[np.ndarray]) -> np.ndarray:
     """Fisher's combination ``−2 Σ log p``: large when some member finds the image unusual."""
-    return -2.0 * np.sum(np.log(np.stack([np.asarray(p, np.float64) for p in p_by_member])), 0)
+    return -2.0 * np.sum(np.log(_stacked(p_by_member)), 0)
+
+
+# A p-value of 1 (the lowest score of all) would be z = −∞: one member could veto the rest.
+_HIGHEST_P = 1.0 - 1e-6
+
+
+def stouffer(p_by_member: Sequence[np.ndarray]) -> np.ndarray:
+    """Stouffer's combination ``Σ Φ⁻¹(1 − p)``: large when the members agree it is unusual."""
+    return np.sum(norm.isf(np.minimum(_stacked(p_by_member), _HIGHEST_P)), 0)
+
+
+def min_p(p_by_member: Sequence[np.ndarray]) -> np.ndarray:
+    """Tippett's combination ``−log min p``: as unusual as the most alarmed member says."""
+    return -np.log(np.min(_stacked(p_by_member), 0))
+
+
+COMBINATIONS = {"fisher": fisher, "stouffer": stouffer, "min-p": min_p}
+COMBINATION_NAMES = {"fisher": "Fisher's method", "stouffer": "Stouffer's method",
+                     "min-p": "the smallest p-value (Tippett)"}  # fmt: skip
+
+
+def combine(p_by_member: Sequence[np.ndarray], combination: str = "fisher") -> np.ndarray:
+    """Members' p-values combined by one of :data:`COMBINATIONS` (large = unusual)."""
+    if combination not in COMBINATIONS:
+        raise ValueError(f"unknown combination {combination!r}: one of {sorted(COMBINATIONS)}")
+    return COMBINATIONS[combination](p_by_member)
+
+
+def contributions(member_p: Mapping[str, float], combination: str = "fisher") -> dict[str, float]:
+    """Each member's share of one fused score's evidence (sums to 1): its term of the
+    combination (``−log p`` for Fisher, its positive ``z`` for Stouffer; min-p: the most
+    alarmed member carries it all, ties shared)."""
+    p = np.array([member_p[m] for m in member_p], np.float64)
+    if combination == "stouffer":
+        term = np.maximum(norm.isf(np.minimum(p, _HIGHEST_P)), 0.0)
+    elif combination == "min-p":
+        term = (p == p.min()).astype(np.float64)
+    else:
+        term = -np.log(p)
+    total = term.sum()
+    share = term / total if total > 0 else np.full(p.size, 1.0 / max(p.size, 1))
+    return dict(zip(member_p, share.tolist(), strict=True))
 
 
 def choose_members(
@@ -134,8 +188,10 @@ def choose_members(
     return members, why
 
 
-def fused_statistic(p_by_member: Mapping[str, np.ndarray], members: Sequence[str]) -> np.ndarray:
-    return fisher([p_by_member[m] for m in members])
+def fused_statistic(
+    p_by_member: Mapping[str, np.ndarray], members: Sequence[str], combination: str = "fisher"
+) -> np.ndarray:
+    return combine([p_by_member[m] for m in members], combination)
 
 
 def p_value_words(p: float) -> str:
@@ -155,6 +211,7 @@ def new_image_p_values(
     id_test_scores: Mapping[str, np.ndarray],
     scores: Mapping[str, np.ndarray],
     members: Sequence[str] = (),
+    combination: str = "fisher",
 ) -> dict[str, np.ndarray]:
     """p-values of new images against the run's ID test scores, and ``fusion`` (its
     statistic and p-value) when the run has members; keys ``p:METHOD`` and ``fusion``."""
@@ -164,7 +221,7 @@ def new_image_p_values(
         if m in id_test_scores
     }
     if members and all(m in scores and m in id_test_scores for m in members):
-        fused = fused_statistic({m: out[P_PREFIX + m] for m in members}, members)
+        fused = fused_statistic({m: out[P_PREFIX + m] for m in members}, members, combination)
         out[FUSION] = fused
         out[P_PREFIX + FUSION] = p_values(id_test_scores[FUSION], fused)
     return out

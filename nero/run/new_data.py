@@ -31,7 +31,7 @@ from nero.model.extract import Engine, forward_batches
 from nero.run.batches import BATCHES_DIR, check_batch_name
 from nero.run.conformal import FUSION, new_image_p_values
 from nero.run.directory import Run
-from nero.run.scoring import RunScorer, fusion_members, id_test_scores
+from nero.run.scoring import RunScorer, fusion_combination, fusion_members, id_test_scores
 from nero.run.staging import WRITER_FILE, RunLockedError, writer_lock
 from nero.run.verdicts import run_thresholds
 from nero.tables import neutralise_cells
@@ -186,7 +186,7 @@ def _score(
     failures: dict[str, str] = dict(unreadable)
     # Conformal p-values against the run's ID test scores; fusion when the run has members.
     calibration = id_test_scores(run, run.methods)
-    members = fusion_members(run)
+    members, combination = fusion_members(run), fusion_combination(run)
     written = 0
     done = 0
     table_path = out if out is not None else (stage / "scores.csv" if stage else None)
@@ -203,7 +203,7 @@ def _score(
         relevance = relevance.astype(np.float32)
         data = Evidence(features, logits, relevance)
         scores = {name: method.score(data) for name, method in scorer.methods.items()}
-        scores.update(new_image_p_values(calibration, scores, members))
+        scores.update(new_image_p_values(calibration, scores, members, combination))
         probs = softmax(logits.astype(np.float64))
         rows = pd.DataFrame(
             {

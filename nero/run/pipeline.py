@@ -46,7 +46,7 @@ from nero.run.conformal import (
     P_PREFIX,
     Calibration,
     choose_members,
-    fisher,
+    combine,
     fused_statistic,
     p_values,
 )
@@ -356,8 +356,9 @@ def _control_fusion(ev: Evaluation) -> None:
     if not all(m in ev.control_scores for m in members):
         return
     test_rows = ev.rows("id_test")
-    ev.control_scores[FUSION] = fisher(
-        [p_values(ev.scores[m][test_rows], ev.control_scores[m]) for m in members]
+    ev.control_scores[FUSION] = combine(
+        [p_values(ev.scores[m][test_rows], ev.control_scores[m]) for m in members],
+        ev.report[FUSION].get("combination", "fisher"),
     )
     seconds = ev.report["acquisition"].get("seconds")
     ev.report["acquisition"] = {
@@ -413,14 +414,16 @@ def _calibrate(
     pvals = {m: calibration.run_p_values(v) for m, v in scores.items()}
     recommendation = Recommendation.from_record(report.get("recommended"))
     ranking = list(recommendation.ranking) if recommendation is not None else []
+    combination = "fisher"
     if recommendation is not None and len(recommendation.fusion_members) >= 2:
         members, why = list(recommendation.fusion_members), recommendation.fusion_why
+        combination = recommendation.fusion_combination
     else:  # no proxies to choose on: the ranking's best, near-copies skipped
         members, why = choose_members(ranking, {m: scores[m][test_rows] for m in candidates})
     if len(members) >= 2:
-        scores[FUSION] = fused_statistic(pvals, members)
+        scores[FUSION] = fused_statistic(pvals, members, combination)
         pvals[FUSION] = calibration.run_p_values(scores[FUSION])
-        report[FUSION] = {"members": members, "combination": "fisher", "why": why}
+        report[FUSION] = {"members": members, "combination": combination, "why": why}
         for split in dict.fromkeys(s for s in splits if s.startswith("ood:")):
             rows = splits == split
             report["results"][split.split(":", 1)[1]][FUSION] = ood_metrics(

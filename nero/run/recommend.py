@@ -32,7 +32,7 @@ from nero.detect.registry import Evidence, OODMethod, capped_rows
 from nero.detect.relevance import Head, head_relevance
 from nero.files import release_pages
 from nero.model.classifier import LoadedModel, capture_head_input
-from nero.run.conformal import FUSION, fisher, p_values
+from nero.run.conformal import COMBINATION_NAMES, COMBINATIONS, FUSION, combine, p_values
 from nero.run.recommendation import Recommendation
 
 # ID test images corrupted per corruption kind: enough for a stable AUROC, few enough that
@@ -141,11 +141,14 @@ def proxy_aurocs(*args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
 
 
 def fused_proxy_scores(
-    scores: ProxyScores, members: Sequence[str], proxies: Sequence[str] | None = None
+    scores: ProxyScores,
+    members: Sequence[str],
+    proxies: Sequence[str] | None = None,
+    combination: str = "fisher",
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``fusion``'s scores on each proxy (or those named), made as the run makes them: each
     member's p-values against the proxy's ID images (an ID image against the others:
-    leave-one-out), combined by Fisher's method."""
+    leave-one-out), combined by ``combination``."""
     fused = {}
     for proxy in proxies if proxies is not None else scores[members[0]]:
         id_p, ood_p = [], []
@@ -155,7 +158,7 @@ def fused_proxy_scores(
             # an ID image among the others: (#{others ≥ s} + 1) / n = #{all ≥ s} / n
             n = id_scores.size
             id_p.append((p_values(id_scores, id_scores) * (n + 1) - 1) / n)
-        fused[proxy] = (fisher(id_p), fisher(ood_p))
+        fused[proxy] = (combine(id_p, combination), combine(ood_p, combination))
     return fused
 
 
@@ -167,12 +170,16 @@ MIN_THIRD_GAIN = 0.5
 
 @dataclass(frozen=True)
 class FusionChoice:
-    """fusion's members, chosen on some proxies, and the mean proxy AUROCs that chose them."""
+    """fusion's members and combination, chosen on some proxies, and the mean proxy AUROCs
+    that chose them."""
 
     members: list[str]
     single: float  # the first member alone
     pair: float
     third_gain: float | None  # what the best third member would add (None: no candidate)
+    combination: str = "fisher"
+    fused: float = float("nan")  # the chosen fusion's mean proxy AUROC
+    others: dict[str, float] = dataclasses.field(default_factory=dict)  # other combinations'
 
     def why(self) -> str:
         first, partner = self.members[:2]
@@ -185,29 +192,28 @@ class FusionChoice:
             )
         else:
             third = ""
+        others = ", ".join(f"{COMBINATION_NAMES[c]} {v:.1f}" for c, v in self.others.items())
         return (
             f"{first} (the best single method on the ID-only proxies, mean AUROC "
             f"{self.single:.1f}) with {partner}, the partner that raises fusion's mean proxy "
-            f"AUROC most ({self.pair:.1f}){third}; combined by Fisher's method and calibrated on "
-            "ID test images like every method. fusion's own proxy AUROCs are cross-validated: "
-            "on each proxy, the members chosen on the other proxies"
+            f"AUROC most ({self.pair:.1f}){third}; combined by "
+            f"{COMBINATION_NAMES[self.combination]}, the combination whose fusion does best on "
+            f"the proxies ({self.fused:.1f}" + (f"; {others}" if others else "") + "), and "
+            "calibrated on ID test images like every method. fusion's own proxy AUROCs are "
+            "cross-validated: on each proxy, members and combination chosen on the other proxies"
         )
 
 
-def choose_fusion(
-    scores: ProxyScores, ranking: Sequence[str], proxies: Sequence[str] | None = None
-) -> FusionChoice | None:
-    """fusion's members from the proxies alone (no OOD image): the best single method, its
-    best partner, and a third only if it adds :data:`MIN_THIRD_GAIN` (None: < 2 methods)."""
-    pool = [m for m in ranking if m in scores and scores[m]][:FUSION_POOL]
-    if len(pool) < 2:
-        return None
-    proxies = list(proxies if proxies is not None else scores[pool[0]])
+def _members_for(
+    scores: ProxyScores, pool: Sequence[str], proxies: Sequence[str], combination: str
+) -> FusionChoice:
+    """The best single method of ``pool``, its best partner, and a third only if it adds
+    :data:`MIN_THIRD_GAIN`, fused by ``combination``."""
 
     def mean_auroc(members: Sequence[str]) -> float:
         if len(members) == 1:
             return float(np.mean([auroc(*scores[members[0]][p]) for p in proxies]))
-        fused = fused_proxy_scores(scores, members, proxies)
+        fused = fused_proxy_scores(scores, members, proxies, combination)
         return float(np.mean([auroc(i, o) for i, o in fused.values()]))
 
     single = {m: mean_auroc([m]) for m in pool}
@@ -215,26 +221,49 @@ def choose_fusion(
     pairs = {m: mean_auroc([first, m]) for m in pool if m != first}
     partner = max(pairs, key=lambda m: (pairs[m], -pool.index(m)))
     rest = {m: mean_auroc([first, partner, m]) for m in pool if m not in (first, partner)}
-    members, gain = [first, partner], None
+    members, gain, fused = [first, partner], None, pairs[partner]
     if rest:
         third = max(rest, key=lambda m: (rest[m], -pool.index(m)))
         gain = rest[third] - pairs[partner]
         if gain >= MIN_THIRD_GAIN:
             members.append(third)
-    return FusionChoice(members, single[first], pairs[partner], gain)
+            fused = rest[third]
+    return FusionChoice(members, single[first], pairs[partner], gain, combination, fused)
+
+
+def choose_fusion(
+    scores: ProxyScores, ranking: Sequence[str], proxies: Sequence[str] | None = None
+) -> FusionChoice | None:
+    """fusion's members and combination from the proxies alone (no OOD image): for each of
+    :data:`~nero.run.conformal.COMBINATIONS`, the members :func:`_members_for` picks; the
+    combination whose fusion has the best mean AUROC on ``proxies`` wins (ties: the order of
+    ``COMBINATIONS``). The pool is the :data:`FUSION_POOL` best single methods *on these
+    proxies* (``ranking`` only breaks ties), so a choice made on some proxies never looks at
+    the others. None: fewer than 2 methods."""
+    usable = [m for m in ranking if m in scores and scores[m]]
+    if len(usable) < 2:
+        return None
+    proxies = list(proxies if proxies is not None else scores[usable[0]])
+    mean = {m: float(np.mean([auroc(*scores[m][p]) for p in proxies])) for m in usable}
+    pool = sorted(usable, key=lambda m: (-mean[m], usable.index(m)))[:FUSION_POOL]
+    choices = [_members_for(scores, pool, proxies, c) for c in COMBINATIONS]
+    best = max(choices, key=lambda c: (c.fused, -choices.index(c)))
+    others = {c.combination: c.fused for c in choices if c is not best}
+    return dataclasses.replace(best, others=others)
 
 
 def cross_validated_fusion(scores: ProxyScores, ranking: Sequence[str]) -> dict[str, float]:
-    """fusion's AUROC on each proxy with members chosen on the *other* proxies, so that the
-    choice is not judged on the evidence that made it (an honest candidate)."""
+    """fusion's AUROC on each proxy with members and combination chosen on the *other*
+    proxies, so that the choice is not judged on the evidence that made it (an honest
+    candidate)."""
     proxies = list(next(iter(scores[m] for m in ranking if m in scores and scores[m]), {}))
     out = {}
     for held in proxies:
         choice = choose_fusion(scores, ranking, [p for p in proxies if p != held])
         if choice is None:
             continue
-        i, o = fused_proxy_scores(scores, choice.members, [held])[held]
-        out[held] = auroc(i, o)
+        fused = fused_proxy_scores(scores, choice.members, [held], choice.combination)
+        out[held] = auroc(*fused[held])
     return out
 
 
@@ -321,4 +350,5 @@ def recommend_for_run(
         proxy_rows=rows,
         fusion_members=choice.members if choice is not None else [],
         fusion_why=choice.why() if choice is not None else "",
+        fusion_combination=choice.combination if choice is not None else "fisher",
     )

@@ -23,6 +23,7 @@ class Recommendation:
     proxy_rows: dict[str, int] = field(default_factory=dict)  # rows the proxies used
     fusion_members: list[str] = field(default_factory=list)  # chosen on the proxies
     fusion_why: str = ""
+    fusion_combination: str = "fisher"  # chosen on the proxies too (older runs: Fisher)
 
     def record(self) -> dict[str, Any]:
         """As ``report.json`` holds it."""

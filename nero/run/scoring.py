@@ -54,6 +54,11 @@ def fusion_members(run: Run) -> list[str]:
     return list(run.report.get(FUSION, {}).get("members", []))
 
 
+def fusion_combination(run: Run) -> str:
+    """How the run's ``fusion`` combines its members' p-values (runs before the choice: Fisher)."""
+    return str(run.report.get(FUSION, {}).get("combination", "fisher"))
+
+
 def id_test_scores(run: Run, methods: Sequence[str]) -> dict[str, np.ndarray]:
     """Each method's scores on the run's ID test images: what new images' p-values (and
     their fusion) are calibrated against."""
@@ -138,7 +143,9 @@ class RunScorer:
         raw = {name: m.score(data) for name, m in self.methods.items()}
         if self.fused_calibration:  # fused as the run fuses its images
             members = fusion_members(self.run)
-            raw[FUSION] = new_image_p_values(self.fused_calibration, raw, members)[FUSION]
+            raw[FUSION] = new_image_p_values(
+                self.fused_calibration, raw, members, fusion_combination(self.run)
+            )[FUSION]
         scores = pd.DataFrame(raw)
         explanation = self.detector.explain(features, relevance)
         return ImageScores(scores, features, logits, relevance, explanation)
