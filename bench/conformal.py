@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from nero.detect.metrics import auroc  # noqa: E402
 from nero.detect.registry import method_label  # noqa: E402
-from nero.run.conformal import ALPHA, FUSION, fisher, p_values  # noqa: E402
+from nero.run.conformal import ALPHA, COMBINATION_NAMES, COMBINATIONS, FUSION, combine, p_values  # noqa: E402
 from nero.run.directory import Run, read_run  # noqa: E402
 from nero.run.pipeline import _calibrate  # noqa: E402
 from nero.run.report import comparison_frame  # noqa: E402
@@ -94,15 +94,17 @@ def detection(run: Run) -> dict:
         "best": best,
         "best_mean": frame.loc[best, ("mean", "auroc")],
         "members": run.report[FUSION]["members"],
+        "combination": run.report[FUSION].get("combination", "fisher"),
     }
 
 
 CEILING_POOL = 12  # the best single methods whose pairs and triples the ceiling tries
 
 
-def ceiling(run: Run, ranked: list[str]) -> tuple[float, list[str]]:
-    """The best mean AUROC any Fisher fusion of 2 or 3 of the top single methods reaches, and
-    its members, chosen *with the OOD labels*: what no ID-only choice can beat (judging only)."""
+def ceiling(run: Run, ranked: list[str]) -> tuple[float, list[str], str]:
+    """The best mean AUROC any fusion (any of the run's combinations) of 2 or 3 of the top
+    single methods reaches, its members and combination, chosen *with the OOD labels*: what no
+    ID-only choice can beat (judging only)."""
     test = run.rows("id_test")
     sets = [run.rows(f"ood:{s}") for s in run.ood_sets]
     pool = [m for m in ranked if run.p_value(m) is not None][:CEILING_POOL]
@@ -111,12 +113,13 @@ def ceiling(run: Run, ranked: list[str]) -> tuple[float, list[str]]:
     def mean_auroc(score: np.ndarray) -> float:
         return float(np.mean([auroc(score[test], score[rows]) for rows in sets]))
 
-    best = (-np.inf, [])
-    for k in (2, 3):
-        for members in itertools.combinations(pool, k):
-            value = mean_auroc(fisher([p[m] for m in members]))
-            if value > best[0]:
-                best = (value, list(members))
+    best = (-np.inf, [], "")
+    for combination in COMBINATIONS:
+        for k in (2, 3):
+            for members in itertools.combinations(pool, k):
+                value = mean_auroc(combine([p[m] for m in members], combination))
+                if value > best[0]:
+                    best = (value, list(members), combination)
     return best
 
 
@@ -165,11 +168,11 @@ def main() -> int:
             f"{s} {x['fusion']:.1f} / {x['fusion_fpr95']:.0f} (median {x['median']:.1f}, best {x['best']:.1f})"
             for s, x in d["sets"].items()
         )
-        members = ", ".join(method_label(m) for m in d["members"])
-        top, chosen = d["ceiling"]
+        members = ", ".join(method_label(m) for m in d["members"]) + f"; {COMBINATION_NAMES[d['combination']]}"
+        top, chosen, how = d["ceiling"]
         rows_d.append(
             f"| {name} | {members} | {d['fusion_mean']:.2f} | {d['best_mean']:.2f} ({method_label(d['best'])}) "
-            f"| {d['fusion_mean'] - d['best_mean']:+.2f} | {top:.2f} ({', '.join(method_label(m) for m in chosen)}; "
+            f"| {d['fusion_mean'] - d['best_mean']:+.2f} | {top:.2f} ({', '.join(method_label(m) for m in chosen)}, {how}; "
             f"{top - d['best_mean']:+.2f}) | {sets} |"
         )
         rows_c.append(
@@ -193,11 +196,11 @@ def main() -> int:
         "**Detection**: fusion's AUROC / FPR95 per OOD set (%), against each set's median and best single method, "
         "and its mean against the best single method's mean.",
         "",
-        "The ceiling is the best any Fisher fusion of two or three of the run's "
+        "The ceiling is the best any fusion (Fisher, Stouffer or min-p) of two or three of the run's "
         f"{CEILING_POOL} best single methods reaches, its members picked *with the OOD labels* "
         "(never what a run does: it says how far ID-only choice could get at all).",
         "",
-        "| run | members (chosen from ID data) | fusion mean AUROC | best single mean | difference | ceiling: best 2–3 members chosen on the OOD sets (vs best single) | per set |",
+        "| run | members; combination (chosen from ID data) | fusion mean AUROC | best single mean | difference | ceiling: best 2–3 members chosen on the OOD sets (vs best single) | per set |",
         "|---|---|---|---|---|---|---|",
         *rows_d,
         "",
