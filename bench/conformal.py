@@ -168,7 +168,10 @@ def main() -> int:
             f"{s} {x['fusion']:.1f} / {x['fusion_fpr95']:.0f} (median {x['median']:.1f}, best {x['best']:.1f})"
             for s, x in d["sets"].items()
         )
-        members = ", ".join(method_label(m) for m in d["members"]) + f"; {COMBINATION_NAMES[d['combination']]}"
+        members = (
+            ", ".join(method_label(m) for m in d["members"])
+            + f"; {COMBINATION_NAMES[d['combination']]}"
+        )
         top, chosen, how = d["ceiling"]
         rows_d.append(
             f"| {name} | {members} | {d['fusion_mean']:.2f} | {d['best_mean']:.2f} ({method_label(d['best'])}) "
