@@ -80,7 +80,7 @@ def fresh_samples(run_dir: Path, count: int) -> list[int]:
 # What shows that a page has drawn its main content, in the browser.
 SHOWN = {
     "worklist": '[data-testid="stDataFrame"]',
-    "overview": ".js-plotly-plot .plot-container",
+    "overview": '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg',
     "map": ".js-plotly-plot .scatterlayer .trace .point",
     "inspector": '[data-testid="stImage"] img',
     "score": '[data-testid="stFileUploaderDropzone"]',

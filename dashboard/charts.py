@@ -1,13 +1,13 @@
-"""Plotly figures of the dashboard: pure functions of arrays, no Streamlit, easy to test."""
+"""Plotly figures of the dashboard (the map, bars, the video timeline) and the histogram's
+steps the overview draws: pure functions of arrays, no Streamlit, easy to test."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-
-from nero.detect.metrics import roc
 
 ID_TEST_COLOUR = "#2E6FBA"
 ID_TRAIN_COLOUR = "#B4BEC8"
@@ -81,26 +81,34 @@ def default_axis(id_test: np.ndarray, others: np.ndarray) -> str:
     return "log" if every.min() > 0 else "percentile"
 
 
-def _rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
+@dataclass(frozen=True)
+class HistogramSteps:
+    """What a score histogram draws: one step line per split (bin edges, % of the split per
+    bin, the last value repeated to close the step), the axis and where the threshold sits."""
+
+    traces: list[tuple[str, np.ndarray, np.ndarray, str]]  # name, x (edges), y (%), colour
+    lo: float
+    hi: float
+    x_title: str
+    threshold_x: float
+    clipped: int  # scores beyond the robust range, counted in the last bin
+    edge: float  # where that bin starts, in score units
 
 
-def score_histogram(
+def histogram_steps(
     id_test: np.ndarray,
     ood: Mapping[str, np.ndarray],
     threshold: float,
     method_label: str,
     axis: str = "score",
     colours: Mapping[str, str] | None = None,
-) -> tuple[go.Figure, int, float]:
-    """Score histograms (share of each split per bin) as outlined steps, and the threshold.
+) -> HistogramSteps:
+    """Score histograms (share of each split per bin) and the threshold, ready to draw.
 
     ``axis``: the score, its log10 (all scores > 0), or its percentile among the ID test
     scores (heavy tails and scores piled near zero spread out evenly). ``colours``: the
     run's fixed colour of each OOD set, so a set keeps its colour when others are filtered
-    out. Scores beyond the robust range are counted in the last bin; returns the figure, how
-    many were, and where that bin starts (in score units).
+    out. Scores beyond the robust range are counted in the last bin.
     """
     if axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
@@ -119,85 +127,30 @@ def score_histogram(
     everything = np.concatenate([id_t, *ood_t.values()]) if ood_t else id_t
     lo, hi = (0.0, 100.0) if axis == "percentile" else robust_range(everything)
     edges = np.linspace(lo, hi, HIST_BINS + 1)
-    clipped = int((everything > hi).sum())
-    fig = go.Figure()
     colours = colours or {}
-    traces = [("ID test", id_t, ID_TEST_COLOUR)] + [
+    named = [("ID test", id_t, ID_TEST_COLOUR)] + [
         (f"OOD: {name}", scores, colours.get(name, OOD_COLOURS[i % len(OOD_COLOURS)]))
         for i, (name, scores) in enumerate(ood_t.items())
     ]
-    for name, scores, colour in traces:
+    traces = []
+    for name, scores, colour in named:
         counts, _ = np.histogram(np.clip(scores, lo, hi), bins=edges)
         share = 100.0 * counts / max(scores.size, 1)
-        fig.add_scatter(
-            x=edges,
-            y=np.r_[share, share[-1]],
-            mode="lines",
-            line_shape="hv",
-            name=name,
-            line=dict(color=colour, width=2),
-            fill="tozeroy",
-            fillcolor=_rgba(colour, 0.12),
-            hovertemplate="%{y:.1f} %<extra>" + name + "</extra>",
-        )
-    fig.add_vline(
-        x=float(np.clip(transform(np.array([threshold]))[0], lo, hi)),
-        line=dict(color="#222", width=2, dash="dash"),
-        annotation_text="threshold",
-        annotation_position="top right",
-    )
+        traces.append((name, edges, np.r_[share, share[-1]], colour))
     what = {
         "score": f"{method_label} score",
         "log": f"log₁₀ {method_label} score",
         "percentile": f"{method_label} score as % of ID test images scoring lower",
     }[axis]
-    fig.update_xaxes(title_text=f"{what} (higher = more out-of-distribution)")
-    fig.update_yaxes(title_text="% of the split")
-    fig = _layout(fig, 400)
-    fig.update_layout(
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
-        margin=dict(l=10, r=10, t=40, b=10),
+    return HistogramSteps(
+        traces,
+        float(lo),
+        float(hi),
+        f"{what} (higher = more out-of-distribution)",
+        float(np.clip(transform(np.array([threshold]))[0], lo, hi)),
+        int((everything > hi).sum()),
+        float(10**hi if axis == "log" else hi),
     )
-    return fig, clipped, float(10**hi if axis == "log" else hi)
-
-
-def roc_figure(
-    id_scores: Mapping[str, np.ndarray],
-    ood_scores: Mapping[str, np.ndarray],
-    aurocs: Mapping[str, float],
-    labels: Mapping[str, str],
-    highlight: str,
-    point: tuple[float, float] | None = None,
-) -> go.Figure:
-    """ROC curves (OOD = positive) of several methods; ``point`` marks the current threshold."""
-    fig = go.Figure()
-    fig.add_scatter(
-        x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#BBB", dash="dot"), showlegend=False
-    )
-    for i, method in enumerate(id_scores):
-        fpr, tpr = roc(id_scores[method], ood_scores[method])
-        main = method == highlight
-        fig.add_scatter(
-            x=fpr,
-            y=tpr,
-            mode="lines",
-            name=f"{labels[method]} (AUROC {aurocs[method]:.1f})",
-            line=dict(
-                width=3.5 if main else 1.8,
-                color=POSITIVE if main else CLASS_COLOURS[i % len(CLASS_COLOURS)],
-            ),
-        )
-    if point is not None:
-        fig.add_scatter(
-            x=[point[0]],
-            y=[point[1]],
-            mode="markers",
-            marker=dict(size=12, color="#222", symbol="x"),
-            name="current threshold",
-        )
-    fig.update_xaxes(title_text="false positive rate (ID flagged)", range=[0, 1])
-    fig.update_yaxes(title_text="true positive rate (OOD caught)", range=[0, 1.02])
-    return _layout(fig, 380)
 
 
 def embedding_figure(

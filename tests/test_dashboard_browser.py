@@ -225,9 +225,11 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     # Overview: histogram and ROC charts
     page.goto(f"{base}/?run={run_name}&view=overview")
     page.wait_for_selector("h1:has-text('Overview')")
-    page.wait_for_selector(".js-plotly-plot .plot-container")
+    page.wait_for_selector(
+        '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
+    )
     settle(page)
-    assert page.locator(".js-plotly-plot").count() >= 2
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 2  # histogram and ROC
     no_exception(page)
     assert "/overview" in page.url  # an old ?view= link lands on the page's own address
     shoot(page, "overview")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard import charts, imaging, runs, state, uploads
+from dashboard import charts, imaging, runs, state, uploads, vega_charts
 from tests.dashboard_fixtures import runs_root, tiny_data, tiny_run  # noqa: F401
 
 
@@ -138,18 +138,25 @@ def test_available_runs_puts_the_demo_first_and_adds_a_pinned_run(tmp_path: Path
 # ---------------------------------------------------------------- charts
 def test_histogram_and_embedding_figures() -> None:
     far = np.r_[np.arange(5.0) + 3, 1e6]  # one extreme score
-    fig, clipped, edge = charts.score_histogram(
+    steps = charts.histogram_steps(
         np.arange(1.0, 6.0), {"far": far}, 2.5, "NERO", colours={"far": "#123456"}
     )
-    assert [t.name for t in fig.data] == ["ID test", "OOD: far"]
-    assert fig.data[1].line.color == "#123456"  # the run's fixed colour of the set
-    assert clipped == 1 and edge < 1e6 and max(fig.data[1].x) == edge
-    assert fig.data[1].y[-2] == pytest.approx(100 / 6)  # the extreme score in the last bin
-    fig, clipped, edge = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "log")
-    assert "log" in fig.layout.xaxis.title.text and max(fig.data[1].x) == np.log10(edge)
-    fig, _, _ = charts.score_histogram(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "percentile")
-    assert max(fig.data[1].x) == 100  # 5, 6, 7 and 1e6 score above every normal image:
-    assert fig.data[1].y[-2] == pytest.approx(100 * 4 / 6)
+    (id_name, *_), (name, x, y, colour) = steps.traces
+    assert (id_name, name, colour) == ("ID test", "OOD: far", "#123456")  # the set's own colour
+    assert steps.clipped == 1 and steps.edge < 1e6 and max(x) == steps.edge
+    assert y[-2] == pytest.approx(100 / 6)  # the extreme score in the last bin
+    log = charts.histogram_steps(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "log")
+    assert "log" in log.x_title and max(log.traces[1][1]) == np.log10(log.edge)
+    pct = charts.histogram_steps(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "percentile")
+    assert max(pct.traces[1][1]) == 100  # 5, 6, 7 and 1e6 score above every normal image:
+    assert pct.traces[1][2][-2] == pytest.approx(100 * 4 / 6)
+    chart, clipped, edge = vega_charts.score_histogram(
+        np.arange(1.0, 6.0), {"far": far}, 2.5, "NERO"
+    )
+    spec = chart.to_dict()
+    assert (clipped, edge) == (steps.clipped, steps.edge)
+    assert spec["layer"][2]["mark"]["type"] == "rule"  # the threshold
+    assert spec["layer"][0]["encoding"]["x"]["title"] == steps.x_title
     pts = np.arange(12.0).reshape(6, 2)
     emb = charts.embedding_figure(
         pts,

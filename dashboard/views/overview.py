@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, components, loaders, state
+from dashboard import charts, components, loaders, state, vega_charts
 from nero.detect.metrics import auroc, precision_at, rates_at_threshold
 from nero.detect.registry import method_label
 from nero.run.conformal import conformal_threshold
@@ -160,7 +160,7 @@ with left:
         )
         or "score"
     )
-    fig, clipped, edge = charts.score_histogram(
+    fig, clipped, edge = vega_charts.score_histogram(
         view.id_test,
         shown_ood,
         threshold,
@@ -168,7 +168,7 @@ with left:
         axis=axis,
         colours={s: c for s, c in zip(r.ood_sets, charts.OOD_COLOURS * 3, strict=False)},
     )
-    st.plotly_chart(fig, key="histogram", width="stretch")
+    st.altair_chart(fig, key="histogram", width="stretch")
     if clipped:
         st.caption(f"{clipped} scores above {edge:.4g} are counted in the last bin.")
 with right:
@@ -301,8 +301,8 @@ for m in roc_methods:
     )
     id_scores[m], ood_for[m] = mv.id_test, pooled
     aurocs[m] = auroc(mv.id_test, pooled)
-st.plotly_chart(
-    charts.roc_figure(
+st.altair_chart(
+    vega_charts.roc_figure(
         id_scores, ood_for, aurocs, labels, method, point=(rates["fpr"], rates["tpr"])
     ),
     key="roc",
