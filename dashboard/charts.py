@@ -1,4 +1,4 @@
-"""Plotly figures of the dashboard (the map, bars, the video timeline) and the histogram's
+"""Plotly figures of the dashboard (the map, the video timeline) and the histogram's
 steps the overview draws: pure functions of arrays, no Streamlit, easy to test."""
 
 from __future__ import annotations
@@ -354,55 +354,6 @@ def label_positions(points: np.ndarray) -> list[str]:
         else:
             positions.append("middle right" if dx > 0 else "middle left")
     return positions
-
-
-def neuron_bars(
-    neurons: Sequence[int],
-    sample: np.ndarray,
-    centroid: np.ndarray,
-    centroid_label: str,
-) -> go.Figure:
-    """The sample's relevance of its most deviating neurons, with the centroid's value drawn."""
-    labels = [f"n{j}" for j in neurons]
-    deviation = np.asarray(sample) - np.asarray(centroid)
-    fig = go.Figure()
-    fig.add_bar(
-        x=labels,
-        y=sample,
-        name="this sample",
-        marker_color=[POSITIVE if v >= 0 else NEGATIVE for v in sample],
-        customdata=np.stack([deviation, centroid], axis=1),
-        hovertemplate=(
-            "%{x}: relevance %{y:.4g}<br>centroid %{customdata[1]:.4g}"
-            "<br>deviation %{customdata[0]:+.4g}<extra></extra>"
-        ),
-    )
-    fig.add_scatter(
-        x=labels,
-        y=centroid,
-        mode="markers",
-        name=f"centroid of {centroid_label}",
-        marker=dict(symbol="line-ew", size=26, line=dict(width=3, color="#111")),
-        hoverinfo="skip",
-    )
-    fig.update_xaxes(title_text="neuron (most deviating first)", type="category")
-    fig.update_yaxes(title_text="relevance", zeroline=True, zerolinecolor="#888")
-    return _layout(fig, 340, bargap=0.25)
-
-
-def probability_bars(class_names: Sequence[str], probabilities: np.ndarray) -> go.Figure:
-    fig = go.Figure(
-        go.Bar(
-            x=np.asarray(probabilities) * 100,
-            y=list(class_names),
-            orientation="h",
-            marker_color=CLASS_COLOURS[0],
-            hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="probability (%)", range=[0, 100], title_standoff=4)
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, max(170, 90 + 30 * len(class_names)), showlegend=False)
 
 
 def score_timeline(

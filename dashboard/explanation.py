@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from dashboard import charts, imaging, loaders, state
+from dashboard import imaging, loaders, state, vega_charts
 from dashboard.components import LOG
 from nero.explain.field_of_view import FrameShare, frame_share
 from nero.run.directory import Run
@@ -74,8 +74,8 @@ def neuron_section(
         "Neurons shown", 5, min(60, d), min(TOP_NEURONS, d), key=f"{key}-top", step=5
     )
     order = np.argsort(-np.abs(deviation_row), kind="stable")[:top]
-    fig = charts.neuron_bars(order, relevance_row[order], centroid_row[order], centroid_label)
-    st.plotly_chart(fig, key=f"{key}-bars", width="stretch")
+    fig = vega_charts.neuron_bars(order, relevance_row[order], centroid_row[order], centroid_label)
+    st.altair_chart(fig, key=f"{key}-bars", width="stretch")
     st.caption(
         "Bars: this sample's relevance per neuron (red = supports the prediction, blue = "
         "against). Black ticks: the nearest class centroid. Long gaps between bar and tick are "
@@ -87,8 +87,8 @@ def neuron_section(
 def class_probabilities(class_names: Sequence[str], probabilities: np.ndarray) -> None:
     """The model's class probabilities for one image, as bars under a heading."""
     st.markdown("**Class probabilities**")
-    st.plotly_chart(
-        charts.probability_bars(class_names, probabilities), key="probs", width="stretch"
+    st.altair_chart(
+        vega_charts.probability_bars(class_names, probabilities), key="probs", width="stretch"
     )
 
 

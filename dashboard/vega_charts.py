@@ -1,21 +1,23 @@
-"""The overview's charts in Vega-Lite (Altair): pure functions of arrays, no Streamlit.
+"""The overview's and the inspector's charts in Vega-Lite (Altair): pure functions of arrays,
+no Streamlit.
 
-Why not Plotly here: the overview is often the first page a reviewer opens, and its charts
-are simple (steps, lines, a rule). Streamlit's front end loads Vega in about a sixth of the
-bytes of Plotly (0.8 MB against 4.6 MB), so the first chart appears seconds earlier on a cold
-browser (``bench/dashboard.py --browser``). Plotly stays where its features are needed: the
-relevance map's lasso and WebGL, the video timeline.
+Why not Plotly here: the overview and the inspector are the pages a reviewer opens first, and
+the inspector redraws on every sample switch; their charts are simple (steps, lines, bars).
+Streamlit's front end loads Vega in about a sixth of the bytes of Plotly (0.8 MB against
+4.6 MB), so the first chart appears seconds earlier on a cold browser
+(``bench/dashboard.py --browser``). Plotly stays where its features are needed: the relevance
+map's lasso and WebGL, the video timeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
-from dashboard.charts import CLASS_COLOURS, POSITIVE, histogram_steps
+from dashboard.charts import CLASS_COLOURS, NEGATIVE, POSITIVE, histogram_steps
 from nero.detect.metrics import roc
 
 # A ROC curve of a large run has a point per distinct score: this many are enough to draw it.
@@ -113,3 +115,68 @@ def roc_figure(
             .encode(**axes, tooltip=["what:N"])
         )
     return _legend_on_top(alt.layer(*layers), 380)
+
+
+def neuron_bars(
+    neurons: Sequence[int],
+    sample: np.ndarray,
+    centroid: np.ndarray,
+    centroid_label: str,
+) -> alt.LayerChart:
+    """The sample's relevance of its most deviating neurons (bars, red = for the prediction,
+    blue = against), with the centroid's value drawn as a black tick."""
+    sample, centroid = np.asarray(sample, np.float64), np.asarray(centroid, np.float64)
+    frame = pd.DataFrame(
+        {
+            "neuron": [f"n{j}" for j in neurons],
+            "relevance": sample,
+            "centroid": centroid,
+            "deviation": sample - centroid,
+            "sign": np.where(sample >= 0, "for", "against"),
+        }
+    )
+    order = frame["neuron"].tolist()
+    x = alt.X("neuron:N", sort=order, title="neuron (most deviating first)")
+    tooltip = [
+        alt.Tooltip("neuron:N"),
+        alt.Tooltip("relevance:Q", format=".4g"),
+        alt.Tooltip("centroid:Q", format=".4g", title=f"centroid of {centroid_label}"),
+        alt.Tooltip("deviation:Q", format="+.4g"),
+    ]
+    bars = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=x,
+            y=alt.Y("relevance:Q", title="relevance"),
+            color=alt.Color(
+                "sign:N", scale=alt.Scale(domain=["for", "against"], range=[POSITIVE, NEGATIVE]),
+                legend=None,
+            ),
+            tooltip=tooltip,
+        )
+    )  # fmt: skip
+    ticks = (
+        alt.Chart(frame.assign(what=f"centroid of {centroid_label}"))
+        .mark_tick(color="#111", thickness=3)
+        .encode(x=x, y="centroid:Q", opacity=alt.Opacity("what:N", legend=alt.Legend(title=None)),
+                tooltip=tooltip)
+    )  # fmt: skip
+    return _legend_on_top(alt.layer(bars, ticks), 320)
+
+
+def probability_bars(class_names: Sequence[str], probabilities: np.ndarray) -> alt.Chart:
+    """The model's probability of each class, as horizontal bars (in %)."""
+    frame = pd.DataFrame(
+        {"class": list(class_names), "probability": 100.0 * np.asarray(probabilities, np.float64)}
+    )
+    return (
+        alt.Chart(frame)
+        .mark_bar(color=CLASS_COLOURS[0])
+        .encode(
+            x=alt.X("probability:Q", title="probability (%)", scale=alt.Scale(domain=[0, 100])),
+            y=alt.Y("class:N", sort=list(class_names), title=None),
+            tooltip=[alt.Tooltip("class:N"), alt.Tooltip("probability:Q", format=".1f")],
+        )
+        .properties(height=max(90, 26 * len(class_names)))
+    )

@@ -161,7 +161,7 @@ def test_inspector_explains_the_sample_from_the_url(runs_root: Path) -> None:  #
     assert {"Distance to nearest centroid", "Bias term", "Norm ratio (not used)"} <= {
         m.label for m in at.metric
     }
-    assert any("centroid of" in json.dumps(c) for c in charts(at))
+    assert any("centroid of" in json.dumps(c) for c in vega_charts(at))  # the neuron bars
     assert at.query_params["sample"] == "30"
     heatmap_pngs = [b for b in at.get("download_button") if b.proto.label == "Heatmap (PNG)"]
     assert len(heatmap_pngs) == 2

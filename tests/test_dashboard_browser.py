@@ -246,7 +246,7 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
 
     # Inspector: the picked sample, its neuron bars and both heatmaps
     page.wait_for_selector("h1:has-text('Sample inspector')")
-    page.wait_for_selector(".js-plotly-plot")
+    page.wait_for_selector('[data-testid="stVegaLiteChart"]')
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 3",
         timeout=RENDER_MS,
@@ -288,7 +288,7 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     settle(page)
     page.locator("input[type=file]").set_input_files(str(an_ood_image(root, run_name)))
     page.wait_for_selector("h3:has-text('Why this score')")
-    page.wait_for_selector(".js-plotly-plot")
+    page.wait_for_selector('[data-testid="stVegaLiteChart"]')
     settle(page)
     no_exception(page)
     assert page.get_by_text("NERO score").count() >= 1
