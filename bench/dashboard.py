@@ -84,7 +84,7 @@ SHOWN = {
     "map": ".js-plotly-plot .scatterlayer .trace .point",
     "inspector": '[data-testid="stImage"] img',
     "score": '[data-testid="stFileUploaderDropzone"]',
-    "new-run": '[data-testid="stForm"], [data-testid="stButton"]',
+    "new-run": '[data-testid="stForm"]:visible, [data-testid="stButton"]:visible',
 }
 QUIET_JS = """() => {
     const w = document.querySelector('[data-testid="stStatusWidget"]');
@@ -262,6 +262,9 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=5)
     parser.add_argument("--browser", action="store_true", help="in headless Chromium")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard.md")
+    parser.add_argument(
+        "--section", default="dashboard-speed", help="the README section the result fills"
+    )
     args = parser.parse_args()
 
     if args.run is None:
@@ -294,7 +297,7 @@ def main() -> None:
     print(f"run: {run_dir}")
     print("\n".join(lines))
     if args.browser:
-        block = ["<!-- dashboard-speed -->", *lines, "<!-- /dashboard-speed -->"]
+        block = [f"<!-- {args.section} -->", *lines, f"<!-- /{args.section} -->"]
         results_io.write_result(args.out, "\n".join(block))
 
 

@@ -19,6 +19,7 @@ README and is replaced whole, so the README never holds a typed-in figure:
 - ``demo-reproducibility``: ``bench/results/demo_reproducibility.md``
   (``bench/demo_reproducibility.py``);
 - ``dashboard-speed``: ``bench/results/dashboard.md`` (``bench/dashboard.py --browser``);
+  ``dashboard-speed-real``: ``bench/results/dashboard_real.md`` (the same on a real-data run);
 - ``clinician-walk``: ``bench/results/clinician_walk.md`` (``bench/clinician_walk.py``).
 """
 
@@ -127,6 +128,7 @@ def main() -> None:
         ("conformal", RESULTS / "conformal.md"),
         ("demo-reproducibility", RESULTS / "demo_reproducibility.md"),
         ("dashboard-speed", RESULTS / "dashboard.md"),
+        ("dashboard-speed-real", RESULTS / "dashboard_real.md"),
         ("clinician-walk", RESULTS / "clinician_walk.md"),
     ):
         body = section(source, name)
