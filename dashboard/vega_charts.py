@@ -17,7 +17,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from dashboard.charts import CLASS_COLOURS, NEGATIVE, POSITIVE, histogram_steps
+from dashboard.charts import CLASS_COLOURS, NEGATIVE, POSITIVE, HistogramSteps
 from nero.detect.metrics import roc
 
 # A ROC curve of a large run has a point per distinct score: this many are enough to draw it.
@@ -30,17 +30,9 @@ def _legend_on_top(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
     )
 
 
-def score_histogram(
-    id_test: np.ndarray,
-    ood: Mapping[str, np.ndarray],
-    threshold: float,
-    method_label: str,
-    axis: str = "score",
-    colours: Mapping[str, str] | None = None,
-) -> tuple[alt.LayerChart, int, float]:
+def score_histogram(steps: HistogramSteps) -> alt.LayerChart:
     """Score histograms (share of each split per bin) as filled steps, and the threshold as a
-    dashed rule; the bins, clipping and axes of :func:`dashboard.charts.histogram_steps`."""
-    steps = histogram_steps(id_test, ood, threshold, method_label, axis, colours)
+    dashed rule: the bins, clipping and axes :func:`dashboard.charts.histogram_steps` made."""
     frame = pd.DataFrame(
         [(name, x, y) for name, xs, ys, _ in steps.traces for x, y in zip(xs, ys, strict=True)],
         columns=["split", "x", "share"],
@@ -64,8 +56,7 @@ def score_histogram(
         .mark_text(align="left", dx=4, dy=-6, baseline="top", color="#222")
         .encode(x="x:Q", y=alt.value(0), text="label:N")
     )
-    chart = _legend_on_top(alt.layer(area, line, rule, text), 380)
-    return chart, steps.clipped, steps.edge
+    return _legend_on_top(alt.layer(area, line, rule, text), 380)
 
 
 def roc_figure(

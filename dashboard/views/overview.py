@@ -160,7 +160,7 @@ with left:
         )
         or "score"
     )
-    fig, clipped, edge = vega_charts.score_histogram(
+    steps = charts.histogram_steps(
         view.id_test,
         shown_ood,
         threshold,
@@ -168,9 +168,9 @@ with left:
         axis=axis,
         colours={s: c for s, c in zip(r.ood_sets, charts.OOD_COLOURS * 3, strict=False)},
     )
-    st.altair_chart(fig, key="histogram", width="stretch")
-    if clipped:
-        st.caption(f"{clipped} scores above {edge:.4g} are counted in the last bin.")
+    st.altair_chart(vega_charts.score_histogram(steps), key="histogram", width="stretch")
+    if steps.clipped:
+        st.caption(f"{steps.clipped} scores above {steps.edge:.4g} are counted in the last bin.")
 with right:
     m1.metric(
         "OOD caught",
