@@ -33,9 +33,9 @@ def _legend_on_top(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
 def score_histogram(steps: HistogramSteps) -> alt.LayerChart:
     """Score histograms (share of each split per bin) as filled steps, and the threshold as a
     dashed rule: the bins, clipping and axes :func:`dashboard.charts.histogram_steps` made."""
-    frame = pd.DataFrame(
-        [(name, x, y) for name, xs, ys, _ in steps.traces for x, y in zip(xs, ys, strict=True)],
-        columns=["split", "x", "share"],
+    frame = pd.concat(
+        [pd.DataFrame({"split": name, "x": xs, "share": ys}) for name, xs, ys, _ in steps.traces],
+        ignore_index=True,
     )
     names = [name for name, *_ in steps.traces]
     colour = alt.Color(
