@@ -26,7 +26,7 @@ ROC_POINTS = 400
 
 def _legend_on_top(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
     return chart.properties(height=height).configure_legend(
-        orient="top", title=None, labelLimit=320, symbolStrokeWidth=3
+        orient="top", title=None, labelLimit=320, symbolStrokeWidth=3, columns=3
     )
 
 
