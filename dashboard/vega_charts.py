@@ -73,7 +73,7 @@ def roc_figure(
     for i, method in enumerate(id_scores):
         fpr, tpr = roc(id_scores[method], ood_scores[method])
         if fpr.size > ROC_POINTS:  # keep the curve's shape, drop points closer than a pixel
-            keep = np.unique(np.r_[np.linspace(0, fpr.size - 1, ROC_POINTS).astype(int)])
+            keep = np.unique(np.linspace(0, fpr.size - 1, ROC_POINTS).astype(int))
             fpr, tpr = fpr[keep], tpr[keep]
         name = f"{labels[method]} (AUROC {aurocs[method]:.1f})"
         names.append(name)

@@ -20,7 +20,13 @@ from dashboard import (
 from nero.detect.registry import method_label
 from nero.detect.relevance import softmax
 from nero.run.conformal import COMBINATION_NAMES, contributions, p_value_words
-from nero.run.scoring import more_like_this, nearest_train, neuron_prototypes
+from nero.run.scoring import (
+    fusion_combination,
+    fusion_members,
+    more_like_this,
+    nearest_train,
+    neuron_prototypes,
+)
 from nero.run.verdicts import telling_samples
 
 NEIGHBOURS = 6
@@ -122,9 +128,8 @@ with mid:
     verdicts.verdict_badge(score, thr, method_label(method))
     fused = r.p_value("fusion")
     if fused is not None and "fusion" in r.report:
-        fusion = r.report["fusion"]
-        combination = fusion.get("combination", "fisher")
-        member_p = {m: float(r.p_value(m)[i]) for m in fusion["members"]}
+        combination = fusion_combination(r)
+        member_p = {m: float(r.p_value(m)[i]) for m in fusion_members(r)}
         share = contributions(member_p, combination)
         st.markdown(
             f"**Fusion** (calibrated on normal test frames): p = {fused[i]:.3g} — "

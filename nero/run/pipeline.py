@@ -358,7 +358,7 @@ def _control_fusion(ev: Evaluation) -> None:
     test_rows = ev.rows("id_test")
     ev.control_scores[FUSION] = combine(
         [p_values(ev.scores[m][test_rows], ev.control_scores[m]) for m in members],
-        ev.report[FUSION].get("combination", "fisher"),
+        ev.report[FUSION]["combination"],
     )
     seconds = ev.report["acquisition"].get("seconds")
     ev.report["acquisition"] = {
