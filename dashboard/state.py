@@ -274,6 +274,18 @@ def step_sample(order: list[int], current: int, step: int) -> None:
     pick_sample(order[(at + step) % len(order)])
 
 
+def neighbours_in(order: list[int], current: int, after: int = 2, before: int = 1) -> list[int]:
+    """The samples K and J lead to from ``current`` in ``order``: the next ``after`` ones,
+    then the ``before`` previous ones, wrapping around as :func:`step_sample` does."""
+    if not order:
+        return []
+    n = len(order)
+    at = order.index(current) if current in order else None
+    ahead = [order[((-1 if at is None else at) + s) % n] for s in range(1, after + 1)]
+    back = [order[((0 if at is None else at) - s) % n] for s in range(1, before + 1)]
+    return [j for j in dict.fromkeys(ahead + back) if j != current]
+
+
 def picked_sample(n_samples: int) -> int | None:
     value = st.session_state.get(SAMPLE)
     if value is None or not 0 <= int(value) < n_samples:

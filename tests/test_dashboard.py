@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+import threading
+import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -474,18 +478,70 @@ def test_a_page_rerun_does_not_start_the_heatmaps_again(
     submitted = []
     real_submit = heatmap_jobs._WORKER.submit
 
-    def counting(fn, *args):
-        submitted.append(args[1:])
-        return real_submit(fn, *args)
+    def counting(fn, priority=heatmap_jobs.NOW, *args, **kwargs):
+        if priority == heatmap_jobs.NOW:
+            submitted.append(fn.args[1])  # the sample of the page's own job
+        return real_submit(fn, priority, *args, **kwargs)
 
     monkeypatch.setattr(heatmap_jobs._WORKER, "submit", counting)
     at = open_app(runs_root, "inspector", sample="9")
     ok(at)
     first = len(submitted)
-    assert first >= 1 and submitted[-1][0] == 9
+    assert first >= 1 and submitted[-1] == 9
     at.slider[0].set_value(5).run()  # any widget reruns the page
     ok(at)
     assert len(submitted) == first
+
+
+def test_the_worklists_next_rows_are_prepared_while_the_user_reads_a_sample(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the inspector shows a sample, the maps K and J lead to are computed in the
+    background (class, OOD and the neuron shown first), so those switches wait for nothing."""
+    from nero.run.heatmaps import cache_path
+
+    run_dir = own_copy(tiny_run, tmp_path / "runs", "ahead", monkeypatch)
+    run = read_run(run_dir)
+    rows = np.flatnonzero(run.samples["split"].to_numpy() != "id_train")
+    scores = run.scores[run.default_method].to_numpy()
+    order = rows[np.argsort(-scores[rows], kind="stable")].tolist()
+    at = open_app(tmp_path / "runs", "inspector", sample=str(order[3]))
+    ok(at)
+    preds = run.samples["pred"].to_numpy()
+    expected = [order[4], order[5], order[2]]
+    made = [
+        [cache_path(run, j, "class", int(preds[j])), cache_path(run, j, "ood", None)]
+        for j in expected
+    ]
+    deadline = time.monotonic() + 60
+    while not all(p.is_file() for pair in made for p in pair) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(p.is_file() for pair in made for p in pair)
+    neuron = heatmap_jobs.default_neuron(run, order[4])
+    assert cache_path(run, order[4], "neuron", neuron).is_file()
+    assert not any((run_dir / "heatmaps").glob(f"{order[7]}_*"))  # only the neighbours
+
+
+def test_the_heatmap_worker_serves_the_page_first_and_drops_what_the_user_left() -> None:
+    jobs = heatmap_jobs.Jobs()
+    ran: list[str] = []
+    gate = threading.Event()
+    blocker = jobs.submit(lambda: gate.wait(10) and ran.append("busy"))
+    later = [
+        jobs.submit(lambda: ran.append("ahead, still wanted"), heatmap_jobs.AHEAD),
+        jobs.submit(lambda: ran.append("ahead, left"), heatmap_jobs.AHEAD, wanted=lambda: False),
+    ]
+    bumped = jobs.submit(lambda: ran.append("ahead, then asked for"), heatmap_jobs.AHEAD)
+    jobs.submit(lambda: ran.append("ahead, then asked for"), heatmap_jobs.NOW, bumped)
+    now = jobs.submit(lambda: ran.append("page"), heatmap_jobs.NOW)
+    gate.set()
+    for future in (blocker, now, bumped, *later):
+        with contextlib.suppress(CancelledError):
+            future.result(10)
+    assert ran == ["busy", "ahead, then asked for", "page", "ahead, still wanted"]
+    assert later[1].cancelled()
 
 
 # ---------------------------------------------------------------- worklist and reviews

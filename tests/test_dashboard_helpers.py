@@ -228,3 +228,12 @@ def test_the_launcher_prepares_the_first_pages_run_and_never_stops_the_server(
     (copy / "scores.csv").write_text("broken")
     warm_from_argv(["run", "app.py", "--", "--runs-root", str(root), "--run", str(copy)])
     assert "[nero] could not prepare run warmed ahead" in capsys.readouterr().err
+
+
+def test_the_samples_j_and_k_lead_to_are_the_next_two_and_the_previous_one() -> None:
+    order = [7, 3, 9, 1, 5]
+    assert state.neighbours_in(order, 9) == [1, 5, 3]
+    assert state.neighbours_in(order, 5) == [7, 3, 1]  # wraps around
+    assert state.neighbours_in(order, 8) == [7, 3, 5]  # not in the order: K starts at its top
+    assert state.neighbours_in([4, 6], 4) == [6]  # never the sample itself
+    assert state.neighbours_in([], 4) == []

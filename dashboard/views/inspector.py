@@ -102,8 +102,14 @@ thr = verdicts.thresholds(r, method)
 score = float(scores[i])
 nearest_class = r.class_names[int(expl.nearest_class[0])]
 if heatmap_jobs.heatmaps_module() is not None and row["path"]:
-    # Computed in the background while the page draws; collected at the end of the page.
-    heatmap_jobs.start_heatmaps(r, i, int(st.session_state.get(f"hm-{i}-target", pred)))
+    # Computed in the background while the page draws, the neuron shown first in the same
+    # pass; collected at the end of the page.
+    neuron_first = st.session_state.get(
+        f"proto-neuron-{i}", int(np.argmax(np.abs(expl.deviation[0])))
+    )
+    heatmap_jobs.start_heatmaps(
+        r, i, int(st.session_state.get(f"hm-{i}-target", pred)), int(neuron_first)
+    )
 
 # ---------------------------------------------------------------- the image and its verdict
 img = loaders.image(str(row["path"]))
@@ -289,3 +295,5 @@ with refs:
 if fill_heatmaps is not None:  # last: the rest of the page shows while they compute
     fill_heatmaps()
 fill_neuron_map()
+if heatmap_jobs.heatmaps_module() is not None:  # once this page is drawn: the next rows' maps
+    heatmap_jobs.prepare_ahead(r, state.neighbours_in(order, i))
