@@ -300,19 +300,20 @@ def _picked_trace(points: np.ndarray, picked: int) -> go.Scatter:
     )
 
 
-def _map_layout(fig: go.Figure, shown: np.ndarray, centroids: np.ndarray) -> go.Figure:
-    """Bare axes whose initial view holds the bulk of ``shown`` and every centroid."""
-    # Far-out strands stay reachable (zoom out, or double-click for the whole map) instead
-    # of squashing the rest.
+def map_view(shown: np.ndarray, centroids: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """The map's initial ((x0, x1), (y0, y1)): the bulk of ``shown`` and every centroid, with a
+    margin. Far-out strands stay reachable (zoom out) instead of squashing the rest."""
     view = np.vstack([robust_box(shown), centroids]) if len(shown) else centroids
     (x0, y0), (x1, y1) = view.min(axis=0), view.max(axis=0)
     pad_x, pad_y = 0.08 * (x1 - x0 or 1.0), 0.08 * (y1 - y0 or 1.0)
-    fig.update_xaxes(
-        showticklabels=False, title_text="", zeroline=False, range=[x0 - pad_x, x1 + pad_x]
-    )
-    fig.update_yaxes(
-        showticklabels=False, title_text="", zeroline=False, range=[y0 - pad_y, y1 + pad_y]
-    )
+    return (float(x0 - pad_x), float(x1 + pad_x)), (float(y0 - pad_y), float(y1 + pad_y))
+
+
+def _map_layout(fig: go.Figure, shown: np.ndarray, centroids: np.ndarray) -> go.Figure:
+    """Bare axes whose initial view is :func:`map_view`."""
+    x_range, y_range = map_view(shown, centroids)
+    fig.update_xaxes(showticklabels=False, title_text="", zeroline=False, range=list(x_range))
+    fig.update_yaxes(showticklabels=False, title_text="", zeroline=False, range=list(y_range))
     # No dragmode: Streamlit then pans on drag and selects on click; the toolbar's box and
     # lasso tools switch to area selection. The legend below the map: above it, the toolbar
     # (top right) covered its last entries.

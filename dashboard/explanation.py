@@ -75,7 +75,7 @@ def neuron_section(
     )
     order = np.argsort(-np.abs(deviation_row), kind="stable")[:top]
     fig = vega_charts.neuron_bars(order, relevance_row[order], centroid_row[order], centroid_label)
-    st.altair_chart(fig, key=f"{key}-bars", width="stretch")
+    st.vega_lite_chart(fig, key=f"{key}-bars", width="stretch")
     st.caption(
         "Bars: this sample's relevance per neuron (red = supports the prediction, blue = "
         "against). Black ticks: the nearest class centroid. Long gaps between bar and tick are "
@@ -87,7 +87,7 @@ def neuron_section(
 def class_probabilities(class_names: Sequence[str], probabilities: np.ndarray) -> None:
     """The model's class probabilities for one image, as bars under a heading."""
     st.markdown("**Class probabilities**")
-    st.altair_chart(
+    st.vega_lite_chart(
         vega_charts.probability_bars(class_names, probabilities), key="probs", width="stretch"
     )
 
@@ -227,9 +227,9 @@ def heatmap_panel(
     picture = imaging.upscale(imaging.overlay(img, hm["relevance"], opacity, scale))
     picture = imaging.shade_unseen(picture, hm.get("seen"))
     if mask_path:  # outlined after upscaling, so the line stays thin
-        m = loaders.mask(mask_path, (picture.shape[1], picture.shape[0]))
-        if m is not None:
-            picture = imaging.outline(picture, m)
+        border = loaders.mask_edge(mask_path, (picture.shape[1], picture.shape[0]))
+        if border is not None:
+            picture = imaging.paint(picture, border)
     st.image(picture, width="stretch")
     if hm.get("seen") is not None and not np.asarray(hm["seen"]).all():
         st.caption("Hatched: the part of the image the model never saw (frame, overlays).")
@@ -265,7 +265,7 @@ def heatmap_panel(
     st.caption(caption)
     st.download_button(
         "Heatmap (PNG)",
-        loaders.png_bytes(picture),
+        lambda: loaders.png_bytes(picture),  # encoded when clicked, not on every rerun
         file_name=file_name,
         mime="image/png",
         key=key,

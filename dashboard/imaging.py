@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageFilter
@@ -61,12 +63,20 @@ def shade_unseen(picture: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
         return picture
     h, w = picture.shape[:2]
     mask = np.asarray(Image.fromarray(np.asarray(seen, np.uint8) * 255).resize((w, h), 0)) > 0
+    unseen = ~mask
+    out = np.array(picture, np.uint8, copy=True)
+    out[unseen] = (out[unseen] * 0.35).round().astype(np.uint8)
+    out[unseen & _hatch(h, w)] = 150
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _hatch(h: int, w: int) -> np.ndarray:
+    """Diagonal hatching lines over an H×W picture (shared, read-only)."""
     yy, xx = np.mgrid[:h, :w]
     hatch = ((xx + yy) // max(2, w // 80)) % 4 == 0
-    out = np.array(picture, np.float64, copy=True)
-    out[~mask] *= 0.35
-    out[~mask & hatch] = 150.0
-    return out.round().astype(np.uint8)
+    hatch.flags.writeable = False
+    return hatch
 
 
 def colour_bar(scale: float, width: int = 320, height: int = 14) -> np.ndarray:
@@ -76,13 +86,23 @@ def colour_bar(scale: float, width: int = 320, height: int = 14) -> np.ndarray:
     return np.repeat((rgba[None, :, :3] * 255).astype(np.uint8), height, axis=0)
 
 
-def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
-    """Draw the border of a boolean mask (same H×W as the image) in a bright colour."""
+def edge(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The outer border of a boolean mask, ``width`` pixels wide (what :func:`outline` draws)."""
     m = Image.fromarray((np.asarray(mask, bool) * 255).astype(np.uint8))
     grown = m.filter(ImageFilter.MaxFilter(2 * width + 1))
-    edge = (np.asarray(grown) > 0) & ~(np.asarray(m) > 0)
+    return (np.asarray(grown) > 0) & ~(np.asarray(m) > 0)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Draw the border of a boolean mask (same H×W as the image) in a bright colour."""
+    return paint(image, edge(mask, width))
+
+
+def paint(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A copy of the image with the pixels ``where`` (bool H×W, e.g. an :func:`edge`) in the
+    outline colour."""
     out = np.array(image, np.uint8, copy=True)
-    out[edge] = MASK_COLOUR
+    out[where] = MASK_COLOUR
     return out
 
 

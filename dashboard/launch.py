@@ -2,7 +2,7 @@
 imports done before it listens.
 
 Streamlit imports a page's modules on the first visit, so the first user waited for numpy,
-pandas, scikit-learn, plotly, altair, torch and zennit (seconds) before the first chart, and a
+pandas, scikit-learn, plotly, torch and zennit (seconds) before the first chart, and a
 background import of torch starved the server loop. Imported here, before the server answers,
 every visit finds them loaded. Then the run the first page opens is prepared
 (:mod:`dashboard.warm`): Streamlit's caches are process-wide, so what is computed here is what
@@ -21,7 +21,6 @@ WARM_MODULES = (
     "scipy.stats",
     "sklearn.metrics",
     "plotly.graph_objects",
-    "altair",
     "dashboard.vega_charts",
     "PIL.Image",
     "nero.run.directory",

@@ -257,7 +257,7 @@ def colour_reference(r: Run):
     return colour_reference(r)
 
 
-@run_cached("manifest.json", max_entries=256)
+@run_cached("manifest.json", max_entries=256, shared=True)
 def not_endoscopy_like(r: Run, index: int) -> bool | None:
     """Sample ``index``'s colours are unlike every training image's (None: cannot tell)."""
     from nero.run.colour_check import not_endoscopy_like
@@ -306,6 +306,15 @@ def mask(path: str, size: tuple[int, int]) -> np.ndarray | None:
         return None
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def mask_edge(path: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The border of :func:`mask` at ``size`` (what an outline draws), or None."""
+    from dashboard.imaging import edge
+
+    found = mask(path, size) if path else None
+    return None if found is None else edge(found)
+
+
 # ------------------------------------------------------------------ heavier resources
 @run_cached(resource=True, max_entries=4)
 def _scorer(r: Run, methods: tuple[str, ...] | None):
@@ -321,6 +330,8 @@ def scorer(r: Run, methods: tuple[str, ...] | None = ("nero",)):
 
 
 def png_bytes(array: np.ndarray) -> bytes:
+    """An RGB array as PNG bytes (a download's data: pass ``lambda: png_bytes(a)`` so the
+    image is encoded only when the button is clicked)."""
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()

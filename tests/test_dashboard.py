@@ -12,11 +12,13 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard import heatmap_jobs
+from dashboard import vega_charts as vega_charts_module
 from nero.run.directory import read_run
 from tests.dashboard_fixtures import TINY_RUN, runs_root, tiny_data, tiny_run  # noqa: F401
 
@@ -121,18 +123,39 @@ def test_overview_marks_the_best_method_and_offers_exports(runs_root: Path) -> N
 
 
 # ---------------------------------------------------------------- relevance map
+def map_samples(at: AppTest) -> pd.DataFrame:
+    """The samples the Vega-Lite map draws (its one named dataset, sent as Arrow)."""
+    import pyarrow as pa
+
+    (dataset,) = at.get("vega_lite_chart")[0].proto.datasets
+    return pa.ipc.open_stream(dataset.data.data).read_pandas()
+
+
 def test_map_draws_samples_and_centroids(runs_root: Path) -> None:  # noqa: F811
     at = open_app(runs_root, "map", sample="5")
     ok(at)
-    names = [t.get("name") for t in charts(at)[0]["data"]]
-    assert "class centroids" in names and "picked sample #5" in names
-    assert {"ID train", "ID test", "OOD: noise", "OOD: blue"} <= set(names)
+    spec = vega_charts(at)[0]
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks[:2] == ["circle", "point"] and marks[-1] == "point"  # samples, stars, ring
+    stars = spec["layer"][1]["data"]["values"]
+    assert {s["label"] for s in stars} == set(read_run(runs_root / TINY_RUN).class_names)
+    ring = spec["layer"][-1]["data"]["values"][0]
+    dots = map_samples(at)
+    five = dots[dots["index"] == 5].iloc[0]
+    assert (ring["x"], ring["y"]) == pytest.approx((five["x"], five["y"]))
+    assert {"ID train", "ID test", "OOD: noise", "OOD: blue"} <= set(dots["group"])
+    assert five["sample"] == "#5" and "predicted" in five["classes"]
     at.segmented_control(key="map-colour").set_value("Score").run()
     ok(at)
-    assert "colorbar" in json.dumps(charts(at)[0]["data"][0])
+    colour = vega_charts(at)[0]["layer"][0]["encoding"]["color"]
+    assert colour["type"] == "quantitative" and "value" in map_samples(at)
     at.pills(key=f"map-splits::{TINY_RUN}").set_value(["id_test"]).run()
     ok(at)
-    assert len(charts(at)[0]["data"][0]["text"]) == 12  # the ID test samples only
+    assert len(map_samples(at)) == 12  # the ID test samples only
+    at.toggle(key="map-lasso").set_value(True).run()  # free-hand selection: the Plotly map
+    ok(at)
+    assert "colorbar" in json.dumps(charts(at)[0]["data"][0])
+    assert len(charts(at)[0]["data"][0]["text"]) == 12
 
 
 def test_map_without_embedding_offers_to_compute_it(
@@ -153,7 +176,7 @@ def test_map_without_embedding_offers_to_compute_it(
     assert "not been computed" in texts(at)
     at.button(key="compute-map").click().run()
     ok(at)
-    assert any(t.get("name") == "class centroids" for t in charts(at)[0]["data"])
+    assert vega_charts(at)[0]["layer"][1]["mark"]["shape"] == vega_charts_module.STAR
 
 
 # ---------------------------------------------------------------- inspector

@@ -171,25 +171,24 @@ def shoot(page, name: str) -> Path:
     )
     size = page.viewport_size
     page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, MAX_SHOT_PX)})
-    page.wait_for_timeout(600)  # plotly resizes with the window
+    page.wait_for_timeout(600)  # the charts resize with the window
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
     return path
 
 
+MAP_DOTS = '[data-testid="stVegaLiteChart"] .mark-symbol path'
+
+
 def click_a_point(page) -> None:
-    """Click map points (some may hide under others) until one is picked."""
-    points = page.locator(".js-plotly-plot .scatterlayer .trace .point")
+    """Click map dots (some may hide under others, or be stars) until one is picked."""
+    points = page.locator(MAP_DOTS)
     button = page.get_by_role("button", name="Open in the inspector")
     for n in range(0, min(points.count(), 40), 3):
         box = points.nth(n).bounding_box()
         if box is None:
             continue
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x - 4, y - 4)
-        page.mouse.move(x, y)  # plotly needs a hover before the click
-        page.wait_for_timeout(300)
-        page.mouse.click(x, y)
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         try:
             button.wait_for(timeout=15_000)
         except Exception:  # playwright's TimeoutError: try the next point
@@ -197,6 +196,23 @@ def click_a_point(page) -> None:
         settle(page)
         return
     pytest.fail("clicking map points never picked a sample")
+
+
+def centre_of(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drag_a_box_over_the_map(page) -> None:
+    """Drag a box over the middle of the map: a selection of many dots."""
+    chart = page.locator('[data-testid="stVegaLiteChart"] svg').first.bounding_box()
+    x0, y0 = chart["x"] + chart["width"] * 0.2, chart["y"] + chart["height"] * 0.1
+    x1, y1 = chart["x"] + chart["width"] * 0.8, chart["y"] + chart["height"] * 0.7
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
 
 
 def telling_sample(root: Path, run_name: str) -> int:
@@ -237,9 +253,17 @@ def test_every_page_renders_and_a_map_click_opens_the_inspector(server, page):
     # Relevance map: click a sample, then open it in the inspector
     page.goto(f"{base}/map?run={run_name}")
     page.wait_for_selector("h1:has-text('Relevance map')")
-    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace .point")
+    page.wait_for_selector(MAP_DOTS)
     settle(page)
     no_exception(page)
+    drag_a_box_over_the_map(page)  # many dots: their thumbnails and a bulk review
+    page.wait_for_selector("h3:has-text('images selected')", timeout=RENDER_MS)
+    settle(page)
+    selected = int(page.locator("h3:has-text('images selected')").inner_text().split()[0])
+    assert selected > 1
+    assert page.get_by_text(f"Review the {selected} selected images").count() == 1
+    page.mouse.dblclick(*centre_of(page.locator('[data-testid="stVegaLiteChart"] svg').first))
+    settle(page)
     click_a_point(page)
     shoot(page, "map")
     page.get_by_role("button", name="Open in the inspector").click()

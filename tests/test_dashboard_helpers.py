@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ def test_histogram_and_embedding_figures() -> None:
     pct = charts.histogram_steps(np.arange(1.0, 6.0), {"far": far}, 2.5, "N", "percentile")
     assert max(pct.traces[1][1]) == 100  # 5, 6, 7 and 1e6 score above every normal image:
     assert pct.traces[1][2][-2] == pytest.approx(100 * 4 / 6)
-    spec = vega_charts.score_histogram(steps).to_dict()
+    spec = vega_charts.score_histogram(steps)
     assert spec["layer"][2]["mark"]["type"] == "rule"  # the threshold
     assert spec["layer"][0]["encoding"]["x"]["title"] == steps.x_title
     pts = np.arange(12.0).reshape(6, 2)
@@ -237,3 +238,49 @@ def test_the_samples_j_and_k_lead_to_are_the_next_two_and_the_previous_one() -> 
     assert state.neighbours_in(order, 8) == [7, 3, 5]  # not in the order: K starts at its top
     assert state.neighbours_in([4, 6], 4) == [6]  # never the sample itself
     assert state.neighbours_in([], 4) == []
+
+
+def test_every_chart_spec_is_valid_vega_lite() -> None:
+    """The specs are plain dicts (no Altair at draw time): checked against the Vega-Lite
+    schema here, as Altair would have checked them on every rerun."""
+    import jsonschema
+    from altair.vegalite.v6.schema.core import load_schema
+
+    validator = jsonschema.Draft7Validator(load_schema())
+    steps = charts.histogram_steps(np.arange(1.0, 6.0), {"far": np.arange(5.0) + 3}, 2.5, "NERO")
+    rng = np.random.default_rng(0)
+    specs = {
+        "histogram": vega_charts.score_histogram(steps),
+        "roc": vega_charts.roc_figure(
+            {"a": rng.normal(size=50), "b": rng.normal(size=50)},
+            {"a": rng.normal(1, size=40), "b": rng.normal(2, size=40)},
+            {"a": 70.0, "b": 90.0},
+            {"a": "A", "b": "B"},
+            "b",
+            point=(0.1, 0.8),
+        ),
+        "neurons": vega_charts.neuron_bars([3, 1], np.array([0.5, -0.2]), np.zeros(2), "cecum"),
+        "probabilities": vega_charts.probability_bars(["a", "b"], np.array([0.3, 0.7])),
+        "map": vega_charts.relevance_map(
+            [{"index": 0, "x": 0.1, "y": 0.2, "train": True, "group": "ID train", "sample": "#0"}],
+            {"ID train": "#000"},
+            ((0.0, 1.0), (0.0, 1.0)),
+            [{"x": 0.5, "y": 0.5, "label": "a", "colour": "#123", "position": "top center"}],
+            picked=(0.1, 0.2),
+            tooltip=[("sample", "sample")],
+        ),
+        "map by score": vega_charts.relevance_map(
+            [{"index": 0, "x": 0.1, "y": 0.2, "train": False, "value": 3.0}],
+            None,
+            ((0.0, 1.0), (0.0, 1.0)),
+            [],
+            value_label="score",
+            value_range=(0.0, 5.0),
+        ),
+    }
+    for name, spec in specs.items():
+        errors = [e.message for e in validator.iter_errors(spec)]
+        assert not errors, (name, errors[:3])
+        json.dumps(spec)  # plain values only
+    bars = specs["neurons"]["layer"][0]["data"]["values"]
+    assert [b["neuron"] for b in bars] == ["n3", "n1"] and bars[1]["sign"] == "against"

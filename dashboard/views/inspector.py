@@ -120,9 +120,9 @@ with left:
         st.warning(f"The image file is not readable any more: `{row['path']}`")
     else:
         shown = imaging.upscale(img)
-        m = loaders.mask(mask_path, (shown.shape[1], shown.shape[0])) if mask_path else None
-        if m is not None and st.toggle("Outline the inserted artefact", True, key="mask-img"):
-            shown = imaging.outline(shown, m)
+        border = loaders.mask_edge(mask_path, (shown.shape[1], shown.shape[0]))
+        if border is not None and st.toggle("Outline the inserted artefact", True, key="mask-img"):
+            shown = imaging.paint(shown, border)
         st.image(shown, width="stretch")
 with mid:
     st.markdown(f"### #{i} · {charts.split_label(row['split'])}")

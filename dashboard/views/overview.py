@@ -168,7 +168,7 @@ with left:
         axis=axis,
         colours={s: c for s, c in zip(r.ood_sets, charts.OOD_COLOURS * 3, strict=False)},
     )
-    st.altair_chart(vega_charts.score_histogram(steps), key="histogram", width="stretch")
+    st.vega_lite_chart(vega_charts.score_histogram(steps), key="histogram", width="stretch")
     if steps.clipped:
         st.caption(f"{steps.clipped} scores above {steps.edge:.4g} are counted in the last bin.")
 with right:
@@ -301,7 +301,7 @@ for m in roc_methods:
     )
     id_scores[m], ood_for[m] = mv.id_test, pooled
     aurocs[m] = auroc(mv.id_test, pooled)
-st.altair_chart(
+st.vega_lite_chart(
     vega_charts.roc_figure(
         id_scores, ood_for, aurocs, labels, method, point=(rates["fpr"], rates["tpr"])
     ),

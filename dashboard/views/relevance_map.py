@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, components, loaders, review, samples, state, verdicts
+from dashboard import charts, components, loaders, review, samples, state, vega_charts, verdicts
 from nero.detect.registry import method_label
 from nero.tables import safe_csv
 
-# Above this many points the map is drawn with WebGL (SVG gets slow in the browser).
+# Up to this many points the map is drawn with Vega-Lite (fast to load; click and box
+# selection), above with Plotly (WebGL, lasso); above WEBGL_POINTS Plotly draws with WebGL
+# (SVG gets slow in the browser).
+VEGA_POINTS = 5000
 WEBGL_POINTS = 3000
 # Thumbnails shown for a box/lasso selection.
 MAX_SELECTION_THUMBS = 24
@@ -52,7 +55,7 @@ if emb["method"] != "umap":
     )
 
 splits = list(dict.fromkeys(table["split"]))
-c1, c3 = st.columns([3, 2], vertical_alignment="bottom")
+c1, c3, c4 = st.columns([3, 2, 1], vertical_alignment="bottom")
 colour_by = (
     c1.segmented_control(
         "Colour by", COLOUR_MODES, default=COLOUR_MODES[0], required=True, key="map-colour"
@@ -113,58 +116,127 @@ else:
 
 active_scores = table[active].to_numpy()
 active_label = method_label(active)
-# Whole columns at once; a WebGL-sized map sends no per-point text (see embedding_figure).
-shown = table.iloc[rows]
-hover = (
-    None
-    if rows.size > WEBGL_POINTS
-    else (
-        "#"
-        + shown["index"].astype(str)
-        + " · "
-        + shown["split"].map({s: charts.split_label(s) for s in splits})
-        + "<br>true: "
-        + shown["true class"].astype(str)
-        + " · predicted: "
-        + shown["predicted class"].astype(str)
-        + f"<br>{active_label} score "
-        + pd.Series(np.char.mod("%.4g", active_scores[rows]), index=shown.index)
-    ).to_numpy()
-)
-centroid_classes = np.asarray(r.detector.centroid_classes_)
-centroid_labels = [r.class_names[c] if c < n_classes else str(c) for c in centroid_classes]
-picked = state.picked_sample(len(table))
-fig = charts.embedding_figure(
-    points,
-    rows,
-    groups,
-    colours,
-    hover,
-    emb["centroids"],
-    centroid_labels,
-    [class_colour.get(lbl, "#FFD166") for lbl in centroid_labels],
-    picked=picked,
-    values=values,
-    value_label=f"{method_label(score_method)} score",
-    webgl=rows.size > WEBGL_POINTS,
-)
 
-left, right = st.columns([3, 1], gap="medium")
-with left:
-    event = st.plotly_chart(
+
+def tooltip_table(shown: pd.DataFrame) -> pd.DataFrame:
+    """What a dot's tooltip says: the sample, its set, its classes and the active score."""
+    return pd.DataFrame(
+        {
+            "sample": "#" + shown["index"].astype(str),
+            "set": shown["split"].map(charts.split_label),
+            "classes": "true: " + shown["true class"].astype(str) + " · predicted: "
+            + shown["predicted class"].astype(str),
+            "score": np.char.mod("%.4g", active_scores[shown["index"].to_numpy()]),
+        },
+        index=shown.index,
+    )  # fmt: skip
+
+
+def plotly_map():
+    """The map in Plotly (lasso, and WebGL for large maps); its selection event."""
+    # Whole columns at once; a WebGL-sized map sends no per-point text (see embedding_figure).
+    words = None
+    if rows.size <= WEBGL_POINTS:
+        tips = tooltip_table(table.iloc[rows])
+        words = (
+            tips["sample"] + " · " + tips["set"] + "<br>" + tips["classes"]
+            + f"<br>{active_label} score " + tips["score"]
+        ).to_numpy()  # fmt: skip
+    fig = charts.embedding_figure(
+        points,
+        rows,
+        groups,
+        colours,
+        words,
+        emb["centroids"],
+        centroid_labels,
+        centroid_colours,
+        picked=picked,
+        values=values,
+        value_label=f"{method_label(score_method)} score",
+        webgl=rows.size > WEBGL_POINTS,
+    )
+    return st.plotly_chart(
         fig,
         key=f"map::{name}",
         on_select="rerun",
         selection_mode=("points", "box", "lasso"),
         width="stretch",
     )
-    st.caption(
-        "Click a dot to pick that image. To select many, choose *Box select* or *Lasso select* "
-        "in the chart's toolbar (top right) and drag. Double-click the map to clear."
+
+
+def vega_map():
+    """The map in Vega-Lite (the front end loads it in a sixth of Plotly's bytes: the page's
+    first chart comes sooner); its selection event."""
+    tips = tooltip_table(table.iloc[rows])
+    samples_rows = tips.assign(
+        index=rows, x=points[rows, 0], y=points[rows, 1], train=split_col[rows] == "id_train"
+    )
+    if values is None:
+        samples_rows["group"] = groups
+        present = dict.fromkeys(groups)
+        palette = {g: colours.get(g, "#888") for g in present}
+        value_range = (0.0, 1.0)
+    else:
+        samples_rows["value"] = values
+        palette = None
+        value_range = tuple(np.nanpercentile(values, [1, 99])) if values.size else (0.0, 1.0)
+    view = charts.map_view(points[rows], emb["centroids"])
+    positions = charts.label_positions(emb["centroids"])
+    stars = [
+        {"x": float(cx), "y": float(cy), "label": lbl, "colour": col, "position": pos}
+        for (cx, cy), lbl, col, pos in zip(
+            emb["centroids"], centroid_labels, centroid_colours, positions, strict=True
+        )
+    ]
+    spec = vega_charts.relevance_map(
+        samples_rows.to_dict("records"),
+        palette,
+        view,
+        stars,
+        picked=tuple(points[picked]) if picked is not None else None,
+        value_label=f"{method_label(score_method)} score",
+        value_range=value_range,
+        tooltip=[("sample", "sample"), ("set", "set"), ("classes", "classes"),
+                 ("score", f"{active_label} score")],
+    )  # fmt: skip
+    return st.vega_lite_chart(
+        spec,
+        key=f"map-vega::{name}",
+        on_select="rerun",
+        selection_mode=(vega_charts.PICK, vega_charts.AREA),
+        width="stretch",
     )
 
 
-def _indices(selection) -> list[int]:
+centroid_classes = np.asarray(r.detector.centroid_classes_)
+centroid_labels = [r.class_names[c] if c < n_classes else str(c) for c in centroid_classes]
+centroid_colours = [class_colour.get(lbl, "#FFD166") for lbl in centroid_labels]
+picked = state.picked_sample(len(table))
+lasso = rows.size > VEGA_POINTS or c4.toggle(
+    "Lasso",
+    key="map-lasso",
+    help="Select with a free-hand lasso too (the map then loads a larger charting library).",
+)
+left, right = st.columns([3, 1], gap="medium")
+with left:
+    if lasso:
+        event = plotly_map()
+        how = (
+            "Click a dot to pick that image. To select many, choose *Box select* or *Lasso "
+            "select* in the chart's toolbar (top right) and drag. Double-click the map to clear."
+        )
+    else:
+        event = vega_map()
+        how = (
+            "Click a dot to pick that image; drag a box to select many. Double-click the map to "
+            "clear. Turn on *Lasso* for free-hand selection."
+        )
+    st.caption(how)
+
+
+def plotly_chosen(selection) -> list[int]:
+    """Sample indices a Plotly selection holds (each dot's ``customdata``)."""
     out = []
     for point in selection.get("points", []) if selection else []:
         value = point.get("customdata")
@@ -175,7 +247,21 @@ def _indices(selection) -> list[int]:
     return sorted(set(out))
 
 
-chosen = _indices(event.selection if event is not None else None)
+def vega_chosen(selection) -> list[int]:
+    """Sample indices a Vega-Lite selection holds: the clicked dot, or the shown dots inside
+    the dragged box."""
+    if not selection:
+        return []
+    out = {int(p["index"]) for p in selection.get(vega_charts.PICK) or [] if "index" in p}
+    box = selection.get(vega_charts.AREA) or {}
+    if "x" in box and "y" in box:
+        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
+        x, y = points[rows, 0], points[rows, 1]
+        out |= set(rows[(x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)].tolist())
+    return sorted(out)
+
+
+chosen = (plotly_chosen if lasso else vega_chosen)(event.selection if event is not None else None)
 if tuple(chosen) != st.session_state.get(SELECTION_SIG):
     st.session_state[SELECTION_SIG] = tuple(chosen)
     if len(chosen) == 1:
