@@ -8,7 +8,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,9 +185,11 @@ def _remember(key: tuple, future: Future) -> None:
 _AHEAD: list[frozenset] = [frozenset()]
 
 
-# Prepared-ahead work starts this long after the page that asked for it ended: its Python-side
-# hooks would hold the GIL while Streamlit sends the page's last messages to the browser.
-AHEAD_AFTER_S = 0.3
+# Prepared-ahead work starts this long after the page that asked for it ended: a reviewer reads
+# a sample for longer, while a user jumping from sample to sample (who would otherwise wait for
+# a map being prepared ahead) has moved on by then, and Streamlit has sent the page's last
+# messages (the maps' Python-side hooks hold the GIL).
+AHEAD_AFTER_S = 1.0
 
 
 def _still_ahead(key: tuple) -> bool:
@@ -233,9 +235,12 @@ def _heatmaps(
         while len(_COLLECTED) > _MAX_COLLECTED:
             _COLLECTED.pop(next(iter(_COLLECTED)))
     run = loaders.run(Path(path))
-    if started is not None and started.cancelled():
-        started = None
-    heats = started.result() if started is not None else _heatmap_pair(run, index, target, None)
+    try:
+        heats = started.result() if started is not None else None
+    except CancelledError:  # prepared ahead, then dropped: the user came back to it
+        heats = None
+    if heats is None:
+        heats = _heatmap_pair(run, index, target, None)
     return fields(service(run), heats)
 
 

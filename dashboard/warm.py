@@ -36,8 +36,11 @@ def warm_run(path: Path) -> None:
     for i in worst:
         loaders.thumbnail(str(table["path"].iat[int(i)]), loaders.WORKLIST_THUMB_PX)
     if heatmap_jobs.heatmaps_module() is not None:
-        first = telling_samples(r, method).get("Most OOD-like image", 0)
-        heatmap_jobs.heatmaps(r, int(first), int(table["pred"].iat[int(first)]))
+        first = int(telling_samples(r, method).get("Most OOD-like image", 0))
+        target = int(table["pred"].iat[first])
+        # its class and OOD maps and the neuron the inspector shows first, in one pass
+        heatmap_jobs.start_heatmaps(r, first, target, heatmap_jobs.default_neuron(r, first))
+        heatmap_jobs.heatmaps(r, first, target)
 
 
 def warm_from_argv(argv: list[str]) -> None:

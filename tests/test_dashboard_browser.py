@@ -372,15 +372,15 @@ def test_worklist_filters_and_opens_a_row_and_links_fail_visibly(server, page):
     assert "names the run “nope”, which is not here" in page.inner_text("body")
 
 
-def worklist_order(root: Path, run_name: str) -> list[int]:
+def worklist_order(root: Path, run_name: str, method: str | None = None) -> list[int]:
     """The worklist's default order: every image but the training ones, most unusual first
-    by the run's default detector."""
+    by ``method`` (default: the run's default detector)."""
     import numpy as np
 
     from nero.run.directory import read_run
 
     run = read_run(root / run_name)
-    scores = run.scores[run.default_method].to_numpy()
+    scores = run.scores[method or run.default_method].to_numpy()
     rows = np.flatnonzero(run.samples["split"].to_numpy() != "id_train")
     return rows[np.argsort(-scores[rows], kind="stable")].tolist()
 
@@ -504,6 +504,7 @@ def test_one_story_per_image_in_the_browser(server, page):
     """The worklist's and the inspector's verdicts agree for several methods; a set where the
     method is weak is flagged on the overview; a map without evidence and neighbours that are
     not close say so."""
+    from dashboard import state
     from nero.detect.registry import method_label
     from nero.explain.attribution import Heatmap
     from nero.run.directory import read_run
@@ -515,7 +516,8 @@ def test_one_story_per_image_in_the_browser(server, page):
 
     base, run_name, root = server
     run = read_run(root / run_name)
-    opened = set()
+    opened: set[int] = set()
+    ahead: set[int] = set()  # the maps the inspector prepared ahead (the worklist's next rows)
     for method in ("nero", "msp", "knn"):
         page.goto(f"{base}/?run={run_name}&method={method}")
         page.wait_for_selector('[data-testid="stDataFrame"] table', state="attached")
@@ -523,6 +525,7 @@ def test_one_story_per_image_in_the_browser(server, page):
         for cells in grid_rows(page, 2):
             index, words = int(cells[1]), cells[2].split(" ", 1)[1]  # "🔴 Out-of-distribution"
             opened.add(index)
+            ahead |= set(state.neighbours_in(worklist_order(root, run_name, method), index))
             page.goto(f"{base}/inspector?run={run_name}&method={method}&sample={index}")
             page.wait_for_selector("h1:has-text('Sample inspector')")
             settle(page)
@@ -539,7 +542,7 @@ def test_one_story_per_image_in_the_browser(server, page):
     # a constructed empty class map (the OOD map of no evidence says "no unusual evidence"),
     # and the neighbour sentence the engine gives that sample
     # a sample whose maps this server has not computed yet (warmed, or opened above)
-    seen = opened | set(telling_samples(run, run.default_method).values())
+    seen = opened | ahead | set(telling_samples(run, run.default_method).values())
     sample = next(int(i) for i in run.rows("ood:noise")[::-1] if int(i) not in seen)
     pred = int(run.samples["pred"].iat[sample])
     path = cache_path(run, sample, "class", pred)
