@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -215,6 +216,14 @@ def prepare_ahead(r: Run, rows: Sequence[int]) -> None:
 
             wanted = functools.partial(_still_ahead, key)
             _remember(key, _WORKER.submit_after(AHEAD_AFTER_S, job, AHEAD, wanted))
+
+
+def prepare_if_loaded(r: Run, rows: Sequence[int]) -> None:
+    """:func:`prepare_ahead`, from a page that needs no model itself (the worklist's top rows,
+    the map's picked dot): only when the model code is loaded already (``nero dashboard``'s
+    launcher loads it before the server answers), so such a page never waits for torch."""
+    if "nero.run.heatmaps" in sys.modules and rows:
+        prepare_ahead(r, rows)
 
 
 def _on_disk(r: Run, index: int, target: int | None) -> bool:

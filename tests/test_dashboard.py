@@ -538,13 +538,36 @@ def test_the_worklists_next_rows_are_prepared_while_the_user_reads_a_sample(
         [cache_path(run, j, "class", int(preds[j])), cache_path(run, j, "ood", None)]
         for j in expected
     ]
-    deadline = time.monotonic() + 60
-    while not all(p.is_file() for pair in made for p in pair) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(p.is_file() for pair in made for p in pair)
+    assert_appear([p for pair in made for p in pair])
     neuron = heatmap_jobs.default_neuron(run, order[4])
     assert cache_path(run, order[4], "neuron", neuron).is_file()
     assert not any((run_dir / "heatmaps").glob(f"{order[7]}_*"))  # only the neighbours
+
+
+def assert_appear(paths: list[Path], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not all(p.is_file() for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(p.is_file() for p in paths), [p.name for p in paths if not p.is_file()]
+
+
+def test_the_worklists_top_rows_are_prepared_while_the_list_is_read(
+    tmp_path: Path,
+    tiny_run: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rows a reviewer opens from the worklist get their maps while the list is read
+    (that the page never loads the model code itself for it:
+    ``test_the_pages_without_model_work_do_not_wait_for_torch``)."""
+    from nero.run.heatmaps import cache_path
+
+    run_dir = own_copy(tiny_run, tmp_path / "runs", "top", monkeypatch)
+    run = read_run(run_dir)
+    at = open_app(tmp_path / "runs", "worklist")
+    ok(at)
+    top = at.dataframe[0].value["index"].astype(int).tolist()[:3]
+    preds = run.samples["pred"].to_numpy()
+    assert_appear([cache_path(run, j, "class", int(preds[j])) for j in top])
 
 
 def test_the_heatmap_worker_serves_the_page_first_and_drops_what_the_user_left() -> None:

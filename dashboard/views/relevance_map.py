@@ -6,7 +6,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, components, loaders, review, samples, state, vega_charts, verdicts
+from dashboard import (
+    charts,
+    components,
+    heatmap_jobs,
+    loaders,
+    review,
+    samples,
+    state,
+    vega_charts,
+    verdicts,
+)
 from nero.detect.registry import method_label
 from nero.tables import safe_csv
 
@@ -284,6 +294,7 @@ with right:
         )
         if st.button("Open in the inspector", type="primary", key="open-inspector"):
             samples.open_inspector(picked)
+        heatmap_jobs.prepare_if_loaded(r, [picked])  # its maps, before that click
 
 if len(chosen) > 1:
     st.subheader(f"{len(chosen)} images selected")

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from dashboard import components, loaders, review, samples, state, verdicts
+from dashboard import components, heatmap_jobs, loaders, review, samples, state, verdicts
 from nero.detect.registry import method_label
 from nero.run.batches import batch_info, read_batch, run_batches
 from nero.run.conformal import p_value_words
@@ -22,6 +22,7 @@ from nero.tables import safe_csv
 PAGE_ROWS = loaders.WORKLIST_PAGE_ROWS
 THUMB_PX = loaders.WORKLIST_THUMB_PX
 ROW_PX = THUMB_PX + 8
+WORKLIST_AHEAD = 3  # the top rows whose maps are prepared while the list is read
 
 
 def batch_view(r, batch: str) -> None:
@@ -334,3 +335,5 @@ right.download_button(
     icon=":material/history:",
     help="Every mark ever saved on this run: who, when, the verdict, method and score shown.",
 )
+# The rows a reviewer opens next from here: their maps, while they read the list.
+heatmap_jobs.prepare_if_loaded(r, shown["index"].tolist()[:WORKLIST_AHEAD])
