@@ -202,11 +202,10 @@ def prepare_ahead(r: Run, rows: Sequence[int]) -> None:
     rows), each with its predicted class and default neuron, behind anything a page waits for;
     what was queued for an earlier sample and has not started is dropped."""
     preds = r.samples["pred"].to_numpy()
-    wanted = [(int(i), int(preds[int(i)])) for i in rows]
-    keys = {_key(r, index, target) for index, target in wanted}
+    samples = [(int(i), int(preds[int(i)])) for i in rows]
     with _STARTED_LOCK:
-        _AHEAD[0] = frozenset(keys)
-        for index, target in wanted:
+        _AHEAD[0] = frozenset(_key(r, index, target) for index, target in samples)
+        for index, target in samples:
             key = _key(r, index, target)
             if key in _COLLECTED or _live(key) is not None or _on_disk(r, index, target):
                 continue
@@ -214,8 +213,8 @@ def prepare_ahead(r: Run, rows: Sequence[int]) -> None:
             def job(index: int = index, target: int = target) -> list[Heatmap]:
                 return _heatmap_pair(r, index, target, default_neuron(r, index))
 
-            wanted = functools.partial(_still_ahead, key)
-            _remember(key, _WORKER.submit_after(AHEAD_AFTER_S, job, AHEAD, wanted))
+            still = functools.partial(_still_ahead, key)
+            _remember(key, _WORKER.submit_after(AHEAD_AFTER_S, job, AHEAD, still))
 
 
 def prepare_if_loaded(r: Run, rows: Sequence[int]) -> None:
