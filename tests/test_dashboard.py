@@ -41,6 +41,18 @@ def _runs_root(monkeypatch: pytest.MonkeyPatch, runs_root: Path) -> None:  # noq
     monkeypatch.delenv("NERO_RUN", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_maps_from_other_tests() -> None:
+    """Each test starts without the maps earlier tests' pages started or prepared ahead (the
+    worker and its results are process-wide, as in a server)."""
+    with heatmap_jobs._STARTED_LOCK:
+        heatmap_jobs._STARTED.clear()
+        heatmap_jobs._COLLECTED.clear()
+        heatmap_jobs._AHEAD[0] = frozenset()
+    heatmap_jobs._heatmaps.clear()
+    heatmap_jobs.neuron_heatmap.clear()
+
+
 def own_copy(source: Path, root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the tiny run, alone in a runs root the dashboard is pointed at."""
     shutil.copytree(source, root / name)
