@@ -191,6 +191,14 @@ def embedding_figure(
     return _map_layout(fig, shown, centroids)
 
 
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """The scores a map coloured by score spans: 1st to 99th percentile (outliers clamp)."""
+    if not len(values):
+        return 0.0, 1.0
+    lo, hi = np.nanpercentile(values, [1, 99])
+    return float(lo), float(hi)
+
+
 def _value_trace(
     scatter: type,
     shown: np.ndarray,
@@ -200,7 +208,7 @@ def _value_trace(
     value_label: str,
 ) -> go.Scatter:
     """All shown samples as one trace coloured by ``values`` (1st to 99th percentile)."""
-    lo, hi = np.nanpercentile(values, [1, 99]) if len(values) else (0.0, 1.0)
+    lo, hi = value_range(values)
     return scatter(
         x=shown[:, 0],
         y=shown[:, 1],

@@ -73,7 +73,7 @@ def neuron_section(
     top = st.columns([1, 2])[0].slider(
         "Neurons shown", 5, min(60, d), min(TOP_NEURONS, d), key=f"{key}-top", step=5
     )
-    order = np.argsort(-np.abs(deviation_row), kind="stable")[:top]
+    order = imaging.most_deviating(deviation_row)[:top]
     fig = vega_charts.neuron_bars(order, relevance_row[order], centroid_row[order], centroid_label)
     st.vega_lite_chart(fig, key=f"{key}-bars", width="stretch")
     st.caption(

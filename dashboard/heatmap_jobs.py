@@ -139,8 +139,10 @@ def default_neuron(run: Run, index: int) -> int:
     """The neuron the inspector shows first for a sample: the one deviating most from the
     nearest class centroid."""
     features = np.asarray(run.features[index : index + 1], np.float64)
+    from dashboard.imaging import most_deviating  # matplotlib: not on the worklist's import path
+
     deviation = run.detector.explain(features, run.sample_relevance(index)).deviation[0]
-    return int(np.argmax(np.abs(deviation)))
+    return int(most_deviating(deviation)[0])
 
 
 def _key(r: Run, index: int, target: int | None) -> tuple:

@@ -87,15 +87,10 @@ def colour_bar(scale: float, width: int = 320, height: int = 14) -> np.ndarray:
 
 
 def edge(mask: np.ndarray, width: int = 2) -> np.ndarray:
-    """The outer border of a boolean mask, ``width`` pixels wide (what :func:`outline` draws)."""
+    """The outer border of a boolean mask, ``width`` pixels wide (what an outline draws)."""
     m = Image.fromarray((np.asarray(mask, bool) * 255).astype(np.uint8))
     grown = m.filter(ImageFilter.MaxFilter(2 * width + 1))
     return (np.asarray(grown) > 0) & ~(np.asarray(m) > 0)
-
-
-def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
-    """Draw the border of a boolean mask (same H×W as the image) in a bright colour."""
-    return paint(image, edge(mask, width))
 
 
 def paint(image: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -104,6 +99,12 @@ def paint(image: np.ndarray, where: np.ndarray) -> np.ndarray:
     out = np.array(image, np.uint8, copy=True)
     out[where] = MASK_COLOUR
     return out
+
+
+def most_deviating(deviation_row: np.ndarray) -> np.ndarray:
+    """Neuron ids, most deviating from the nearest centroid first (|deviation|, ties by id):
+    the inspector's bars, and its first neuron map is the first of them."""
+    return np.argsort(-np.abs(np.asarray(deviation_row)), kind="stable")
 
 
 def upscale(image: np.ndarray, min_px: int = 320) -> np.ndarray:

@@ -551,9 +551,12 @@ def test_the_worklists_next_rows_are_prepared_while_the_user_reads_a_sample(
         for j in expected
     ]
     assert_appear([p for pair in made for p in pair])
-    neuron = heatmap_jobs.default_neuron(run, order[4])
-    assert cache_path(run, order[4], "neuron", neuron).is_file()
     assert not any((run_dir / "heatmaps").glob(f"{order[7]}_*"))  # only the neighbours
+    ready = set((run_dir / "heatmaps").glob(f"{order[4]}_neuron_*"))
+    at.button(key="worklist-next").click().run()  # K: the next row, its neuron map made already
+    ok(at)
+    shown = at.selectbox(key=f"proto-neuron-{order[4]}").value
+    assert cache_path(run, order[4], "neuron", shown) in ready
 
 
 def assert_appear(paths: list[Path], seconds: float = 60) -> None:

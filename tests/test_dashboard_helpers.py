@@ -42,7 +42,7 @@ def test_outline_and_upscale() -> None:
     img = np.zeros((10, 10, 3), np.uint8)
     mask = np.zeros((10, 10), bool)
     mask[3:7, 3:7] = True
-    out = imaging.outline(img, mask, width=1)
+    out = imaging.paint(img, imaging.edge(mask, width=1))
     assert (out[2, 4] == imaging.MASK_COLOUR).all() and (out[5, 5] == 0).all()
     assert imaging.upscale(img, 40).shape == (40, 40, 3)
     big = np.zeros((500, 400, 3), np.uint8)

@@ -105,7 +105,7 @@ if heatmap_jobs.heatmaps_module() is not None and row["path"]:
     # Computed in the background while the page draws, the neuron shown first in the same
     # pass; collected at the end of the page.
     neuron_first = st.session_state.get(
-        f"proto-neuron-{i}", int(np.argmax(np.abs(expl.deviation[0])))
+        f"proto-neuron-{i}", int(imaging.most_deviating(expl.deviation[0])[0])
     )
     heatmap_jobs.start_heatmaps(
         r, i, int(st.session_state.get(f"hm-{i}-target", pred)), int(neuron_first)

@@ -190,7 +190,7 @@ def vega_map():
     else:
         samples_rows["value"] = values
         palette = None
-        value_range = tuple(np.nanpercentile(values, [1, 99])) if values.size else (0.0, 1.0)
+        value_range = charts.value_range(values)
     view = charts.map_view(points[rows], emb["centroids"])
     positions = charts.label_positions(emb["centroids"])
     stars = [
